@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* hsm module-private interface: the service state, key-version records, key loading for the
+ * auth/release half, KeyBundle building, and the pieces shared between keys.c, ops.c,
+ * softdelete.c, rotation.c, backup.c and domain.c. Not installed; other modules use hsm.h. */
+#pragma once
+
+#include <pthread.h>
+
+#include <jansson.h>
+
+#include <opencvm/crypto.h>
+#include <opencvm/hsm.h>
+#include <opencvm/store.h>
+#include <opencvm/util.h>
+
+struct cvm_hsm_auth;          /* defined by the auth half (identity/oauth/rbac/policy/release) */
+struct cvm_hsm_cache_entry;   /* service.c */
+
+/* Bounded LRU of unsealed private keys, keyed by "name|version". The private material of a
+ * version never changes, so entries stay valid across attribute updates; they are dropped on
+ * delete/purge/restore to keep secrets out of memory, and when the domain changes. */
+struct cvm_hsm_cache {
+	pthread_mutex_t lock;
+	size_t cap;                          /* max entries */
+	size_t count;
+	size_t nbuckets;
+	struct cvm_hsm_cache_entry **buckets;
+	struct cvm_hsm_cache_entry *lru_head; /* most recently used */
+	struct cvm_hsm_cache_entry *lru_tail;
+};
+
+struct cvm_hsm {
+	struct cvm_store *store;       /* borrowed */
+	char *name;                    /* for logs/messages */
+	int retention_days;            /* persisted soft-delete retention, 7..90 */
+	bool purge_protection;         /* persisted, never turned off */
+
+	/* Security domain. Readers take the rwlock shared; activation takes it exclusive. */
+	pthread_rwlock_t domain_lock;
+	struct cvm_secret *domain_key; /* NULL until activated */
+	struct cvm_secret *seal_key;   /* HKDF(domain, "opencvm key seal v1"): private keys at rest */
+	struct cvm_secret *backup_key; /* HKDF(domain, "opencvm key backup v1"): key backup blobs */
+	struct cvm_secret *full_key;   /* HKDF(domain, "opencvm full backup v1"): full backup HMAC */
+
+	struct cvm_hsm_cache cache;
+
+	/* ==== auth state (owned by the auth half: edit only between these markers) ==== */
+	/* Created lazily by the auth half; cvm_hsm_free calls auth_free(auth) when both are set. */
+	struct cvm_hsm_auth *auth;
+	void (*auth_free)(struct cvm_hsm_auth *auth);
+	/* ==== end auth state ==== */
+};
+
+/* ---- key version records -----------------------------------------------------------------
+ * One version of one key with its attributes, as stored. Produced by cvm_hsm_keyver_get
+ * (metadata only, key == NULL) or cvm_hsm_keyver_load (adds the private key). */
+struct cvm_hsm_keyver {
+	char name[CVM_HSM_NAME_MAX + 1];
+	char version[33];
+	char kty[8];              /* as reported: "RSA", "RSA-HSM", "EC", "EC-HSM", "oct-HSM" */
+	enum cvm_kty type;
+	int key_size;             /* RSA modulus bits, oct bits; EC field bits */
+	char crv[8];              /* "P-256"... for EC, "" otherwise */
+	json_t *key_ops;          /* array of strings (owned) */
+	bool enabled;
+	bool exportable;
+	bool has_nbf, has_exp;
+	int64_t nbf, exp;
+	int64_t created, updated;
+	json_t *tags;             /* object (owned) or NULL */
+	json_t *release_policy;   /* {"contentType","data","immutable"} (owned) or NULL */
+	json_t *public_jwk;       /* public JWK members (kty as stored, n/e or crv/x/y); owned */
+	bool deleted;             /* the key (all versions) is soft-deleted */
+	int64_t deleted_date, scheduled_purge; /* when deleted */
+	bool is_current;          /* this is the key's latest version */
+	struct cvm_key *key;      /* private key (a reference), only from cvm_hsm_keyver_load */
+};
+void cvm_hsm_keyver_free(struct cvm_hsm_keyver *kv);
+CVM_DEFINE_CLEANUP(struct cvm_hsm_keyver, cvm_hsm_keyver_free)
+#define _cleanup_keyver_ _cleanup_(cvm_hsm_keyver_freep)
+
+/* Metadata of a version (NULL/"" = latest) of a non-deleted key (include_deleted: of a
+ * soft-deleted one too). -ENOENT "KeyNotFound" with Key Vault's message. No activation needed. */
+int cvm_hsm_keyver_get(struct cvm_hsm *h, const char *name, const char *version,
+		       bool include_deleted, struct cvm_hsm_keyver **out, struct cvm_err *err);
+/* For the release half and ops: metadata + private key unsealed under the domain key (from the
+ * LRU cache when present). The key must not be deleted. -EBUSY "HsmNotActivated" before
+ * activation. Does NOT check enabled/nbf/exp/key_ops: use cvm_hsm_keyver_usable. */
+int cvm_hsm_keyver_load(struct cvm_hsm *h, const char *name, const char *version,
+			struct cvm_hsm_keyver **out, struct cvm_err *err);
+/* enabled / nbf / exp check for operation `op` (e.g. "decrypt", "release") at time now:
+ * -EPERM "Forbidden" "Operation <op> is not allowed on a disabled key." etc. */
+int cvm_hsm_keyver_usable(const struct cvm_hsm_keyver *kv, const char *op, int64_t now,
+			  struct cvm_err *err);
+/* key_ops check: -EINVAL "BadParameter" "Operation <op> is not permitted on this key." op uses
+ * Key Vault JWK spelling ("wrapKey", "unwrapKey", ...). */
+int cvm_hsm_keyver_permits(const struct cvm_hsm_keyver *kv, const char *op,
+			   struct cvm_err *err);
+
+/* KeyBundle {"key":{kid,kty,key_ops,public members},"attributes":{...},"tags","release_policy"}.
+ * The release half adds key.key_hsm itself. */
+int cvm_hsm_key_bundle(struct cvm_hsm *h, const struct cvm_hsm_caller *c,
+		       const struct cvm_hsm_keyver *kv, json_t **out, struct cvm_err *err);
+/* The attributes object alone (enabled, nbf, exp, created, updated, recoveryLevel,
+ * recoverableDays, exportable). */
+json_t *cvm_hsm_attributes_json(struct cvm_hsm *h, const struct cvm_hsm_keyver *kv);
+/* kid: base_url/keys/name[/version] (version NULL: without). malloc'd, NULL on ENOMEM. */
+char *cvm_hsm_kid(const struct cvm_hsm_caller *c, const char *name, const char *version);
+/* base_url of the caller, "https://localhost" when none. */
+const char *cvm_hsm_base_url(const struct cvm_hsm_caller *c);
+
+/* ---- shared helpers (module-private) -------------------------------------------------------- */
+/* Key name check: ^[0-9a-zA-Z-]{1,127}$ -> -EINVAL "BadParameter" naming "name". */
+int cvm_hsm_check_name(const char *name, struct cvm_err *err);
+/* -EBUSY "HsmNotActivated" unless activated. Caller holds domain_lock (shared). */
+int cvm_hsm_require_active(struct cvm_hsm *h, struct cvm_err *err);
+/* Seal/unseal private material under seal_key with AAD "name|version". Caller holds
+ * domain_lock (shared) and checked activation. */
+int cvm_hsm_seal_private(struct cvm_hsm *h, const char *name, const char *version,
+			 const struct cvm_key *k, struct cvm_buf *out, struct cvm_err *err);
+int cvm_hsm_unseal_private(struct cvm_hsm *h, const char *name, const char *version,
+			   enum cvm_kty type, const uint8_t *blob, size_t len,
+			   struct cvm_key **out, struct cvm_err *err);
+/* Not-found errors with Key Vault's wording. */
+int cvm_hsm_err_key_not_found(struct cvm_err *err, const char *name);
+int cvm_hsm_err_deleted_not_found(struct cvm_err *err, const char *name);
+int cvm_hsm_err_deleted_conflict(struct cvm_err *err, const char *name);
+
+/* Cache (thread-safe). get returns a new reference or NULL. */
+struct cvm_key *cvm_hsm_cache_get(struct cvm_hsm *h, const char *name, const char *version);
+void cvm_hsm_cache_put(struct cvm_hsm *h, const char *name, const char *version,
+		       struct cvm_key *k);
+/* Drop every version of name (NULL: everything). */
+void cvm_hsm_cache_drop(struct cvm_hsm *h, const char *name);
+
+/* Derive a 32-byte subkey of the domain key with HKDF-SHA256 (empty salt, info = label). */
+int cvm_hsm_derive(const struct cvm_secret *domain_key, const char *label,
+		   struct cvm_secret **out, struct cvm_err *err);
+
+/* ---- key backup blobs (backup.c) ----------------------------------------------------------- */
+/* Parsed content of a key backup blob: the key row and every version with its sealed private
+ * material exactly as stored (still sealed under the domain's seal key, AAD name|version). */
+struct cvm_hsm_backup_version {
+	struct cvm_hsm_keyver meta;   /* key == NULL */
+	uint8_t *sealed;
+	size_t sealed_len;
+};
+struct cvm_hsm_backup {
+	char name[CVM_HSM_NAME_MAX + 1];
+	char current_version[33];
+	json_t *rotation_policy;      /* stored policy object or NULL */
+	size_t nversions;
+	struct cvm_hsm_backup_version *versions;
+};
+void cvm_hsm_backup_free(struct cvm_hsm_backup *b);
+CVM_DEFINE_CLEANUP(struct cvm_hsm_backup, cvm_hsm_backup_free)
+/* Open a backup blob (decoded bytes): "OCVMKB\x01" magic, then cvm_seal under backup_key with
+ * AAD "opencvm key backup v1", then the payload JSON. -EBADMSG "BadParameter"
+ * "value: backup blob is corrupt or from another security domain" when it does not open. */
+int cvm_hsm_backup_open(const struct cvm_secret *backup_key, const uint8_t *buf, size_t len,
+			struct cvm_hsm_backup **out, struct cvm_err *err);
+/* Parse the decrypted payload JSON strictly (every field, every length). Fuzzed. */
+int cvm_hsm_backup_parse_payload(const uint8_t *buf, size_t len, struct cvm_hsm_backup **out,
+				 struct cvm_err *err);
