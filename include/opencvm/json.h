@@ -61,6 +61,10 @@ CVM_EXPORT int cvm_json_str_array(json_t *obj, const char *field, const char *pa
 /* Human name of a JSON value's type for messages: "string", "integer", "object", ... */
 CVM_EXPORT const char *cvm_json_type_name(const json_t *v);
 
+/* A JSON string from arbitrary bytes: invalid UTF-8 bytes become '?' (json_string would
+ * refuse them). For messages that may quote client input. NULL on ENOMEM. */
+CVM_EXPORT json_t *cvm_json_string_lossy(const char *s);
+
 /* compact serialization, malloc'd; NULL on ENOMEM */
 CVM_EXPORT char *cvm_json_dump(const json_t *v);
 /* obj[field] = base64url(data) without padding. 0 / -ENOMEM */
