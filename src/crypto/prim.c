@@ -1,0 +1,426 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Primitives: digests, HMAC, HKDF, AES-GCM, sealed blobs, AES-KW(P), RSA-OAEP and the
+ * CKM_RSA_AES_KEY_WRAP construction used by Secure Key Release. */
+#include "crypto-internal.h"
+
+#include <limits.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/kdf.h>
+#include <openssl/rsa.h>
+#include <string.h>
+
+static const EVP_MD *md_by_name(const char *md)
+{
+	static const char *const ok[] = { "SHA1", "SHA256", "SHA384", "SHA512" };
+	for (size_t i = 0; md && i < CVM_ARRAY_SIZE(ok); i++)
+		if (strcmp(md, ok[i]) == 0)
+			return EVP_get_digestbyname(md);
+	return NULL;
+}
+
+int cvm_digest(const char *md, const void *data, size_t len, uint8_t *out, size_t *outlen,
+	       struct cvm_err *err)
+{
+	const EVP_MD *m = md_by_name(md);
+	if (!m)
+		return cvm_err_set(err, ENOTSUP, "BadParameter",
+				   "digest: must be SHA1, SHA256, SHA384 or SHA512");
+	unsigned int n = 0;
+	if (EVP_Digest(data, len, out, &n, m, NULL) != 1)
+		return cvm_err_openssl(err, EIO, "digest");
+	*outlen = n;
+	return 0;
+}
+
+int cvm_hmac_sha256(const void *key, size_t klen, const void *data, size_t len, uint8_t out[32],
+		    struct cvm_err *err)
+{
+	size_t n = 0;
+	/* EVP_Q_mac rejects a NULL key even when klen is 0; HMAC allows empty keys. */
+	static const uint8_t empty[1];
+	if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, klen ? key : empty, klen, data, len, out,
+		       32, &n) ||
+	    n != 32)
+		return cvm_err_openssl(err, EIO, "HMAC-SHA256");
+	return 0;
+}
+
+int cvm_hkdf_sha256(const void *ikm, size_t ikm_len, const void *salt, size_t salt_len,
+		    const void *info, size_t info_len, uint8_t *out, size_t out_len,
+		    struct cvm_err *err)
+{
+	if (out_len == 0 || out_len > 255 * 32)
+		return cvm_err_badparam(err, "hkdf: output length must be 1..8160 bytes");
+	EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+	EVP_KDF_free(kdf);
+	if (!ctx)
+		return cvm_err_openssl(err, EIO, "HKDF setup");
+	static uint8_t empty[1];
+	OSSL_PARAM params[5], *p = params;
+	*p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+	*p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, ikm_len ? (void *)ikm : empty,
+						 ikm_len);
+	if (salt_len)
+		*p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, salt_len);
+	if (info_len)
+		*p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, info_len);
+	*p = OSSL_PARAM_construct_end();
+	int r = 0;
+	if (EVP_KDF_derive(ctx, out, out_len, params) != 1)
+		r = cvm_err_openssl(err, EIO, "HKDF");
+	EVP_KDF_CTX_free(ctx);
+	return r;
+}
+
+static const EVP_CIPHER *gcm_cipher(size_t klen)
+{
+	switch (klen) {
+	case 16: return EVP_aes_128_gcm();
+	case 24: return EVP_aes_192_gcm();
+	case 32: return EVP_aes_256_gcm();
+	default: return NULL;
+	}
+}
+
+/* One GCM pass; enc selects direction. tag is written (enc) or checked (dec). */
+static int gcm(bool enc, const uint8_t *key, size_t klen, const uint8_t iv[12], const void *aad,
+	       size_t aad_len, const uint8_t *in, size_t len, uint8_t *out, uint8_t tag[16],
+	       struct cvm_err *err)
+{
+	const EVP_CIPHER *c = gcm_cipher(klen);
+	if (!c)
+		return cvm_err_badparam(err, "key: AES-GCM key must be 16, 24 or 32 bytes, got %zu",
+					klen);
+	if (len > INT_MAX || aad_len > INT_MAX)
+		return cvm_err_set(err, E2BIG, "BadParameter", "value: too large for AES-GCM");
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	if (!ctx)
+		return cvm_err_nomem(err);
+	int n = 0, r = 0;
+	if (EVP_CipherInit_ex(ctx, c, NULL, key, iv, enc ? 1 : 0) != 1 ||
+	    (aad_len && EVP_CipherUpdate(ctx, NULL, &n, aad, (int)aad_len) != 1) ||
+	    (len && EVP_CipherUpdate(ctx, out, &n, in, (int)len) != 1)) {
+		r = cvm_err_openssl(err, EIO, "AES-GCM");
+		goto out;
+	}
+	if (enc) {
+		if (EVP_CipherFinal_ex(ctx, out + (len ? n : 0), &n) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag) != 1)
+			r = cvm_err_openssl(err, EIO, "AES-GCM");
+	} else {
+		if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) != 1) {
+			r = cvm_err_openssl(err, EIO, "AES-GCM");
+		} else if (EVP_CipherFinal_ex(ctx, out + (len ? n : 0), &n) != 1) {
+			ERR_clear_error();
+			OPENSSL_cleanse(out, len);
+			r = cvm_err_set(err, EBADMSG, "BadParameter",
+					"tag: authentication failed (wrong key, iv, aad or tag)");
+		}
+	}
+out:
+	EVP_CIPHER_CTX_free(ctx);
+	return r;
+}
+
+int cvm_aes_gcm_seal(const uint8_t *key, size_t klen, const uint8_t iv[12], const void *aad,
+		     size_t aad_len, const uint8_t *pt, size_t len, uint8_t *ct, uint8_t tag[16],
+		     struct cvm_err *err)
+{
+	return gcm(true, key, klen, iv, aad, aad_len, pt, len, ct, tag, err);
+}
+
+int cvm_aes_gcm_open(const uint8_t *key, size_t klen, const uint8_t iv[12], const void *aad,
+		     size_t aad_len, const uint8_t *ct, size_t len, const uint8_t tag[16],
+		     uint8_t *pt, struct cvm_err *err)
+{
+	return gcm(false, key, klen, iv, aad, aad_len, ct, len, pt, (uint8_t *)tag, err);
+}
+
+#define SEAL_VERSION 0x01
+
+/* The version byte is authenticated too: aad' = version ‖ caller aad. */
+static int seal_aad(const void *aad, size_t aad_len, uint8_t **out, struct cvm_err *err)
+{
+	if (aad_len > SIZE_MAX - 1)
+		return cvm_err_badparam(err, "aad: too large");
+	uint8_t *a = malloc(aad_len + 1);
+	if (!a)
+		return cvm_err_nomem(err);
+	a[0] = SEAL_VERSION;
+	if (aad_len)
+		memcpy(a + 1, aad, aad_len);
+	*out = a;
+	return 0;
+}
+
+int cvm_seal(const struct cvm_secret *key32, const void *aad, size_t aad_len, const uint8_t *pt,
+	     size_t len, struct cvm_buf *out, struct cvm_err *err)
+{
+	if (!key32 || key32->len != 32)
+		return cvm_err_badparam(err, "seal: key must be 32 bytes");
+	if (len > SIZE_MAX - CVM_SEAL_OVERHEAD - 1)
+		return cvm_err_set(err, E2BIG, "BadParameter", "seal: value too large");
+	_cleanup_free_ uint8_t *a = NULL;
+	int r = seal_aad(aad, aad_len, &a, err);
+	if (r < 0)
+		return r;
+	if (cvm_buf_reserve(out, len + CVM_SEAL_OVERHEAD) < 0)
+		return cvm_err_nomem(err);
+	uint8_t *p = out->data + out->len;
+	p[0] = SEAL_VERSION;
+	r = cvm_random(p + 1, 12, err);
+	if (r < 0)
+		return r;
+	r = cvm_aes_gcm_seal(key32->data, 32, p + 1, a, aad_len + 1, pt, len, p + 13, p + 13 + len,
+			     err);
+	if (r < 0)
+		return r;
+	out->len += len + CVM_SEAL_OVERHEAD;
+	out->data[out->len] = 0;
+	return 0;
+}
+
+int cvm_unseal(const struct cvm_secret *key32, const void *aad, size_t aad_len,
+	       const uint8_t *blob, size_t len, struct cvm_secret **pt, struct cvm_err *err)
+{
+	if (!key32 || key32->len != 32)
+		return cvm_err_badparam(err, "seal: key must be 32 bytes");
+	if (len < CVM_SEAL_OVERHEAD)
+		return cvm_err_badparam(err, "sealed blob: truncated (%zu bytes, need at least %d)", len,
+					CVM_SEAL_OVERHEAD);
+	if (blob[0] != SEAL_VERSION)
+		return cvm_err_badparam(err, "sealed blob: unknown version %u", blob[0]);
+	_cleanup_free_ uint8_t *a = NULL;
+	int r = seal_aad(aad, aad_len, &a, err);
+	if (r < 0)
+		return r;
+	size_t ct_len = len - CVM_SEAL_OVERHEAD;
+	_cleanup_secret_ struct cvm_secret *s = cvm_secret_new(ct_len);
+	if (!s)
+		return cvm_err_nomem(err);
+	r = cvm_aes_gcm_open(key32->data, 32, blob + 1, a, aad_len + 1, blob + 13, ct_len,
+			     blob + 13 + ct_len, s->data, err);
+	if (r < 0)
+		return r;
+	*pt = CVM_TAKE(s);
+	return 0;
+}
+
+static const EVP_CIPHER *kw_cipher(size_t klen, bool pad)
+{
+	switch (klen) {
+	case 16: return pad ? EVP_aes_128_wrap_pad() : EVP_aes_128_wrap();
+	case 24: return pad ? EVP_aes_192_wrap_pad() : EVP_aes_192_wrap();
+	case 32: return pad ? EVP_aes_256_wrap_pad() : EVP_aes_256_wrap();
+	default: return NULL;
+	}
+}
+
+/* One key-wrap pass into out (which must hold len + 15 bytes); *outlen gets the size. */
+static int kw(bool enc, const uint8_t *kek, size_t kek_len, bool pad, const uint8_t *in,
+	      size_t len, uint8_t *out, size_t *outlen, struct cvm_err *err)
+{
+	const EVP_CIPHER *c = kw_cipher(kek_len, pad);
+	if (!c)
+		return cvm_err_badparam(err, "key: AES key wrap key must be 16, 24 or 32 bytes, got %zu",
+					kek_len);
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	if (!ctx)
+		return cvm_err_nomem(err);
+	EVP_CIPHER_CTX_set_flags(ctx, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
+	int n = 0, m = 0, r = 0;
+	if (EVP_CipherInit_ex(ctx, c, NULL, kek, NULL, enc ? 1 : 0) != 1)
+		r = cvm_err_openssl(err, EIO, "AES key wrap setup");
+	else if (EVP_CipherUpdate(ctx, out, &n, in, (int)len) != 1 || n < 0 ||
+		 EVP_CipherFinal_ex(ctx, out + n, &m) != 1) {
+		if (enc) {
+			r = cvm_err_openssl(err, EIO, "AES key wrap");
+		} else {
+			ERR_clear_error();
+			r = cvm_err_set(err, EBADMSG, "BadParameter",
+					"value: key unwrap integrity check failed (wrong key or "
+					"corrupted input)");
+		}
+	} else {
+		*outlen = (size_t)n + (size_t)m;
+	}
+	EVP_CIPHER_CTX_free(ctx);
+	return r;
+}
+
+int cvm_aes_kw_wrap(const uint8_t *kek, size_t kek_len, bool pad, const uint8_t *in, size_t len,
+		    struct cvm_buf *out, struct cvm_err *err)
+{
+	if (pad ? len == 0 : (len < 16 || len % 8 != 0))
+		return cvm_err_badparam(err, pad ? "value: key to wrap must not be empty"
+						 : "value: key to wrap must be a multiple of 8 bytes, "
+						   "at least 16");
+	if (len > (1u << 30))
+		return cvm_err_set(err, E2BIG, "BadParameter", "value: key to wrap too large");
+	if (cvm_buf_reserve(out, len + 16) < 0)
+		return cvm_err_nomem(err);
+	size_t n = 0;
+	int r = kw(true, kek, kek_len, pad, in, len, out->data + out->len, &n, err);
+	if (r < 0)
+		return r;
+	out->len += n;
+	out->data[out->len] = 0;
+	return 0;
+}
+
+int cvm_aes_kw_unwrap(const uint8_t *kek, size_t kek_len, bool pad, const uint8_t *in, size_t len,
+		      struct cvm_secret **out, struct cvm_err *err)
+{
+	if (len < (pad ? 16u : 24u) || len % 8 != 0)
+		return cvm_err_badparam(err, "value: wrapped key must be a multiple of 8 bytes, at "
+					     "least %u", pad ? 16u : 24u);
+	if (len > (1u << 30) + 16)
+		return cvm_err_set(err, E2BIG, "BadParameter", "value: wrapped key too large");
+	/* OpenSSL may write up to len bytes (it unwraps in place before checking). */
+	_cleanup_secret_ struct cvm_secret *s = cvm_secret_new(len + 16);
+	if (!s)
+		return cvm_err_nomem(err);
+	size_t n = 0;
+	int r = kw(false, kek, kek_len, pad, in, len, s->data, &n, err);
+	if (r < 0)
+		return r;
+	s->len = n;
+	*out = CVM_TAKE(s);
+	return 0;
+}
+
+static int oaep_ctx(EVP_PKEY *key, bool enc, const char *md, EVP_PKEY_CTX **out,
+		    struct cvm_err *err)
+{
+	const EVP_MD *m = md_by_name(md);
+	if (!m)
+		return cvm_err_set(err, ENOTSUP, "BadParameter",
+				   "RSA-OAEP: hash must be SHA1, SHA256, SHA384 or SHA512");
+	if (!key || !EVP_PKEY_is_a(key, "RSA"))
+		return cvm_err_badparam(err, "RSA-OAEP: key is not an RSA key");
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
+	if (!ctx)
+		return cvm_err_nomem(err);
+	if ((enc ? EVP_PKEY_encrypt_init(ctx) : EVP_PKEY_decrypt_init(ctx)) != 1 ||
+	    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) != 1 ||
+	    EVP_PKEY_CTX_set_rsa_oaep_md(ctx, m) != 1 || EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, m) != 1) {
+		EVP_PKEY_CTX_free(ctx);
+		return cvm_err_openssl(err, EINVAL, "RSA-OAEP setup");
+	}
+	*out = ctx;
+	return 0;
+}
+
+int cvm_rsa_oaep_encrypt(EVP_PKEY *pub, const char *md, const uint8_t *in, size_t len,
+			 struct cvm_buf *out, struct cvm_err *err)
+{
+	EVP_PKEY_CTX *ctx = NULL;
+	int r = oaep_ctx(pub, true, md, &ctx, err);
+	if (r < 0)
+		return r;
+	size_t n = 0, hlen = (size_t)EVP_MD_get_size(md_by_name(md));
+	size_t k = (size_t)EVP_PKEY_get_size(pub);
+	/* RFC 8017 7.1.1: mLen <= k - 2hLen - 2 */
+	if (k < 2 * hlen + 2 || len > k - 2 * hlen - 2) {
+		r = cvm_err_badparam(err, "value: too long for RSA-OAEP with this key (max %zu bytes)",
+				     k >= 2 * hlen + 2 ? k - 2 * hlen - 2 : 0);
+	} else if (EVP_PKEY_encrypt(ctx, NULL, &n, in, len) != 1 || cvm_buf_reserve(out, n) < 0) {
+		r = cvm_err_openssl(err, EIO, "RSA-OAEP encrypt");
+	} else if (EVP_PKEY_encrypt(ctx, out->data + out->len, &n, in, len) != 1) {
+		r = cvm_err_openssl(err, EIO, "RSA-OAEP encrypt");
+	} else {
+		out->len += n;
+		out->data[out->len] = 0;
+	}
+	EVP_PKEY_CTX_free(ctx);
+	return r;
+}
+
+int cvm_rsa_oaep_decrypt(EVP_PKEY *priv, const char *md, const uint8_t *in, size_t len,
+			 struct cvm_secret **out, struct cvm_err *err)
+{
+	EVP_PKEY_CTX *ctx = NULL;
+	int r = oaep_ctx(priv, false, md, &ctx, err);
+	if (r < 0)
+		return r;
+	size_t k = (size_t)EVP_PKEY_get_size(priv), n = k;
+	struct cvm_secret *s = NULL;
+	if (len != k) {
+		r = cvm_err_badparam(err, "value: RSA ciphertext must be %zu bytes, got %zu", k, len);
+	} else if (!(s = cvm_secret_new(k))) {
+		r = cvm_err_nomem(err);
+	} else if (EVP_PKEY_decrypt(ctx, s->data, &n, in, len) != 1) {
+		ERR_clear_error();
+		r = cvm_err_set(err, EBADMSG, "BadParameter",
+				"value: RSA-OAEP decryption failed (wrong key or corrupted input)");
+	} else {
+		s->len = n;
+		*out = s;
+		s = NULL;
+	}
+	cvm_secret_free(s);
+	EVP_PKEY_CTX_free(ctx);
+	return r;
+}
+
+static const char *rsa_aes_md(const char *enc)
+{
+	if (!enc)
+		return NULL;
+	if (strcmp(enc, "CKM_RSA_AES_KEY_WRAP") == 0)
+		return "SHA1";
+	if (strcmp(enc, "RSA_AES_KEY_WRAP_256") == 0)
+		return "SHA256";
+	if (strcmp(enc, "RSA_AES_KEY_WRAP_384") == 0)
+		return "SHA384";
+	return NULL;
+}
+
+int cvm_rsa_aes_key_wrap(EVP_PKEY *pub, const char *enc, const uint8_t *material, size_t len,
+			 struct cvm_buf *out, struct cvm_err *err)
+{
+	const char *md = rsa_aes_md(enc);
+	if (!md)
+		return cvm_err_set(err, ENOTSUP, "BadParameter",
+				   "enc: must be CKM_RSA_AES_KEY_WRAP, RSA_AES_KEY_WRAP_256 or "
+				   "RSA_AES_KEY_WRAP_384");
+	_cleanup_secret_ struct cvm_secret *tk = cvm_secret_new(32);
+	if (!tk)
+		return cvm_err_nomem(err);
+	int r = cvm_random(tk->data, tk->len, err);
+	if (r < 0)
+		return r;
+	size_t start = out->len;
+	r = cvm_rsa_oaep_encrypt(pub, md, tk->data, tk->len, out, err);
+	if (r >= 0)
+		r = cvm_aes_kw_wrap(tk->data, tk->len, true, material, len, out, err);
+	if (r < 0)
+		out->len = start;
+	return r;
+}
+
+int cvm_rsa_aes_key_unwrap(EVP_PKEY *priv, const char *enc, const uint8_t *in, size_t len,
+			   struct cvm_secret **out, struct cvm_err *err)
+{
+	const char *md = rsa_aes_md(enc);
+	if (!md)
+		return cvm_err_set(err, ENOTSUP, "BadParameter",
+				   "enc: must be CKM_RSA_AES_KEY_WRAP, RSA_AES_KEY_WRAP_256 or "
+				   "RSA_AES_KEY_WRAP_384");
+	if (!priv || !EVP_PKEY_is_a(priv, "RSA"))
+		return cvm_err_badparam(err, "key: not an RSA key");
+	size_t k = (size_t)EVP_PKEY_get_size(priv);
+	if (len < k + 16)
+		return cvm_err_badparam(err, "ciphertext: truncated (%zu bytes, need more than %zu)",
+					len, k + 16);
+	_cleanup_secret_ struct cvm_secret *tk = NULL;
+	int r = cvm_rsa_oaep_decrypt(priv, md, in, k, &tk, err);
+	if (r < 0)
+		return r;
+	if (tk->len != 32)
+		return cvm_err_set(err, EBADMSG, "BadParameter",
+				   "ciphertext: transfer key is %zu bytes, expected 32", tk->len);
+	return cvm_aes_kw_unwrap(tk->data, tk->len, true, in + k, len - k, out, err);
+}
