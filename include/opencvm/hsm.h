@@ -190,5 +190,240 @@ CVM_EXPORT int cvm_hsm_full_restore(struct cvm_hsm *h, const char *dir, struct c
 /* ==== end keys section ==== */
 
 /* ==== identities, OAuth tokens, RBAC, release policy, Secure Key Release ==== */
+/*
+ * The auth half of the key service: who may call (principals with a client secret or a client
+ * certificate), how they prove it (an OAuth2 client-credentials token endpoint shaped like
+ * Entra's, bearer tokens), what they may do (local RBAC shaped like Managed HSM's), and Secure
+ * Key Release (the Azure SKR release-policy grammar, issuer JWKS fetching, key wrapping).
+ *
+ * Errors (besides the keys section's):
+ *   -EACCES "Unauthorized"   missing/invalid bearer token (REST answers 401 + challenge)
+ *   -EACCES "invalid_client" token endpoint: unknown client or wrong credential (OAuth errors
+ *                            carry the OAuth error name as code: "invalid_request",
+ *                            "unsupported_grant_type", "invalid_scope"; render them with
+ *                            cvm_hsm_oauth_error_json)
+ *   -EPERM  "Forbidden"      RBAC denies, or a release is refused (policy, authority, nonce,
+ *                            replay, not exportable, no release policy)
+ *   -ENOENT "RoleAssignmentNotFound" / "RoleDefinitionNotFound" / "PrincipalNotFound"
+ *   -EBUSY  "HsmNotActivated" token endpoint, authentication and release need the security
+ *                            domain (the service keys are sealed under it)
+ */
+
+struct cvm_hsm;
+struct cvm_hsm_caller;
+
+/* Audiences (token "aud") accepted besides the service's own base URL. */
+#define CVM_HSM_RESOURCE_MHSM "https://managedhsm.azure.net"
+#define CVM_HSM_RESOURCE_VAULT "https://vault.azure.net"
+#define CVM_HSM_TOKEN_LIFETIME 3599   /* seconds, as Entra's expires_in */
+#define CVM_HSM_RBAC_MAX_STALE_MS 1000 /* RBAC changes made by another process show within */
+
+/* ---- identities ------------------------------------------------------------------------- */
+enum cvm_principal_kind { CVM_PRINCIPAL_USER, CVM_PRINCIPAL_SERVICE, CVM_PRINCIPAL_MANAGED };
+struct cvm_principal_info {
+	char oid[37];           /* object id (uuid): the principalId of role assignments */
+	char client_id[37];     /* application id (uuid): OAuth client_id, token "appid" */
+	char *name;             /* malloc'd; free with cvm_principal_info_clear */
+	enum cvm_principal_kind kind;
+	int64_t created;
+};
+CVM_EXPORT void cvm_principal_info_clear(struct cvm_principal_info *p);
+/* "User", "ServicePrincipal", "ManagedIdentity" */
+CVM_EXPORT const char *cvm_principal_kind_name(enum cvm_principal_kind k);
+/* name: 1..128 printable characters, unique. Without cert_pem: a fresh random client secret
+ * (40 base64url characters) is returned once in *secret; only its Argon2id hash is stored
+ * (libargon2 encoded form: per-secret random salt and the cost parameters recorded with the
+ * hash). With cert_pem (a PEM certificate; RSA or EC): certificate credential, *secret is set
+ * to NULL (secret may then be NULL); the client proves possession with an RFC 7523
+ * client_assertion JWT signed by the certificate's key whose header names the certificate by
+ * x5t#S256 (or x5t, SHA-1, as older Entra clients send). -EEXIST "Conflict" for a taken name. */
+CVM_EXPORT int cvm_hsm_principal_create(struct cvm_hsm *h, const char *name,
+					enum cvm_principal_kind kind, const char *cert_pem,
+					struct cvm_principal_info *out, struct cvm_secret **secret,
+					struct cvm_err *err);
+/* {"value":[{"oid","client_id","name","kind","created","credential":"secret"|"certificate",
+ *  "x5t#S256"?}]} ordered by name. */
+CVM_EXPORT int cvm_hsm_principal_list(struct cvm_hsm *h, json_t **out, struct cvm_err *err);
+/* Looks up by oid, client_id or name. -ENOENT "PrincipalNotFound". out may be NULL. */
+CVM_EXPORT int cvm_hsm_principal_get(struct cvm_hsm *h, const char *oid_or_client_id_or_name,
+				     struct cvm_principal_info *out, struct cvm_err *err);
+/* Also deletes the principal's role assignments (tokens it holds then grant nothing). */
+CVM_EXPORT int cvm_hsm_principal_delete(struct cvm_hsm *h, const char *oid_or_client_id_or_name,
+					struct cvm_err *err);
+/* The service's tenant id (uuid, created on first use and persisted): token "tid", the
+ * {tenant} of the token endpoint, and the tenant in the WWW-Authenticate challenge. */
+CVM_EXPORT int cvm_hsm_tenant_id(struct cvm_hsm *h, char out[37], struct cvm_err *err);
+
+/* ---- OAuth2 token endpoint and bearer authentication -------------------------------------
+ * POST {base}/{tenant}/oauth2/v2.0/token, form body (application/x-www-form-urlencoded):
+ * grant_type=client_credentials, client_id, and client_secret or client_assertion +
+ * client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer, scope
+ * "<resource>/.default" (resource: base_url, CVM_HSM_RESOURCE_MHSM or CVM_HSM_RESOURCE_VAULT).
+ * tenant must be the service tenant id (or "organizations"/"common"). The client assertion's
+ * aud must be the token endpoint URL ({base}/{tenant}/oauth2/v2.0/token) or the issuer, iss and
+ * sub the client_id, exp required (lifetime at most 1 hour).
+ * *out = {"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":JWT};
+ * the JWT is RS256 signed by the service token key (sealed in the store, header kid), claims
+ * aud, iss={base}/{tenant-id}/v2.0, iat, nbf, exp, oid, sub (= oid), tid, appid, azp, idtyp
+ * "app", ver "2.0", uti. Errors: code is the OAuth error name (see top). */
+CVM_EXPORT int cvm_hsm_oauth_token(struct cvm_hsm *h, const char *base_url, const char *tenant,
+				   const uint8_t *form, size_t form_len, json_t **out,
+				   struct cvm_err *err);
+/* Entra-shaped error body {"error":<code>,"error_description":<msg>} for a failed
+ * cvm_hsm_oauth_token; HTTP status from cvm_err_http_status (invalid_client 401, others 400,
+ * HsmNotActivated/internal errors keep their status). */
+CVM_EXPORT json_t *cvm_hsm_oauth_error_json(const struct cvm_err *err);
+/* authorization: the Authorization header value ("Bearer <jwt>", scheme case-insensitive).
+ * Checks the signature (service token key), exp/nbf (60 s leeway), iss = {base_url}/{tenant}/
+ * v2.0 and aud in {base_url, MHSM, VAULT} (trailing slash ignored). Verified tokens are cached
+ * by SHA-256 until exp (bounded). -EACCES "Unauthorized" ("Request is missing a Bearer or PoP
+ * token." when absent, "Error validating token: <why>" otherwise). */
+CVM_EXPORT int cvm_hsm_authenticate(struct cvm_hsm *h, const char *authorization,
+				    const char *base_url, char oid[37], struct cvm_err *err);
+
+/* ---- RBAC (Managed HSM local RBAC) ---------------------------------------------------------
+ * Scopes: "/", "/keys", "/keys/{name}". An assignment applies to a target scope it covers:
+ * "/" covers everything, "/keys" covers "/keys" and every "/keys/{name}", "/keys/{name}" only
+ * itself. Role definitions: the Managed HSM built-ins (exact names and GUIDs) plus custom roles.
+ * Data actions match case-insensitively; '*' in a role's dataActions/notDataActions matches any
+ * run of characters (Azure wildcard). Allowed = some applicable assignment's role has a
+ * dataAction matching and no notDataAction of that same role matching.
+ * Caching: assignments and custom roles are cached per process; this process's own changes
+ * apply immediately, changes by another process (shared PostgreSQL) within
+ * CVM_HSM_RBAC_MAX_STALE_MS (a generation counter in the store is re-read at most once per
+ * that interval). */
+/* key_name NULL: target scope "/keys" for keys/... actions, "/" for the others.
+ * -EPERM "Forbidden" naming principal, action and scope. */
+CVM_EXPORT int cvm_hsm_rbac_check(struct cvm_hsm *h, const char *oid, const char *data_action,
+				  const char *key_name, struct cvm_err *err);
+/* Same with an explicit target scope ("/", "/keys", "/keys/{name}"): for role management at a
+ * scope (roleAssignments/write at "/keys" ...). */
+CVM_EXPORT int cvm_hsm_rbac_check_scope(struct cvm_hsm *h, const char *oid,
+					const char *data_action, const char *scope,
+					struct cvm_err *err);
+/* Role definitions: scope "/" or "/keys"; name is the role GUID. Responses are Key Vault's
+ * RoleDefinition {"id":"{scope-prefix}/providers/Microsoft.Authorization/roleDefinitions/
+ * <guid>","name","type":"Microsoft.Authorization/roleDefinitions","properties":{"roleName",
+ * "description","type":"AKVBuiltInRole"|"CustomRole","permissions":[{"actions":[],
+ * "notActions":[],"dataActions":[],"notDataActions":[]}],"assignableScopes":["/"]}}. */
+CVM_EXPORT int cvm_hsm_role_definitions_list(struct cvm_hsm *h, const char *scope, json_t **out,
+					     struct cvm_err *err);
+CVM_EXPORT int cvm_hsm_role_definition_get(struct cvm_hsm *h, const char *scope,
+					   const char *name, json_t **out, struct cvm_err *err);
+/* Custom roles only: built-ins -> -EPERM "Forbidden". Body {"properties":{"roleName",
+ * "description"?,"type"?:"CustomRole","permissions":[{"dataActions":[...],
+ * "notDataActions"?:[...]}],"assignableScopes"?}}; each data action must be one of Managed
+ * HSM's (wildcards allowed when they match at least one). roleName unique -> -EEXIST. */
+CVM_EXPORT int cvm_hsm_role_definition_put(struct cvm_hsm *h, const char *scope,
+					   const char *name, json_t *body, json_t **out,
+					   struct cvm_err *err);
+/* -EBUSY "Conflict" while assignments use it. */
+CVM_EXPORT int cvm_hsm_role_definition_delete(struct cvm_hsm *h, const char *scope,
+					      const char *name, struct cvm_err *err);
+/* Role assignments: name is a GUID. body {"properties":{"roleDefinitionId","principalId"}};
+ * roleDefinitionId is "[/keys]/providers/Microsoft.Authorization/roleDefinitions/<guid>" or
+ * the guid. Unknown principal/role -> -EINVAL "BadParameter" naming the field. Same name with
+ * other content -> -EEXIST "Conflict" (RoleAssignmentExists); identical -> returns it.
+ * Response {"id":"{scope-prefix}/providers/Microsoft.Authorization/roleAssignments/<name>",
+ * "name","type":"Microsoft.Authorization/roleAssignments","properties":{"scope",
+ * "roleDefinitionId","principalId"}}. */
+CVM_EXPORT int cvm_hsm_role_assignment_put(struct cvm_hsm *h, const char *scope, const char *name,
+					   json_t *body, json_t **out, struct cvm_err *err);
+CVM_EXPORT int cvm_hsm_role_assignment_get(struct cvm_hsm *h, const char *scope, const char *name,
+					   json_t **out, struct cvm_err *err);
+/* returns the deleted assignment */
+CVM_EXPORT int cvm_hsm_role_assignment_delete(struct cvm_hsm *h, const char *scope,
+					      const char *name, json_t **out, struct cvm_err *err);
+/* filter NULL: assignments at, above and below scope; "atScope()": at or above;
+ * "principalId eq '<oid>'": that principal's (at, above or below). {"value":[...]} */
+CVM_EXPORT int cvm_hsm_role_assignment_list(struct cvm_hsm *h, const char *scope,
+					    const char *filter, json_t **out, struct cvm_err *err);
+/* First administrator: when no principal exists yet, creates principal `name` (client secret)
+ * and assigns it "Managed HSM Administrator" at "/" (role management, security domain, full
+ * backup/restore — no key data actions: separation of duties), in one transaction.
+ * -EEXIST "Conflict" when any principal exists. */
+CVM_EXPORT int cvm_hsm_bootstrap_admin(struct cvm_hsm *h, const char *name,
+				       struct cvm_principal_info *out, struct cvm_secret **secret,
+				       struct cvm_err *err);
+/* Data action REST must check for a route. route_kind (method ignored unless noted):
+ *  keys/create keys/import keys/get keys/list keys/versions keys/update keys/delete
+ *  keys/backup keys/restore keys/encrypt keys/decrypt keys/wrapkey keys/unwrapkey keys/sign
+ *  keys/verify keys/release keys/export keys/rotate keys/rotationpolicy (GET read, PUT write)
+ *  keys/attestation deletedkeys/get deletedkeys/list deletedkeys/recover deletedkeys/purge rng
+ *  roleAssignments roleDefinitions (GET read, PUT write, DELETE delete)
+ *  securitydomain/download securitydomain/download/status securitydomain/upload
+ *  securitydomain/upload/status securitydomain/transferkey backup/start backup/status
+ *  restore/start restore/status
+ * Returns the full "Microsoft.KeyVault/managedHsm/..." string, NULL for an unknown kind. */
+CVM_EXPORT const char *cvm_hsm_data_action(const char *method, const char *route_kind);
+
+/* ---- release policy (Azure SKR grammar) ----------------------------------------------------
+ * {"version":"1.0.0"|"1.0" (optional),"anyOf"|"allOf":[{"authority":"https://...",
+ *   "anyOf"|"allOf":[condition,...]},...]}
+ * condition: {"claim":"a.b.c",<op>:value} with op one of equals notEquals less lessOrEquals
+ * greater greaterOrEquals exists; legacy {"claim","condition":<op>,"value"}; or nested
+ * {"anyOf":[...]} / {"allOf":[...]}. Member names match case-insensitively ("anyof"); unknown
+ * members and empty lists are refused. value: string, number or boolean; less/greater need a
+ * number (or numeric string); exists takes true/false (or "true"/"false").
+ * Evaluation (claim looked up by cvm_json_path, so dots descend into object claims):
+ *  - equals coerces: "false"/"true" (any case) vs JSON booleans, numeric strings vs numbers;
+ *    strings compare exactly, except two all-hex strings of equal length compare
+ *    case-insensitively (measurements/host data); objects/arrays never equal.
+ *  - a missing claim satisfies only exists:false; notEquals on a present claim = !equals.
+ *  - authorities match the token issuer after normalization: scheme and host lowercased,
+ *    default port dropped, trailing '/' ignored, path kept.
+ *  - top-level anyOf: some clause naming the issuer is satisfied; allOf: every clause names the
+ *    issuer and is satisfied. */
+CVM_EXPORT int cvm_hsm_release_policy_validate(json_t *policy, struct cvm_err *err);
+CVM_EXPORT int cvm_hsm_release_policy_eval(json_t *policy, const char *issuer, json_t *claims,
+					   bool *allowed, struct cvm_err *err);
+/* JSON parse (cvm_json_parse limits) + validate. */
+CVM_EXPORT int cvm_hsm_release_policy_parse(const uint8_t *buf, size_t len, json_t **out,
+					    struct cvm_err *err);
+/* True when some authority of the (valid) policy normalizes to issuer's normalization. */
+CVM_EXPORT int cvm_hsm_release_policy_names_issuer(json_t *policy, const char *issuer,
+						   bool *named, struct cvm_err *err);
+/* "HTTPS://Host:443/x/" -> "https://host/x". -EINVAL naming `what` unless http(s) with a host. */
+CVM_EXPORT int cvm_hsm_authority_normalize(const char *url, const char *what, char **out,
+					   struct cvm_err *err);
+
+/* ---- Secure Key Release --------------------------------------------------------------------
+ * Issuer keys: GET {iss}/.well-known/openid-configuration (its "issuer" must normalize to iss)
+ * -> jwks_uri -> JWKS; keys from n/e or crv/x/y, else from x5c[0] (as MAA publishes). Cached per
+ * issuer for jwks_ttl_s; an unknown kid refetches at most once per 10 s. https required; plain
+ * http only for loopback issuers. */
+struct cvm_hsm_auth_config {
+	const char *authority_ca_file; /* PEM bundle for authority TLS; NULL = system store */
+	int jwks_ttl_s;                /* 0 = 3600 */
+	long http_timeout_ms;          /* 0 = 10000 */
+};
+CVM_EXPORT int cvm_hsm_auth_configure(struct cvm_hsm *h, const struct cvm_hsm_auth_config *cfg,
+				      struct cvm_err *err);
+/* POST /keys/{name}/{version}/release, body {"target":JWT,"nonce"?,"enc"?}. Checks in order,
+ * each with its own error: key exists (-ENOENT) and is usable now (-EPERM, enabled/nbf/exp);
+ * exportable (-EPERM "Forbidden"); has a release policy (-EPERM "Forbidden"); body fields
+ * (-EINVAL naming target/nonce/enc; enc default CKM_RSA_AES_KEY_WRAP, also
+ * RSA_AES_KEY_WRAP_256/384); target parses as a JWS (-EINVAL); its iss is an authority of the
+ * policy (-EPERM "target: token issuer X is not an authority of this key's release policy");
+ * issuer keys fetched (-EIO "InternalError" naming the URL); kid known and signature valid
+ * (RS256/384/512, PS256/384/512, ES256/384/512; -EBADMSG "BadParameter"); exp/nbf (-EINVAL
+ * "BadParameter", 60 s leeway); policy satisfied (-EPERM); nonce: when the body has one it must
+ * equal the token's "nonce" claim, x-ms-runtime.client-payload.nonce or x-ms-runtime.nonce
+ * (strings; numbers compare by decimal form) (-EPERM); replay: a token (identified by the
+ * SHA-256 of its signed part, so re-encoded signatures count as the same token) releases once
+ * per process within its lifetime (-EPERM); wrapping key: the RSA JWK in x-ms-runtime.keys with
+ * kid "TpmEphemeralEncryptionKey", else the first RSA key whose key_ops (string or array)
+ * allow encrypt or are absent, >= 2048 bits (-EINVAL naming the field).
+ * *out = {"value": JWS RS256 compact} signed by the release-signing key (sealed in the store;
+ * header alg, kid, x5c [its self-signed certificate], x5t#S256), payload
+ * {"request":{"api-version","enc","kid","nonce"?},"response":{"key":KeyBundle}} with
+ * key.key_hsm = b64url({"schema_version":"1.0","header":{"kid":<wrapping kid>,"alg":"dir",
+ * "enc":<enc>},"ciphertext":b64url(RSA-OAEP(transfer key) || AES-KWP(material))}), material
+ * PKCS#8 DER (RSA/EC) or raw (oct). The caller's keys/release permission is REST's check. */
+CVM_EXPORT int cvm_hsm_key_release(struct cvm_hsm *h, const struct cvm_hsm_caller *c,
+				   const char *name, const char *version, const char *api_version,
+				   json_t *body, json_t **out, struct cvm_err *err);
+/* The release-signing certificate (PEM), for clients that pin it. */
+CVM_EXPORT int cvm_hsm_release_cert_pem(struct cvm_hsm *h, char **pem, struct cvm_err *err);
 
 /* ==== end auth section ==== */
