@@ -41,6 +41,3 @@ int cvm_ecdsa_der_to_raw(const uint8_t *der, size_t der_len, size_t coord_len,
 int cvm_ecdsa_raw_to_der(const uint8_t *raw, size_t raw_len, size_t coord_len, uint8_t **der,
 			 size_t *der_len, struct cvm_err *err);
 
-/* HMAC-SHA256 signatures for HS256 JWS (oct keys). */
-int cvm_jws_hs256(const struct cvm_key *k, const uint8_t *data, size_t len, uint8_t out[32],
-		  struct cvm_err *err);
