@@ -98,6 +98,9 @@ static int gcm(bool enc, const uint8_t *key, size_t klen, const uint8_t iv[12], 
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	if (!ctx)
 		return cvm_err_nomem(err);
+	/* GCM is a stream mode: Final emits no bytes, so it gets a scratch buffer rather than
+	 * a pointer past out (which may be NULL for an empty message). */
+	uint8_t fin[16];
 	int n = 0, r = 0;
 	if (EVP_CipherInit_ex(ctx, c, NULL, key, iv, enc ? 1 : 0) != 1 ||
 	    (aad_len && EVP_CipherUpdate(ctx, NULL, &n, aad, (int)aad_len) != 1) ||
@@ -106,15 +109,16 @@ static int gcm(bool enc, const uint8_t *key, size_t klen, const uint8_t iv[12], 
 		goto out;
 	}
 	if (enc) {
-		if (EVP_CipherFinal_ex(ctx, out + (len ? n : 0), &n) != 1 ||
+		if (EVP_CipherFinal_ex(ctx, fin, &n) != 1 ||
 		    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag) != 1)
 			r = cvm_err_openssl(err, EIO, "AES-GCM");
 	} else {
 		if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) != 1) {
 			r = cvm_err_openssl(err, EIO, "AES-GCM");
-		} else if (EVP_CipherFinal_ex(ctx, out + (len ? n : 0), &n) != 1) {
+		} else if (EVP_CipherFinal_ex(ctx, fin, &n) != 1) {
 			ERR_clear_error();
-			OPENSSL_cleanse(out, len);
+			if (len)
+				OPENSSL_cleanse(out, len);
 			r = cvm_err_set(err, EBADMSG, "BadParameter",
 					"tag: authentication failed (wrong key, iv, aad or tag)");
 		}
