@@ -427,3 +427,75 @@ CVM_EXPORT int cvm_hsm_key_release(struct cvm_hsm *h, const struct cvm_hsm_calle
 CVM_EXPORT int cvm_hsm_release_cert_pem(struct cvm_hsm *h, char **pem, struct cvm_err *err);
 
 /* ==== end auth section ==== */
+
+/* ==== REST ==== */
+/*
+ * The Key Vault / Managed HSM REST surface on a struct cvm_http_server (include/opencvm/http.h):
+ * keys, deletedkeys, rng, rotationpolicy, release, backup/restore, the OAuth token endpoint
+ * (POST /{tenant}/oauth2/v2.0/token + GET /{tenant}/v2.0/.well-known/openid-configuration for
+ * MSAL-based clients), Managed HSM RBAC (/{scope}/providers/Microsoft.Authorization/...) and
+ * full backup/restore (POST /backup, PUT /restore, GET /{backup|restore}/{jobId}/pending; the
+ * "container" is the server-side backup_dir: storageResourceUri must be "file://" + backup_dir,
+ * the job runs synchronously and answers 202 with status "Succeeded").
+ * No security domain routes: authentication itself needs an activated HSM (the token keys are
+ * sealed under the domain), so activation is local (cvmd domain_key_file, or the cvm CLI on
+ * the store).
+ *
+ * Per request: authenticate (401 + WWW-Authenticate: Bearer authorization="{base}/{tenant}",
+ * resource="https://managedhsm.azure.net" before the body is looked at, so the SDKs' empty
+ * first probe gets the challenge), api-version 7.4 or 7.5 (-> 400 BadParameter naming
+ * api-version), RBAC data action (403), body parse + shape check (400 naming the field), the
+ * hsm call, the audit record (written before the response; a failed audit append turns the
+ * answer into 500 InternalError), the response. base_url for kids is "https://" + Host when
+ * Host holds only [A-Za-z0-9.:-[]] (at most 255 chars), else the configured base_url.
+ */
+struct cvm_http_server;
+struct cvm_audit;
+struct cvm_hsm_rest;
+
+#define CVM_HSM_REST_MAX_BODY (256u * 1024u) /* request bodies; larger -> 413 BadParameter */
+
+struct cvm_hsm_rest_config {
+	const char *base_url;   /* "https://host:port" used when the Host header is unusable */
+	const char *backup_dir; /* full backup folders are created below it; NULL disables */
+};
+
+/* Registers every route on srv (before cvm_http_server_start). *out holds the route contexts
+ * and must be freed with cvm_hsm_rest_free after cvm_http_server_free. h and audit are
+ * borrowed and must outlive the server. */
+CVM_EXPORT int cvm_hsm_register_routes(struct cvm_hsm *h, struct cvm_audit *audit,
+				       struct cvm_http_server *srv,
+				       const struct cvm_hsm_rest_config *cfg,
+				       struct cvm_hsm_rest **out, struct cvm_err *err);
+CVM_EXPORT void cvm_hsm_rest_free(struct cvm_hsm_rest *r); /* NULL-safe */
+
+/* Body kinds of the routes, for the fuzz harness and tests. */
+enum cvm_hsm_rest_body {
+	CVM_HSM_BODY_NONE,         /* ignored */
+	CVM_HSM_BODY_KEY_CREATE,
+	CVM_HSM_BODY_KEY_IMPORT,
+	CVM_HSM_BODY_KEY_UPDATE,
+	CVM_HSM_BODY_KEY_CRYPT,    /* encrypt/decrypt/wrapkey/unwrapkey */
+	CVM_HSM_BODY_KEY_SIGN,
+	CVM_HSM_BODY_KEY_VERIFY,
+	CVM_HSM_BODY_KEY_RELEASE,
+	CVM_HSM_BODY_KEY_RESTORE,
+	CVM_HSM_BODY_ROTATION_POLICY,
+	CVM_HSM_BODY_RNG,
+	CVM_HSM_BODY_ROLE_ASSIGNMENT,
+	CVM_HSM_BODY_ROLE_DEFINITION,
+	CVM_HSM_BODY_FULL_BACKUP,
+	CVM_HSM_BODY_FULL_RESTORE,
+	CVM_HSM_BODY_TOKEN_FORM,   /* application/x-www-form-urlencoded */
+	CVM_HSM_BODY_COUNT_
+};
+/* Parse and shape-check a request body of the given kind exactly as the route does, without
+ * touching any state. JSON kinds: *out (nullable) receives the parsed object (NULL for NONE).
+ * TOKEN_FORM: checks the form encoding and that grant_type/client_id are present once. */
+CVM_EXPORT int cvm_hsm_rest_parse_body(enum cvm_hsm_rest_body kind, const uint8_t *buf,
+				       size_t len, json_t **out, struct cvm_err *err);
+/* Decode one field of an x-www-form-urlencoded body ('+' and %XX). *value NULL when absent;
+ * -EINVAL for a malformed escape or a repeated field. */
+CVM_EXPORT int cvm_hsm_form_field(const uint8_t *buf, size_t len, const char *field,
+				  char **value, struct cvm_err *err);
+/* ==== end REST section ==== */

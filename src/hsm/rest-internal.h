@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* REST mapping of the key service, private to rest.c, rest-keys.c and rest-admin.c.
+ *
+ * Every route is one row of a table: method, pattern, the route kind that names its RBAC data
+ * action (cvm_hsm_data_action), how its body is parsed, and a handler that only calls the hsm
+ * API. rest.c runs the common pipeline around the handler: authenticate, api-version, RBAC,
+ * body, handler, audit record, response. */
+#pragma once
+
+#include <jansson.h>
+
+#include <opencvm/audit.h>
+#include <opencvm/hsm.h>
+#include <opencvm/http.h>
+#include <opencvm/util.h>
+
+struct rest_call;
+typedef int (*rest_fn)(struct rest_call *c, json_t **out, struct cvm_err *err);
+
+enum rest_flags {
+	REST_AUTH = 1 << 0,        /* bearer token + RBAC */
+	REST_API_VERSION = 1 << 1, /* api-version query parameter required */
+	REST_SCOPED = 1 << 2,      /* RBAC route: check the data action at the {scope} */
+	REST_KEY_SCOPE = 1 << 3,   /* RBAC target scope is /keys/{name} */
+};
+
+struct rest_route {
+	const char *method;
+	const char *pattern;
+	const char *kind;                 /* route kind for cvm_hsm_data_action and audit */
+	enum cvm_hsm_rest_body body;
+	unsigned flags;
+	int status;                       /* success status (200 when 0) */
+	rest_fn fn;
+};
+
+struct cvm_hsm_rest {
+	struct cvm_hsm *h;
+	struct cvm_audit *audit;
+	char *base_url;         /* configured fallback, no trailing slash */
+	char *backup_dir;       /* full backups live in folders below it; NULL = refused */
+	char tenant[37];
+	size_t nctx;
+	struct rest_route_ctx *ctx;
+};
+
+struct rest_route_ctx {
+	struct cvm_hsm_rest *rest;
+	const struct rest_route *route;
+};
+
+/* One request as the handlers see it. */
+struct rest_call {
+	struct cvm_hsm_rest *rest;
+	const struct rest_route *route;
+	const struct cvm_http_req *req;
+	struct cvm_http_resp *resp;
+	struct cvm_hsm_caller caller;
+	char oid[37];
+	char base_url[300];
+	const char *api_version;
+	const char *scope;       /* RBAC routes: "/", "/keys", "/keys/{name}" */
+	char scope_buf[CVM_HSM_NAME_MAX + 16];
+	json_t *body;            /* parsed body or NULL */
+	int status;              /* handler may override the success status */
+	bool raw_response;       /* handler already filled resp completely */
+	/* audit detail the handler learns */
+	const char *key_name;
+	char key_name_buf[CVM_HSM_NAME_MAX + 1];
+	char key_version[33];
+};
+
+/* Route tables (rest-keys.c, rest-admin.c). */
+extern const struct rest_route cvm_hsm_rest_key_routes[];
+extern const size_t cvm_hsm_rest_key_routes_n;
+extern const struct rest_route cvm_hsm_rest_admin_routes[];
+extern const size_t cvm_hsm_rest_admin_routes_n;
+
+/* Helpers for handlers (rest.c). */
+int rest_query_maxresults(struct rest_call *c, int *out, struct cvm_err *err);
+/* Remember the version (and, when the route has no {name}, the name) of the kid
+ * ("…/keys/name/version") in a result, for the audit record. */
+void rest_note_kid(struct rest_call *c, json_t *bundle);
