@@ -96,6 +96,7 @@ struct cvm_http_result {
 	long status;
 	struct cvm_buf body;
 	char *content_type;
+	char *request_id; /* the peer's x-ms-request-id response header, NULL when absent */
 };
 /* headers: NULL-terminated "Name: value" list (may be NULL). body may be NULL for no body.
  * Returns 0 for any HTTP status (check res->status); negative on transport/TLS/policy error. */

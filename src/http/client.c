@@ -41,7 +41,8 @@ static bool host_is_loopback(const char *host)
 	return false;
 }
 
-/* Scheme and host of url, lower-cased scheme; both malloc'd (curl_free). */
+/* Scheme and host of url (host NULL when the URL has none, e.g. file:///x); both released
+ * with curl_free. */
 static int split_url(const char *url, char **scheme, char **host)
 {
 	*scheme = *host = NULL;
@@ -50,12 +51,10 @@ static int split_url(const char *url, char **scheme, char **host)
 		return -ENOMEM;
 	int r = 0;
 	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_SCHEME, scheme, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_HOST, host, 0) != CURLUE_OK) {
-		curl_free(*scheme);
-		*scheme = NULL;
+	    curl_url_get(u, CURLUPART_SCHEME, scheme, 0) != CURLUE_OK)
 		r = -EINVAL;
-	}
+	else if (curl_url_get(u, CURLUPART_HOST, host, 0) != CURLUE_OK)
+		*host = NULL;
 	curl_url_cleanup(u);
 	return r;
 }
@@ -65,7 +64,7 @@ bool cvm_http_url_is_loopback(const char *url)
 	char *scheme, *host;
 	if (!url || split_url(url, &scheme, &host) < 0)
 		return false;
-	bool lo = host_is_loopback(host);
+	bool lo = host && host_is_loopback(host);
 	curl_free(scheme);
 	curl_free(host);
 	return lo;
@@ -78,7 +77,7 @@ static int check_url(const struct cvm_http_client_opts *o, const char *url, bool
 	char *scheme, *host;
 	if (split_url(url, &scheme, &host) < 0)
 		return cvm_err_badparam(err, "url \"%.200s\": not a valid http(s) URL", url);
-	*loopback = host_is_loopback(host);
+	*loopback = host && host_is_loopback(host);
 	int r = 0;
 	if (strcasecmp(scheme, "https") == 0)
 		r = 0;
@@ -112,6 +111,27 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
 	if (cvm_buf_append(s->buf, ptr, n) < 0) {
 		s->nomem = true;
 		return 0;
+	}
+	return n;
+}
+
+/* Keep the peer's x-ms-request-id so callers can log it next to their own. */
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct cvm_http_result *res = userdata;
+	size_t n = size * nmemb;
+	static const char name[] = "x-ms-request-id:";
+	if (n > sizeof(name) - 1 && strncasecmp(ptr, name, sizeof(name) - 1) == 0) {
+		const char *v = ptr + sizeof(name) - 1;
+		const char *end = ptr + n;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+			end--;
+		free(res->request_id);
+		res->request_id = strndup(v, (size_t)(end - v));
+		if (!res->request_id)
+			return 0;
 	}
 	return n;
 }
@@ -197,6 +217,8 @@ int cvm_http_request(const struct cvm_http_client_opts *o, const char *method, c
 		  curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max) == CURLE_OK &&
 		  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data) == CURLE_OK &&
 		  curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink) == CURLE_OK &&
+		  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK &&
+		  curl_easy_setopt(c, CURLOPT_HEADERDATA, res) == CURLE_OK &&
 		  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, detail) == CURLE_OK &&
 		  curl_easy_setopt(c, CURLOPT_USERAGENT, "opencvm") == CURLE_OK &&
 		  (!hl || curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl) == CURLE_OK) &&
@@ -235,6 +257,8 @@ void cvm_http_result_free(struct cvm_http_result *res)
 		return;
 	cvm_buf_free(&res->body);
 	free(res->content_type);
+	free(res->request_id);
 	res->content_type = NULL;
+	res->request_id = NULL;
 	res->status = 0;
 }
