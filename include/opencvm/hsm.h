@@ -437,6 +437,10 @@ CVM_EXPORT int cvm_hsm_release_cert_pem(struct cvm_hsm *h, char **pem, struct cv
  * full backup/restore (POST /backup, PUT /restore, GET /{backup|restore}/{jobId}/pending; the
  * "container" is the server-side backup_dir: storageResourceUri must be "file://" + backup_dir,
  * the job runs synchronously and answers 202 with status "Succeeded").
+ * Identities (OpenCVM's own, Entra has no equivalent on the HSM): PUT /opencvm/principals/{name}
+ * {"kind"?:"ServicePrincipal"|"User"|"ManagedIdentity","certificate"?:PEM} -> 201 {"name",
+ * "object_id","client_id","kind","client_secret"? (shown once)}, GET /opencvm/principals,
+ * DELETE /opencvm/principals/{name} (204); RBAC: roleAssignments write/read/delete at "/".
  * No security domain routes: authentication itself needs an activated HSM (the token keys are
  * sealed under the domain), so activation is local (cvmd domain_key_file, or the cvm CLI on
  * the store).
@@ -486,6 +490,7 @@ enum cvm_hsm_rest_body {
 	CVM_HSM_BODY_ROLE_DEFINITION,
 	CVM_HSM_BODY_FULL_BACKUP,
 	CVM_HSM_BODY_FULL_RESTORE,
+	CVM_HSM_BODY_PRINCIPAL,
 	CVM_HSM_BODY_TOKEN_FORM,   /* application/x-www-form-urlencoded */
 	CVM_HSM_BODY_COUNT_
 };

@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <opencvm/json.h>
+
 #include "rest-internal.h"
 
 #define P(c, n) cvm_http_req_param((c)->req, (n))
@@ -93,6 +95,52 @@ static int h_ra_put(struct rest_call *c, json_t **out, struct cvm_err *err)
 static int h_ra_delete(struct rest_call *c, json_t **out, struct cvm_err *err)
 {
 	return cvm_hsm_role_assignment_delete(c->rest->h, c->scope, P(c, "rname"), out, err);
+}
+
+/* ---- identities ---------------------------------------------------------------------------- */
+
+static int h_principal_put(struct rest_call *c, json_t **out, struct cvm_err *err)
+{
+	static const char *const kinds[] = { "User", "ServicePrincipal", "ManagedIdentity", NULL };
+	const char *kind = NULL, *cert = NULL;
+	int r = cvm_json_enum(c->body, "kind", "kind", false, kinds, &kind, err);
+	if (r == 0)
+		r = cvm_json_str(c->body, "certificate", "certificate", false, &cert, NULL, err);
+	if (r < 0)
+		return r;
+	enum cvm_principal_kind k = CVM_PRINCIPAL_SERVICE;
+	if (kind && !strcmp(kind, "User"))
+		k = CVM_PRINCIPAL_USER;
+	else if (kind && !strcmp(kind, "ManagedIdentity"))
+		k = CVM_PRINCIPAL_MANAGED;
+	struct cvm_principal_info info = { 0 };
+	_cleanup_secret_ struct cvm_secret *secret = NULL;
+	r = cvm_hsm_principal_create(c->rest->h, P(c, "pname"), k, cert, &info, &secret, err);
+	if (r < 0)
+		return r;
+	*out = json_pack("{s:s,s:s,s:s,s:s}", "name", info.name ? info.name : P(c, "pname"),
+			 "object_id", info.oid, "client_id", info.client_id, "kind",
+			 cvm_principal_kind_name(info.kind));
+	cvm_principal_info_clear(&info);
+	if (!*out)
+		return cvm_err_nomem(err);
+	if (secret) {
+		json_t *s = json_stringn((const char *)secret->data, secret->len);
+		if (!s || json_object_set_new(*out, "client_secret", s) < 0)
+			return cvm_err_nomem(err);
+	}
+	return 0;
+}
+
+static int h_principal_list(struct rest_call *c, json_t **out, struct cvm_err *err)
+{
+	return cvm_hsm_principal_list(c->rest->h, out, err);
+}
+
+static int h_principal_delete(struct rest_call *c, json_t **out, struct cvm_err *err)
+{
+	*out = NULL;
+	return cvm_hsm_principal_delete(c->rest->h, P(c, "pname"), err);
 }
 
 /* ---- full backup / restore -------------------------------------------------------------------- */
@@ -219,15 +267,15 @@ static int h_job_status(struct rest_call *c, json_t **out, struct cvm_err *err)
 #define PROV "/providers/Microsoft.Authorization/"
 /* Three scope shapes per RBAC route: "/" (empty prefix), "/keys", "/keys/{name}". */
 #define SCOPED(method, suffix, kind, body, status, fn)                                      \
-	{ method, PROV suffix, kind, body, RBAC, status, fn },                              \
-	{ method, "/{s1}" PROV suffix, kind, body, RBAC, status, fn },                      \
-	{ method, "/{s1}/{s2}" PROV suffix, kind, body, RBAC, status, fn }
+	ROUTE(method, PROV suffix, kind, body, RBAC, status, fn),                              \
+	ROUTE(method, "/{s1}" PROV suffix, kind, body, RBAC, status, fn),                      \
+	ROUTE(method, "/{s1}/{s2}" PROV suffix, kind, body, RBAC, status, fn)
 
 const struct rest_route cvm_hsm_rest_admin_routes[] = {
-	{ "POST", "/{tenant}/oauth2/v2.0/token", "oauth2/token", CVM_HSM_BODY_TOKEN_FORM, 0, 0,
-	  h_token },
-	{ "GET", "/{tenant}/v2.0/.well-known/openid-configuration", "oauth2/openid",
-	  CVM_HSM_BODY_NONE, 0, 0, h_openid },
+	ROUTE("POST", "/{tenant}/oauth2/v2.0/token", "oauth2/token", CVM_HSM_BODY_TOKEN_FORM, 0, 0,
+	      h_token),
+	ROUTE("GET", "/{tenant}/v2.0/.well-known/openid-configuration", "oauth2/openid",
+	  CVM_HSM_BODY_NONE, 0, 0, h_openid),
 	SCOPED("GET", "roleDefinitions", "roleDefinitions", CVM_HSM_BODY_NONE, 0, h_roledef_list),
 	SCOPED("GET", "roleDefinitions/{rname}", "roleDefinitions", CVM_HSM_BODY_NONE, 0,
 	       h_roledef_get),
@@ -242,11 +290,17 @@ const struct rest_route cvm_hsm_rest_admin_routes[] = {
 	       201, h_ra_put),
 	SCOPED("DELETE", "roleAssignments/{rname}", "roleAssignments", CVM_HSM_BODY_NONE, 0,
 	       h_ra_delete),
-	{ "POST", "/backup", "backup/start", CVM_HSM_BODY_FULL_BACKUP, ADM, 202, h_backup_full },
-	{ "GET", "/backup/{job}/pending", "backup/status", CVM_HSM_BODY_NONE, ADM, 0,
-	  h_job_status },
-	{ "PUT", "/restore", "restore/start", CVM_HSM_BODY_FULL_RESTORE, ADM, 202, h_restore_full },
-	{ "GET", "/restore/{job}/pending", "restore/status", CVM_HSM_BODY_NONE, ADM, 0,
-	  h_job_status },
+	ROUTE("PUT", "/opencvm/principals/{pname}", "roleAssignments", CVM_HSM_BODY_PRINCIPAL, ADM,
+	  201, h_principal_put, "principals/create"),
+	ROUTE("GET", "/opencvm/principals", "roleAssignments", CVM_HSM_BODY_NONE, ADM, 0,
+	      h_principal_list, "principals/list"),
+	ROUTE("DELETE", "/opencvm/principals/{pname}", "roleAssignments", CVM_HSM_BODY_NONE, ADM, 204,
+	      h_principal_delete, "principals/delete"),
+	ROUTE("POST", "/backup", "backup/start", CVM_HSM_BODY_FULL_BACKUP, ADM, 202, h_backup_full),
+	ROUTE("GET", "/backup/{job}/pending", "backup/status", CVM_HSM_BODY_NONE, ADM, 0,
+	      h_job_status),
+	ROUTE("PUT", "/restore", "restore/start", CVM_HSM_BODY_FULL_RESTORE, ADM, 202, h_restore_full),
+	ROUTE("GET", "/restore/{job}/pending", "restore/status", CVM_HSM_BODY_NONE, ADM, 0,
+	      h_job_status),
 };
 const size_t cvm_hsm_rest_admin_routes_n = CVM_ARRAY_SIZE(cvm_hsm_rest_admin_routes);

@@ -32,7 +32,13 @@ struct rest_route {
 	unsigned flags;
 	int status;                       /* success status (200 when 0) */
 	rest_fn fn;
+	const char *audit_op;             /* audit operation name when it differs from kind */
 };
+
+/* Table rows: designated initializers so audit_op may be left out. */
+#define ROUTE(m, p, k, b, fl, st, f, ...)                                                    \
+	{ .method = (m), .pattern = (p), .kind = (k), .body = (b), .flags = (fl),          \
+	  .status = (st), .fn = (f), .audit_op = (NULL, ##__VA_ARGS__) }
 
 struct cvm_hsm_rest {
 	struct cvm_hsm *h;

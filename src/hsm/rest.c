@@ -97,6 +97,10 @@ static const struct field restore_full_f[] = {
 	{ "folderToRestore", F_STR, true, NULL }, { "sasTokenParameters", F_OBJ, false, NULL },
 	{ NULL, 0, false, NULL },
 };
+static const struct field principal_f[] = {
+	{ "kind", F_STR, false, NULL }, { "certificate", F_STR, false, NULL },
+	{ NULL, 0, false, NULL },
+};
 
 static const struct field *const body_schemas[CVM_HSM_BODY_COUNT_] = {
 	[CVM_HSM_BODY_KEY_CREATE] = create_f,     [CVM_HSM_BODY_KEY_IMPORT] = import_f,
@@ -106,6 +110,7 @@ static const struct field *const body_schemas[CVM_HSM_BODY_COUNT_] = {
 	[CVM_HSM_BODY_ROTATION_POLICY] = rotation_f, [CVM_HSM_BODY_RNG] = rng_f,
 	[CVM_HSM_BODY_ROLE_ASSIGNMENT] = ra_f,    [CVM_HSM_BODY_ROLE_DEFINITION] = rd_f,
 	[CVM_HSM_BODY_FULL_BACKUP] = backup_f,    [CVM_HSM_BODY_FULL_RESTORE] = restore_full_f,
+	[CVM_HSM_BODY_PRINCIPAL] = principal_f,
 };
 
 static int check_fields(json_t *obj, const struct field *fields, const char *prefix,
@@ -403,7 +408,7 @@ static int audit_call(struct rest_call *c, int status, const struct cvm_err *res
 {
 	struct cvm_audit_event ev = {
 		.principal = c->oid[0] ? c->oid : NULL,
-		.operation = c->route->kind,
+		.operation = c->route->audit_op ? c->route->audit_op : c->route->kind,
 		.key_name = c->key_name,
 		.key_version = c->key_version[0] ? c->key_version : NULL,
 		.status = status,
