@@ -1,0 +1,380 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* attest: turns TEE evidence into a verdict and a verdict into an MAA-style token.
+ *
+ * AMD SEV-SNP: report parser (versions 2, 3, 5), VCEK/VLEK extension parser, chain verification
+ * VCEK/VLEK -> ASK/ASVK -> ARK (RSA-PSS SHA-384, salt 48) against pinned roots, report signature
+ * (ECDSA P-384), TCB/hwID consistency and a policy with go-sev-guest's validate knobs.
+ * Emulator: an AMD-shaped chain with our own keys producing byte-identical reports, trusted only
+ * when the verifier is configured with the emulator root's fingerprint.
+ * Service: MAA-shaped attestation (POST /attest/SevSnpVm), JWKS, OIDC discovery, RS256 tokens.
+ *
+ * Conventions: 0 or negative errno (util.h); -EINVAL malformed input, -EBADMSG a signature or
+ * chain check failed, -EPERM a policy check refused otherwise valid evidence. Messages name the
+ * check ("snp.policy.debug: ..."). */
+#pragma once
+
+#include <jansson.h>
+#include <openssl/x509.h>
+#include <opencvm/crypto.h>
+#include <opencvm/util.h>
+
+/* ==== SEV-SNP attestation report ============================================================ */
+
+#define CVM_SNP_REPORT_SIZE 1184
+#define CVM_SNP_SIGNED_SIZE 0x2A0
+
+enum cvm_snp_product {
+	CVM_SNP_PRODUCT_UNKNOWN = 0,
+	CVM_SNP_PRODUCT_MILAN,
+	CVM_SNP_PRODUCT_GENOA,
+	CVM_SNP_PRODUCT_TURIN,
+};
+/* "Milan", "Genoa", "Turin", "unknown". */
+CVM_EXPORT const char *cvm_snp_product_name(enum cvm_snp_product p);
+/* Accepts a VCEK productName ("Milan-B0", "Genoa", "Turin") or plain names, case-insensitive. */
+CVM_EXPORT enum cvm_snp_product cvm_snp_product_from_name(const char *name);
+
+/* Signer of the report (flags bits 2-4). */
+enum cvm_snp_signer { CVM_SNP_SIGNER_VCEK = 0, CVM_SNP_SIGNER_VLEK = 1, CVM_SNP_SIGNER_NONE = 7 };
+
+/* Guest policy bits (report offset 0x08). */
+#define CVM_SNP_POLICY_SMT (1ULL << 16)
+#define CVM_SNP_POLICY_RESERVED_1 (1ULL << 17)
+#define CVM_SNP_POLICY_MIGRATE_MA (1ULL << 18)
+#define CVM_SNP_POLICY_DEBUG (1ULL << 19)
+#define CVM_SNP_POLICY_SINGLE_SOCKET (1ULL << 20)
+#define CVM_SNP_POLICY_CXL_ALLOW (1ULL << 21)
+#define CVM_SNP_POLICY_MEM_AES_256_XTS (1ULL << 22)
+#define CVM_SNP_POLICY_RAPL_DIS (1ULL << 23)
+#define CVM_SNP_POLICY_CIPHERTEXT_HIDING (1ULL << 24)
+#define CVM_SNP_POLICY_PAGE_SWAP_DISABLE (1ULL << 25)
+/* Platform info bits (report offset 0x40). */
+#define CVM_SNP_PLATFORM_SMT_EN (1ULL << 0)
+#define CVM_SNP_PLATFORM_TSME_EN (1ULL << 1)
+#define CVM_SNP_PLATFORM_ECC_EN (1ULL << 2)
+#define CVM_SNP_PLATFORM_RAPL_DIS (1ULL << 3)
+#define CVM_SNP_PLATFORM_CIPHERTEXT_HIDING_EN (1ULL << 4)
+#define CVM_SNP_PLATFORM_ALIAS_CHECK_COMPLETE (1ULL << 5)
+#define CVM_SNP_PLATFORM_TIO_EN (1ULL << 7)
+
+/* A TCB_VERSION decoded for a CPU generation (the byte layout differs on Turin). */
+struct cvm_snp_tcb {
+	uint8_t fmc; /* Turin and later only */
+	uint8_t bl;
+	uint8_t tee;
+	uint8_t snp;
+	uint8_t ucode;
+};
+/* Decode/encode a raw TCB_VERSION for product (Milan/Genoa layout for anything but Turin). */
+CVM_EXPORT void cvm_snp_tcb_decode(uint64_t raw, enum cvm_snp_product p, struct cvm_snp_tcb *out);
+CVM_EXPORT uint64_t cvm_snp_tcb_encode(const struct cvm_snp_tcb *t, enum cvm_snp_product p);
+
+struct cvm_snp_report {
+	uint32_t version;
+	uint32_t guest_svn;
+	uint64_t policy;
+	uint8_t family_id[16];
+	uint8_t image_id[16];
+	uint32_t vmpl;
+	uint32_t signature_algo;
+	uint64_t current_tcb;
+	uint64_t platform_info;
+	uint32_t flags;           /* bit0 AUTHOR_KEY_EN, bit1 MASK_CHIP_KEY, bits 2-4 SIGNING_KEY */
+	uint8_t report_data[64];
+	uint8_t measurement[48];
+	uint8_t host_data[32];
+	uint8_t id_key_digest[48];
+	uint8_t author_key_digest[48];
+	uint8_t report_id[32];
+	uint8_t report_id_ma[32];
+	uint64_t reported_tcb;
+	uint8_t cpuid_fam_id;     /* v3+ */
+	uint8_t cpuid_mod_id;
+	uint8_t cpuid_step;
+	uint8_t chip_id[64];
+	uint64_t committed_tcb;
+	uint8_t current_build, current_minor, current_major;
+	uint8_t committed_build, committed_minor, committed_major;
+	uint64_t launch_tcb;
+	uint64_t launch_mit_vector;  /* v5+ */
+	uint64_t current_mit_vector; /* v5+ */
+	uint8_t sig_r[72];        /* little-endian */
+	uint8_t sig_s[72];
+};
+/* Parses exactly CVM_SNP_REPORT_SIZE bytes (len must be at least that; trailing bytes are the
+ * caller's business and rejected here: pass the report's own length). Checks version 2..5,
+ * signature algorithm 1, reserved fields zero, signer field valid. */
+CVM_EXPORT int cvm_snp_report_parse(const uint8_t *buf, size_t len, struct cvm_snp_report *out,
+				    struct cvm_err *err);
+/* Serialize back to the 1184-byte wire layout (inverse of parse). */
+CVM_EXPORT void cvm_snp_report_serialize(const struct cvm_snp_report *r,
+					 uint8_t out[CVM_SNP_REPORT_SIZE]);
+/* The product a v3+ report names in its CPUID fields; UNKNOWN for v2 or unknown models. */
+CVM_EXPORT enum cvm_snp_product cvm_snp_report_product(const struct cvm_snp_report *r);
+CVM_EXPORT enum cvm_snp_signer cvm_snp_report_signer(const struct cvm_snp_report *r);
+/* Decoded JSON view of every field (hex strings lowercase, TCBs decoded for product). */
+CVM_EXPORT int cvm_snp_report_to_json(const struct cvm_snp_report *r, enum cvm_snp_product p,
+				      json_t **out, struct cvm_err *err);
+
+/* ==== VCEK / VLEK certificates ============================================================== */
+
+struct cvm_snp_vek_ext {
+	int struct_version;       /* -1 when absent */
+	char product_name[32];    /* "" when absent */
+	bool has_bl, has_tee, has_snp, has_ucode, has_fmc;
+	struct cvm_snp_tcb tcb;
+	uint8_t hwid[64];         /* VCEK only: 64 bytes (Milan/Genoa) or 8 (Turin) */
+	size_t hwid_len;          /* 0 when absent (VLEK) */
+	char csp_id[128];         /* VLEK only */
+	bool is_vlek;             /* subject CN SEV-VLEK or a cspID extension */
+};
+/* Parse the AMD extensions (OIDs 1.3.6.1.4.1.3704.1.*) of a DER certificate. SPLs are DER
+ * INTEGERs 0..255; hwID may be raw bytes or a DER OCTET STRING. */
+CVM_EXPORT int cvm_snp_vek_ext_parse(const uint8_t *der, size_t len, struct cvm_snp_vek_ext *out,
+				     struct cvm_err *err);
+CVM_EXPORT int cvm_snp_vek_ext_from_x509(X509 *x, struct cvm_snp_vek_ext *out,
+					 struct cvm_err *err);
+
+/* Certificates offered for one report. Any member may be NULL (ASK/ARK then come from the
+ * trusted roots). Owned: cvm_snp_certs_clear frees them. */
+struct cvm_snp_certs {
+	X509 *vek; /* VCEK or VLEK */
+	X509 *ask; /* ASK or ASVK */
+	X509 *ark;
+};
+CVM_EXPORT void cvm_snp_certs_clear(struct cvm_snp_certs *c);
+/* Read certificates (PEM, possibly several, or DER) and sort them into vek/ask/ark by their
+ * subject and extensions; adds to what c already holds and refuses duplicates. */
+CVM_EXPORT int cvm_snp_certs_add(struct cvm_snp_certs *c, const uint8_t *buf, size_t len,
+				 struct cvm_err *err);
+CVM_EXPORT int cvm_snp_certs_add_file(struct cvm_snp_certs *c, const char *path,
+				      struct cvm_err *err);
+/* Extended-report certificate table (GHCB spec): entries {GUID(16), offset u32, length u32}
+ * ending with an all-zero entry; offsets relative to the table start. Known GUIDs: VCEK, VLEK,
+ * ASK, ARK; other entries are skipped. */
+CVM_EXPORT int cvm_snp_certs_from_table(struct cvm_snp_certs *c, const uint8_t *buf, size_t len,
+					struct cvm_err *err);
+/* A directory laid out like AMD's key distribution service paths:
+ *   DIR/vcek/v1/<Product>/cert_chain                          (ASK then ARK, PEM)
+ *   DIR/vcek/v1/<Product>/<hwid hex>?blSPL=B&teeSPL=T&snpSPL=S&ucodeSPL=U   (VCEK, DER or PEM;
+ *     Turin: 8-byte hwid and fmcSPL=F first)
+ *   DIR/vlek/v1/<Product>/cert_chain                          (ASVK then ARK)
+ * Fills what is missing in c for report r (product UNKNOWN: tried in Milan, Genoa, Turin order).
+ * -ENOENT when no VCEK file for this chip and REPORTED_TCB exists. */
+CVM_EXPORT int cvm_snp_certs_from_kds_dir(struct cvm_snp_certs *c, const char *dir,
+					  const struct cvm_snp_report *r, enum cvm_snp_product p,
+					  struct cvm_err *err);
+/* The KDS-relative path of the VCEK for report r on product p (malloc'd), e.g.
+ * "vcek/v1/Milan/<hex>?blSPL=3&teeSPL=0&snpSPL=8&ucodeSPL=115". */
+CVM_EXPORT char *cvm_snp_kds_vcek_path(const struct cvm_snp_report *r, enum cvm_snp_product p);
+
+/* ==== trust anchors ========================================================================= */
+
+/* A set of trusted ARKs (and known ASK/ASVK intermediates) per product. Immutable once built;
+ * share it read-only between threads. */
+struct cvm_attest_roots;
+/* The built-in AMD Milan/Genoa/Turin ARK/ASK/ASVK, each checked against its pinned SHA-256. */
+CVM_EXPORT int cvm_attest_roots_new_builtin(struct cvm_attest_roots **out, struct cvm_err *err);
+/* An empty set (tests, or operators trusting only explicit roots). */
+CVM_EXPORT int cvm_attest_roots_new_empty(struct cvm_attest_roots **out, struct cvm_err *err);
+CVM_EXPORT void cvm_attest_roots_free(struct cvm_attest_roots *r);
+CVM_DEFINE_CLEANUP(struct cvm_attest_roots, cvm_attest_roots_free)
+#define _cleanup_roots_ _cleanup_(cvm_attest_roots_freep)
+/* Trust an ARK (PEM or DER) for product after checking its SHA-256 DER fingerprint against
+ * fingerprint_hex (64 hex digits) and its RSA-PSS self-signature. ask (may be NULL) is an ASK or
+ * ASVK signed by it. emulated marks every verdict under this root (emulator chains). */
+CVM_EXPORT int cvm_attest_roots_add(struct cvm_attest_roots *r, enum cvm_snp_product p,
+				    const uint8_t *ark, size_t ark_len, const uint8_t *ask,
+				    size_t ask_len, const char *fingerprint_hex, bool emulated,
+				    struct cvm_err *err);
+/* Trust the emulator chain in dir (ark.pem, ask.pem written by cvm_tee_emu_init) only if the
+ * ARK fingerprint equals fingerprint_hex. */
+CVM_EXPORT int cvm_attest_roots_add_emulator(struct cvm_attest_roots *r, const char *dir,
+					     const char *fingerprint_hex, struct cvm_err *err);
+
+/* ==== verification ========================================================================== */
+
+/* A chain VEK -> ASK/ASVK -> ARK checked once, reusable for many reports from the same chip
+ * and TCB (the "cached chain"). */
+struct cvm_snp_chain;
+struct cvm_snp_verify_opts {
+	int64_t now;              /* certificate validity time, Unix seconds; 0 = current time */
+	X509_CRL *crl;            /* optional AMD CRL (signed by the ARK): ASK/VEK must be absent */
+	enum cvm_snp_product product; /* expected product, UNKNOWN = accept any trusted one */
+};
+CVM_EXPORT int cvm_snp_chain_verify(const struct cvm_snp_certs *certs,
+				    const struct cvm_attest_roots *roots,
+				    const struct cvm_snp_verify_opts *opts,
+				    struct cvm_snp_chain **out, struct cvm_err *err);
+CVM_EXPORT void cvm_snp_chain_free(struct cvm_snp_chain *c);
+CVM_DEFINE_CLEANUP(struct cvm_snp_chain, cvm_snp_chain_free)
+CVM_EXPORT enum cvm_snp_product cvm_snp_chain_product(const struct cvm_snp_chain *c);
+CVM_EXPORT bool cvm_snp_chain_emulated(const struct cvm_snp_chain *c);
+
+/* Policy knobs (go-sev-guest validate.Options and more). cvm_snp_policy_default gives the
+ * default policy: debug forbidden, emulated evidence refused, everything else permissive. */
+struct cvm_snp_policy {
+	/* guest policy (report POLICY): "allow" bits may be set, "require" bits must be set */
+	bool allow_debug, allow_migrate_ma, allow_smt, allow_cxl;
+	bool require_single_socket, require_mem_aes_256_xts, require_rapl_dis,
+		require_ciphertext_hiding, require_page_swap_disable;
+	uint8_t min_abi_major, min_abi_minor;
+	/* platform info */
+	bool allow_platform_smt, allow_platform_tsme, allow_platform_tio;
+	bool require_platform_ecc, require_platform_rapl_dis,
+		require_platform_ciphertext_hiding, require_platform_alias_check;
+	/* fields */
+	int vmpl;                 /* -1 any, else exact 0..3 */
+	uint32_t min_guest_svn;
+	uint8_t min_build;        /* CURRENT_BUILD and COMMITTED_BUILD */
+	uint16_t min_version;     /* major << 8 | minor, current and committed */
+	struct cvm_snp_tcb min_tcb;        /* component-wise <= REPORTED_TCB */
+	struct cvm_snp_tcb min_launch_tcb; /* component-wise <= LAUNCH_TCB */
+	bool permit_provisional_firmware;  /* false: COMMITTED must equal CURRENT */
+	uint64_t min_launch_mit_vector, min_current_mit_vector; /* required bits */
+	bool require_author_key;  /* AUTHOR_KEY_EN set (implies require_id_block) */
+	bool require_id_block;    /* ID key digest in id_key_digests or author in author_key_digests */
+	const uint8_t (*id_key_digests)[48];
+	size_t n_id_key_digests;
+	const uint8_t (*author_key_digests)[48];
+	size_t n_author_key_digests;
+	const uint8_t (*measurements)[48]; /* allow-list; n == 0: any */
+	size_t n_measurements;
+	const uint8_t (*chip_ids)[64];
+	size_t n_chip_ids;
+	bool check_report_data, check_host_data, check_family_id, check_image_id,
+		check_report_id, check_report_id_ma;
+	uint8_t report_data[64];
+	uint8_t host_data[32];
+	uint8_t family_id[16];
+	uint8_t image_id[16];
+	uint8_t report_id[32];
+	uint8_t report_id_ma[32];
+	enum cvm_snp_product product; /* UNKNOWN: any */
+	bool allow_vlek;          /* default true */
+	bool allow_emulated;      /* default false */
+};
+CVM_EXPORT void cvm_snp_policy_default(struct cvm_snp_policy *p);
+/* JSON form for files and the CLI: {"allow_debug": bool, ..., "vmpl": n, "min_tcb": {"bl": n,
+ * ...}, "measurements": [hex,...], "report_data": hex, ...} with the struct's member names.
+ * Unknown members are refused. Arrays are allocated into *store (free with
+ * cvm_snp_policy_store_free). */
+struct cvm_snp_policy_store;
+CVM_EXPORT int cvm_snp_policy_from_json(json_t *j, struct cvm_snp_policy *p,
+					struct cvm_snp_policy_store **store, struct cvm_err *err);
+CVM_EXPORT void cvm_snp_policy_store_free(struct cvm_snp_policy_store *s);
+
+struct cvm_snp_verdict {
+	struct cvm_snp_report report;
+	enum cvm_snp_product product;
+	enum cvm_snp_signer signer;
+	struct cvm_snp_tcb reported_tcb; /* decoded for product */
+	struct cvm_snp_vek_ext vek;
+	bool emulated;
+};
+/* Report signature with the chain's VEK, VEK TCB == REPORTED_TCB, hwID == CHIP_ID, product
+ * consistency, then the policy (NULL = default). */
+CVM_EXPORT int cvm_snp_verify_with_chain(const uint8_t *report, size_t len,
+					 const struct cvm_snp_chain *chain,
+					 const struct cvm_snp_policy *policy,
+					 struct cvm_snp_verdict *out, struct cvm_err *err);
+/* Everything: chain (certs completed from the roots' ASK/ASVK) then cvm_snp_verify_with_chain. */
+CVM_EXPORT int cvm_snp_verify(const uint8_t *report, size_t len, const struct cvm_snp_certs *certs,
+			      const struct cvm_attest_roots *roots,
+			      const struct cvm_snp_verify_opts *opts,
+			      const struct cvm_snp_policy *policy, struct cvm_snp_verdict *out,
+			      struct cvm_err *err);
+/* Only the policy stage (for callers that verified the signature themselves). */
+CVM_EXPORT int cvm_snp_policy_check(const struct cvm_snp_verdict *v,
+				    const struct cvm_snp_policy *policy, struct cvm_err *err);
+/* Verify from files: report (raw 1184 bytes), optional VEK/ASK/ARK files (PEM or DER) and an
+ * optional KDS-layout dir; CLI entry point. */
+struct cvm_snp_files {
+	const char *report;
+	const char *vek, *ask, *ark;
+	const char *certs_dir;
+	const char *crl;
+};
+CVM_EXPORT int cvm_snp_verify_files(const struct cvm_snp_files *f,
+				    const struct cvm_attest_roots *roots,
+				    const struct cvm_snp_verify_opts *opts,
+				    const struct cvm_snp_policy *policy, struct cvm_snp_verdict *out,
+				    struct cvm_err *err);
+/* MAA claim set for a verdict: x-ms-sevsnpvm-* members added to obj. */
+CVM_EXPORT int cvm_snp_verdict_claims(const struct cvm_snp_verdict *v, json_t *obj,
+				      struct cvm_err *err);
+
+/* ==== TEE emulator ==========================================================================
+ * An AMD-shaped chain with our own keys: ARK/ASK RSA-4096 with RSA-PSS SHA-384 salt 48, VCEK
+ * ECDSA P-384 carrying AMD's extensions. dir receives ark.pem, ask.pem, vcek.pem (public) and
+ * vcek-key.pem (0600), plus the KDS layout for the VCEK. */
+struct cvm_tee_emu_params {
+	enum cvm_snp_product product; /* UNKNOWN = Genoa */
+	struct cvm_snp_tcb tcb;       /* reported TCB the VCEK is issued for */
+	uint8_t chip_id[64];          /* Turin uses the first 8 bytes */
+};
+CVM_EXPORT int cvm_tee_emu_init(const char *dir, const struct cvm_tee_emu_params *params,
+				char fingerprint_hex[65], struct cvm_err *err);
+/* The SHA-256 fingerprint of the emulator ARK in dir. */
+CVM_EXPORT int cvm_tee_emu_fingerprint(const char *dir, char fingerprint_hex[65],
+				       struct cvm_err *err);
+/* Fields the caller chooses; everything else is filled from the emulated platform
+ * (TCB, chip id, firmware version 1.55 build 0, CPUID for the product, signer VCEK). */
+struct cvm_tee_emu_report_in {
+	uint8_t report_data[64];
+	uint8_t measurement[48];
+	uint8_t host_data[32];
+	uint8_t family_id[16];
+	uint8_t image_id[16];
+	uint64_t policy;          /* 0 = 0x30000 */
+	uint32_t vmpl;
+	uint32_t guest_svn;
+};
+/* Produce a signed 1184-byte report (version 3 Milan/Genoa, 5 Turin) with the VCEK in dir. */
+CVM_EXPORT int cvm_tee_emu_snp_report(const char *dir, const struct cvm_tee_emu_report_in *in,
+				      uint8_t out[CVM_SNP_REPORT_SIZE], struct cvm_err *err);
+
+/* ==== attestation service (MAA shape) ======================================================= */
+
+struct cvm_attest_service_config {
+	const char *issuer;          /* base URL clients use, no trailing slash */
+	const char *key_dir;         /* signing key persisted here (created when missing) */
+	struct cvm_key *signing_key; /* or given (RSA, reference taken); overrides key_dir */
+	int64_t token_lifetime;      /* seconds; 0 = 8 hours */
+	const struct cvm_attest_roots *roots; /* borrowed, must outlive the service */
+	const struct cvm_snp_policy *snp_policy; /* NULL = default */
+	const struct cvm_snp_verify_opts *verify_opts; /* NULL = defaults */
+};
+struct cvm_attest_service;
+CVM_EXPORT int cvm_attest_service_new(const struct cvm_attest_service_config *cfg,
+				      struct cvm_attest_service **out, struct cvm_err *err);
+CVM_EXPORT void cvm_attest_service_free(struct cvm_attest_service *s);
+CVM_DEFINE_CLEANUP(struct cvm_attest_service, cvm_attest_service_free)
+/* The body of POST /attest/SevSnpVm (JSON text): verifies and returns the JWT (malloc'd). */
+CVM_EXPORT int cvm_attest_service_attest_snp(struct cvm_attest_service *s, const char *body,
+					     size_t len, char **token, struct cvm_err *err);
+/* Token for an already verified verdict; runtime data bytes must hash into report_data. */
+struct cvm_attest_runtime {
+	const uint8_t *data;
+	size_t len;
+	bool is_json;             /* dataType "JSON": embedded as x-ms-runtime */
+	const char *nonce;        /* may be NULL */
+};
+CVM_EXPORT int cvm_attest_issue_snp_token(struct cvm_attest_service *s,
+					  const struct cvm_snp_verdict *v,
+					  const struct cvm_attest_runtime *rt, char **token,
+					  struct cvm_err *err);
+/* GET /certs and GET /.well-known/openid-configuration bodies (new references). */
+CVM_EXPORT int cvm_attest_service_jwks(struct cvm_attest_service *s, json_t **out,
+				       struct cvm_err *err);
+CVM_EXPORT int cvm_attest_service_openid(struct cvm_attest_service *s, json_t **out,
+					 struct cvm_err *err);
+/* Verify a token this service issued (signature, times); claims is a new reference. */
+CVM_EXPORT int cvm_attest_service_verify_token(struct cvm_attest_service *s, const char *token,
+					       json_t **claims, struct cvm_err *err);
+
+/* REST glue: registers POST /attest/SevSnpVm, GET /certs, GET /.well-known/openid-configuration
+ * on srv (include/opencvm/http.h). */
+struct cvm_http_server;
+CVM_EXPORT int cvm_attest_register_routes(struct cvm_attest_service *svc,
+					  struct cvm_http_server *srv, struct cvm_err *err);

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* attest module-private declarations. */
+#pragma once
+
+#include <opencvm/attest.h>
+
+enum cvm_amd_cert_kind { CVM_AMD_CERT_ARK, CVM_AMD_CERT_ASK, CVM_AMD_CERT_ASVK };
+
+struct cvm_amd_builtin {
+	enum cvm_snp_product product;
+	enum cvm_amd_cert_kind kind;
+	const char *pem;
+	const char *sha256_hex; /* SHA-256 of the DER, lowercase */
+};
+extern const struct cvm_amd_builtin cvm_amd_builtin_certs[];
+extern const size_t cvm_amd_builtin_count;
+
+/* Little-endian readers/writers for the report layout. */
+static inline uint32_t cvm_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t cvm_le64(const uint8_t *p)
+{
+	return (uint64_t)cvm_le32(p) | (uint64_t)cvm_le32(p + 4) << 32;
+}
+static inline void cvm_put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void cvm_put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* SHA-256 of a certificate's DER as lowercase hex. */
+int cvm_attest_x509_fingerprint(X509 *x, char out[65], struct cvm_err *err);
+/* Check that x carries an RSASSA-PSS signature with SHA-384, MGF1-SHA-384, salt 48 (the only
+ * algorithm AMD uses for ARK/ASK/VCEK) and that issuer_key verifies it. */
+int cvm_attest_verify_amd_sig(X509 *x, EVP_PKEY *issuer_key, const char *what,
+			      struct cvm_err *err);
+/* Parse PEM (one or more certs) or DER; calls fn for each certificate. */
+int cvm_attest_x509_each(const uint8_t *buf, size_t len,
+			 int (*fn)(X509 *x, void *ctx, struct cvm_err *err), void *ctx,
+			 struct cvm_err *err);
+/* Subject CN into out ("" when absent). */
+void cvm_attest_x509_cn(X509 *x, char *out, size_t outlen);
+/* Hex-encode into a json object member. */
+int cvm_attest_json_hex(json_t *obj, const char *key, const void *data, size_t len);
