@@ -10,6 +10,7 @@
 
 #include <opencvm/crypto.h>
 #include <opencvm/hsm.h>
+#include <opencvm/json.h>
 #include <opencvm/store.h>
 #include <opencvm/util.h>
 
@@ -149,6 +150,10 @@ struct cvm_hsm_backup {
 	char name[CVM_HSM_NAME_MAX + 1];
 	char current_version[33];
 	json_t *rotation_policy;      /* stored policy object or NULL */
+	int64_t created, updated;
+	/* full backups only (a key backup blob restores an active key) */
+	bool deleted;
+	int64_t deleted_date, scheduled_purge;
 	size_t nversions;
 	struct cvm_hsm_backup_version *versions;
 };
@@ -162,3 +167,85 @@ int cvm_hsm_backup_open(const struct cvm_secret *backup_key, const uint8_t *buf,
 /* Parse the decrypted payload JSON strictly (every field, every length). Fuzzed. */
 int cvm_hsm_backup_parse_payload(const uint8_t *buf, size_t len, struct cvm_hsm_backup **out,
 				 struct cvm_err *err);
+
+/* ---- rows ------------------------------------------------------------------------------------
+ * Column list for key-version queries: "SELECT " KV_COLS " FROM hsm_keys k JOIN hsm_key_versions
+ * v ON v.name = k.name ..."; cvm_hsm_keyver_from_row reads a row of it. */
+#define KV_COLS                                                                               \
+	"v.name, v.version, v.kty, v.key_size, v.crv, v.key_ops, v.public_jwk, v.enabled, v.nbf, " \
+	"v.exp, v.exportable, v.tags, v.release_policy, v.created, v.updated, k.deleted, "         \
+	"k.deleted_date, k.scheduled_purge, k.current_version, v.sealed"
+enum {
+	KV_COL_NAME, KV_COL_VERSION, KV_COL_KTY, KV_COL_KEY_SIZE, KV_COL_CRV, KV_COL_KEY_OPS,
+	KV_COL_PUBLIC_JWK, KV_COL_ENABLED, KV_COL_NBF, KV_COL_EXP, KV_COL_EXPORTABLE, KV_COL_TAGS,
+	KV_COL_RELEASE_POLICY, KV_COL_CREATED, KV_COL_UPDATED, KV_COL_DELETED, KV_COL_DELETED_DATE,
+	KV_COL_SCHEDULED_PURGE, KV_COL_CURRENT, KV_COL_SEALED,
+};
+int cvm_hsm_keyver_from_row(const struct cvm_rows *rows, size_t i, struct cvm_hsm_keyver **out,
+			    struct cvm_err *err);
+/* "RSA"/"RSA-HSM" -> CVM_KTY_RSA etc.; -EINVAL otherwise. */
+int cvm_hsm_kty_type(const char *kty, enum cvm_kty *type);
+
+/* One log line per state change: event, key name/version, who asked (never key material). */
+void cvm_hsm_log(const char *event, const struct cvm_hsm_caller *c, const char *name,
+		 const char *version);
+
+/* ---- new versions (keys.c) -------------------------------------------------------------------
+ * Everything needed to insert one version; used by create, import, rotate and the scheduler.
+ * cvm_hsm_version_insert runs one write transaction: refuses a soft-deleted name (Conflict),
+ * enforces "exportable <=> release policy" (inheriting the current version's policy when a new
+ * exportable version gives none), applies the rotation policy's expiryTime when exp is absent,
+ * inserts the version and makes it current. With expect_current set it is a compare-and-set:
+ * -EALREADY when the key's current version is no longer expect_current. */
+struct cvm_hsm_newver {
+	const char *name;
+	char version[33];
+	char kty[8];
+	enum cvm_kty type;
+	int key_size;
+	char crv[8];
+	json_t *key_ops;          /* owned */
+	json_t *public_jwk;       /* owned */
+	bool enabled;
+	bool has_nbf, has_exp;
+	int64_t nbf, exp;
+	bool exportable;
+	json_t *tags;             /* owned, NULL = none */
+	json_t *release_policy;   /* owned, NULL = none given */
+	struct cvm_buf sealed;    /* sealed private material (AAD name|version) */
+	int64_t now;              /* created = updated = now */
+	const char *expect_current;
+	/* set by the transaction (reset on every attempt) */
+	bool eff_has_exp;
+	int64_t eff_exp;
+	json_t *eff_policy;       /* borrowed or owned copy: freed by cvm_hsm_newver_clear */
+};
+void cvm_hsm_newver_clear(struct cvm_hsm_newver *nv);
+/* Fill type/size/crv/public_jwk/sealed/version from a private key (activation checked,
+ * version generated). kty_reported is "RSA-HSM" etc. */
+int cvm_hsm_newver_from_key(struct cvm_hsm *h, struct cvm_hsm_newver *nv,
+			    const char *kty_reported, const struct cvm_key *k, struct cvm_err *err);
+int cvm_hsm_version_insert(struct cvm_hsm *h, struct cvm_hsm_newver *nv, struct cvm_err *err);
+/* Default key_ops for a key type (new array). */
+json_t *cvm_hsm_default_key_ops(enum cvm_kty type);
+
+/* ---- lists (keys.c) ---------------------------------------------------------------------------- */
+/* Validate maxresults (0 -> 25) and decode skiptoken into after (NUL-terminated; "" when none). */
+int cvm_hsm_page_args(int maxresults, const char *skiptoken, bool hex_version, int *limit,
+		      char after[CVM_HSM_NAME_MAX + 1], struct cvm_err *err);
+/* {"value":items,"nextLink":...}: nextLink only when more; takes the items reference. */
+int cvm_hsm_list_result(const struct cvm_hsm_caller *c, const char *path, const char *api_version,
+			int limit, json_t *items, bool more, const char *last, json_t **out,
+			struct cvm_err *err);
+
+/* ---- rotation policy (rotation.c) ------------------------------------------------------------ */
+/* expiryTime of a stored policy in seconds (0 when none). */
+int64_t cvm_hsm_policy_expiry(json_t *policy);
+/* A new version like the current one (same kty/size/crv/key_ops/tags/exportable/policy) made at
+ * now; with cas the current version must still be expect (-EALREADY otherwise). */
+int cvm_hsm_rotate_at(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
+		      const char *expect, int64_t now, char version_out[33], struct cvm_err *err);
+
+/* ---- soft delete (softdelete.c) -------------------------------------------------------------- */
+/* Purge deleted keys whose scheduledPurgeDate <= now; returns the number purged. */
+int cvm_hsm_purge_due(struct cvm_hsm *h, int64_t now, struct cvm_err *err);
