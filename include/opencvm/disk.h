@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* disk: confidential disks. A confidential disk is a raw (sparse) image whose content is a
+ * standard LUKS2 volume (AES-256-XTS, xts-plain64, 4096-byte sectors where the source allows,
+ * 512 otherwise). libcryptsetup writes and validates the header, keyslots and tokens; our own
+ * parallel OpenSSL engine encrypts the data area, byte-identical to dm-crypt.
+ *
+ * Unlock chain: keyslot 0's passphrase is a random 256-bit secret. The secret is wrapped by a
+ * key-service key (RSA-OAEP-256 or A256KW) and stored in a LUKS2 token of type "opencvm-hsm":
+ *   {"type":"opencvm-hsm","keyslots":["0"],"key_url":"https://kv/keys/name/version",
+ *    "alg":"RSA-OAEP-256","wrapped":"<b64url>","des":"<DES id>","version":1}
+ * Whoever can unwrap it (the attested guest after key release, or the DES identity holding
+ * the Crypto Service Encryption User role) gets the secret; stock `cryptsetup open
+ * --key-file <secret>` accepts it.
+ *
+ * Interrupted work: while an image is being encrypted it lives at "<dst>.partial" and carries
+ * a LUKS2 token of type "opencvm-progress" with an fsync'd checkpoint. Rerunning the same
+ * encryption resumes from the checkpoint (bytes identical to an uninterrupted run); the token
+ * is removed and the file renamed to <dst> only when every sector is written. Opening or
+ * decrypting an image that still carries the progress token is refused (-EBUSY).
+ *
+ * Errors: -EINVAL "BadParameter" bad arguments or malformed token/header, -ENOENT missing file
+ * or token, -EEXIST destination exists, -EBUSY image incomplete, -EPERM secret does not open
+ * the keyslot, -ENOTSUP unsupported cipher/layout, -EIO I/O or libcryptsetup failure. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <opencvm/util.h>
+
+#define CVM_DISK_SECRET_LEN 32       /* keyslot passphrase: 256 random bits */
+#define CVM_DISK_VOLUME_KEY_LEN 64   /* AES-256-XTS: two 256-bit keys */
+#define CVM_DISK_TOKEN_HSM "opencvm-hsm"
+#define CVM_DISK_TOKEN_PROGRESS "opencvm-progress"
+/* Header + keyslot area in front of the data (LUKS2's default, fixed so layouts are stable). */
+#define CVM_DISK_DATA_OFFSET (16u * 1024u * 1024u)
+
+/* Wrapping goes through the key service; this module only sees this interface.
+ * wrap: key_url is a key URL with or without version; the implementation wraps `in` with the
+ *   current (or named) version and returns the wrapped bytes as base64url and the full kid
+ *   (with version) it used. unwrap: inverse, for the kid recorded in the token.
+ * Both return 0 or a negative errno and fill err; outputs are malloc'd / cvm_secret. */
+struct cvm_disk_keywrap {
+	int (*wrap)(void *ctx, const char *key_url, const char *alg, const struct cvm_secret *in,
+		    char **wrapped_b64url, char **kid_used, struct cvm_err *err);
+	int (*unwrap)(void *ctx, const char *kid, const char *alg, const char *wrapped_b64url,
+		      struct cvm_secret **out, struct cvm_err *err);
+	void *ctx;
+};
+
+enum cvm_disk_kind { CVM_DISK_KIND_OS, CVM_DISK_KIND_DATA, CVM_DISK_KIND_TEMP, CVM_DISK_KIND_VMGS };
+CVM_EXPORT const char *cvm_disk_kind_name(enum cvm_disk_kind k); /* "os" | "data" | ... */
+CVM_EXPORT int cvm_disk_kind_parse(const char *s, enum cvm_disk_kind *out, struct cvm_err *err);
+
+/* ---- the opencvm-hsm token -------------------------------------------------------------- */
+struct cvm_disk_hsm_token {
+	int keyslot;    /* 0..31 */
+	char *key_url;  /* kid with version */
+	char *alg;      /* "RSA-OAEP-256" | "A256KW" */
+	char *wrapped;  /* base64url of the wrapped secret */
+	char *des;      /* Disk Encryption Set id */
+	int version;    /* 1 */
+};
+/* Strict parser: every field required, no unknown fields, lengths checked; errors name the
+ * field ("opencvm-hsm token: alg: must be one of RSA-OAEP-256, A256KW"). */
+CVM_EXPORT int cvm_disk_hsm_token_parse(const uint8_t *buf, size_t len,
+					struct cvm_disk_hsm_token *out, struct cvm_err *err);
+/* Serialize (validating the fields the same way); *json is malloc'd. */
+CVM_EXPORT int cvm_disk_hsm_token_json(const struct cvm_disk_hsm_token *t, char **json,
+				       struct cvm_err *err);
+CVM_EXPORT void cvm_disk_hsm_token_clear(struct cvm_disk_hsm_token *t);
+/* A key URL the token accepts: http(s)://host[/prefix]/keys/<name>/<version>. */
+CVM_EXPORT bool cvm_disk_key_url_valid(const char *url, bool require_version);
+
+/* ---- options ---------------------------------------------------------------------------- */
+/* Called from the calling thread only (never from workers), about 4 times a second. */
+typedef void (*cvm_disk_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+struct cvm_disk_wrap_params {
+	const struct cvm_disk_keywrap *kw;
+	const char *key_url;  /* DES key, with or without version */
+	const char *alg;      /* "RSA-OAEP-256" | "A256KW" */
+	const char *des;      /* DES id recorded in the token */
+};
+
+struct cvm_disk_opts {
+	enum cvm_disk_kind kind;  /* recorded as the LUKS2 subsystem "opencvm-<kind>" */
+	const char *label;        /* LUKS2 label (e.g. the disk name); NULL = none */
+	uint32_t sector_size;     /* 512 or 4096; 0 = auto (see cvm_disk_encrypt_image) */
+	unsigned threads;         /* workers; 0 = online CPUs */
+	size_t chunk_size;        /* bytes per work item; 0 = 4 MiB; multiple of 4096 */
+	cvm_disk_progress_fn progress;
+	void *progress_ctx;
+	/* Checkpoint interval in milliseconds (0 = 1000). */
+	unsigned checkpoint_ms;
+	/* Tests only: use this volume key (64 bytes) instead of a random one, so two runs give the
+	 * same ciphertext. Never set in production: the volume key must be fresh per disk. */
+	const struct cvm_secret *volume_key;
+};
+
+/* ---- operations ------------------------------------------------------------------------- */
+/* A new empty confidential disk of `size` bytes (the image size the VM sees; the unlocked
+ * volume is size - CVM_DISK_DATA_OFFSET). The data area is left sparse: unwritten sectors read
+ * as zeros on the host and as pseudorandom garbage in the guest, and the host can tell written
+ * from never-written sectors (as with any LUKS volume on thin storage). Sector size 4096
+ * unless opts say otherwise. size must be a multiple of the sector size and leave at least
+ * 1 MiB of data. Fails with -EEXIST when path exists. No upper size limit. */
+CVM_EXPORT int cvm_disk_create(const char *path, uint64_t size,
+			       const struct cvm_disk_wrap_params *wp,
+			       const struct cvm_disk_opts *opts, struct cvm_err *err);
+
+/* A temp disk: same layout, but its secret is random, returned to the caller, never wrapped
+ * or stored (no token). Recreate it at each boot. */
+CVM_EXPORT int cvm_disk_create_temp(const char *path, uint64_t size,
+				    const struct cvm_disk_opts *opts,
+				    struct cvm_secret **secret, struct cvm_err *err);
+
+/* Encrypt a raw image (regular file or block device) into a new confidential disk at dst
+ * (size = CVM_DISK_DATA_OFFSET + source size). Every sector is encrypted, holes included, so
+ * the ciphertext reveals nothing about the source's layout. The source is only ever read.
+ * Sector size auto: 4096 when the source size is a multiple of 4096 and the source has no
+ * MBR/GPT partition table (a table made for 512-byte LBAs would not be found behind 4096-byte
+ * logical sectors), 512 otherwise. Work happens in "<dst>.partial"; when that file exists from
+ * an interrupted run of the same source, the run resumes (it unwraps the secret through
+ * wp->kw to get the volume key back). */
+CVM_EXPORT int cvm_disk_encrypt_image(const char *src, const char *dst,
+				      const struct cvm_disk_wrap_params *wp,
+				      const struct cvm_disk_opts *opts, struct cvm_err *err);
+
+/* Decrypt the data area of a LUKS2 AES-XTS image (ours or one cryptsetup made) into a new raw
+ * file dst (-EEXIST when it exists), using the keyslot passphrase. Only threads, chunk_size,
+ * progress and checkpoint_ms of opts are used (opts may be NULL). */
+CVM_EXPORT int cvm_disk_decrypt_image(const char *src, const char *dst,
+				      const struct cvm_secret *passphrase,
+				      const struct cvm_disk_opts *opts, struct cvm_err *err);
+
+/* Read the opencvm-hsm token of an image, unwrap the secret through kw, and check that it opens
+ * the keyslot the token names. Refuses incomplete images (-EBUSY). */
+CVM_EXPORT int cvm_disk_unlock_secret(const char *path, const struct cvm_disk_keywrap *kw,
+				      struct cvm_secret **secret, struct cvm_err *err);
+
+/* Re-wrap the secret for another key (or a new version of the same key): unwrap with the
+ * current token, wrap with new_key_url/alg, add the new token, prove it unlocks, then remove
+ * the old one. The data area is not touched. */
+CVM_EXPORT int cvm_disk_rotate(const char *path, const struct cvm_disk_keywrap *kw,
+			       const char *new_key_url, const char *alg, struct cvm_err *err);
+
+struct cvm_disk_info {
+	char uuid[40];
+	char cipher[32];          /* "aes-xts-plain64" */
+	uint32_t sector_size;
+	uint64_t data_offset;     /* bytes */
+	uint64_t data_size;       /* bytes of the encrypted volume */
+	bool has_kind;
+	enum cvm_disk_kind kind;
+	char label[64];
+	bool complete;            /* no opencvm-progress token */
+	uint64_t progress_done;   /* when !complete */
+	bool has_hsm_token;
+	struct cvm_disk_hsm_token hsm; /* valid when has_hsm_token */
+};
+CVM_EXPORT int cvm_disk_info(const char *path, struct cvm_disk_info *out, struct cvm_err *err);
+CVM_EXPORT void cvm_disk_info_clear(struct cvm_disk_info *info);

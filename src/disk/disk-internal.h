@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* disk module internals: the parallel AES-XTS engine and libcryptsetup helpers. */
+#pragma once
+
+#include <opencvm/disk.h>
+
+#include <libcryptsetup.h>
+
+/* ---- engine (xts.c) ---------------------------------------------------------------------- */
+/* Encrypt or decrypt `len` bytes from in_fd@in_off to out_fd@out_off with AES-256-XTS, IV =
+ * plain64 of the sector index (in sector_size units, counting from 0 at the region start) —
+ * exactly dm-crypt's aes-xts-plain64 with LUKS2's iv_large_sectors. Work starts at `start`
+ * (bytes into the region, a multiple of the chunk size, for resume). Every checkpoint_ms the
+ * calling thread fdatasyncs out_fd and calls checkpoint(ctx, done) with the offset below which
+ * every byte is written and durable. */
+struct cvm_xts_job {
+	int in_fd, out_fd;
+	uint64_t in_off, out_off;
+	uint64_t len;
+	uint64_t start;
+	uint32_t sector_size;
+	const uint8_t *key; /* CVM_DISK_VOLUME_KEY_LEN bytes */
+	bool encrypt;
+	unsigned threads;
+	size_t chunk;
+	unsigned checkpoint_ms;
+	cvm_disk_progress_fn progress;
+	void *progress_ctx;
+	int (*checkpoint)(void *ctx, uint64_t done, struct cvm_err *err);
+	void *checkpoint_ctx;
+};
+int cvm_xts_run(const struct cvm_xts_job *job, struct cvm_err *err);
+/* One sector, for tests and spot checks. */
+int cvm_xts_sector(const uint8_t *key, bool encrypt, uint64_t sector, const uint8_t *in,
+		   uint8_t *out, size_t sector_size, struct cvm_err *err);
+
+/* ---- libcryptsetup (luks.c) -------------------------------------------------------------- */
+/* A loaded header with libcryptsetup's last error message captured for our cvm_err. */
+struct cvm_luks {
+	struct crypt_device *cd;
+	char last_error[256];
+};
+int cvm_luks_open(const char *path, struct cvm_luks *l, struct cvm_err *err);
+void cvm_luks_close(struct cvm_luks *l);
+/* Set err from a libcryptsetup return code r, naming what failed. Returns a negative errno. */
+int cvm_luks_err(struct cvm_luks *l, int r, struct cvm_err *err, const char *what);
+
+/* Format path (existing file of its final size) as LUKS2 aes-xts-plain64 with data at
+ * CVM_DISK_DATA_OFFSET, keyslot 0 = secret with cheap PBKDF2, optional fixed volume key. */
+int cvm_luks_format(struct cvm_luks *l, const char *path, uint32_t sector_size,
+		    const struct cvm_secret *secret, const struct cvm_secret *volume_key,
+		    const struct cvm_disk_opts *opts, struct cvm_err *err);
+/* The first token whose type is `type`; -ENOENT when none. *json is malloc'd (may be NULL). */
+int cvm_luks_find_token(struct cvm_luks *l, const char *type, int *id, char **json,
+			struct cvm_err *err);
+/* Volume key via the keyslot passphrase; -EPERM when the passphrase does not open `keyslot`. */
+int cvm_luks_volume_key(struct cvm_luks *l, int keyslot, const struct cvm_secret *pass,
+			struct cvm_secret **vk, struct cvm_err *err);
+/* Refuse anything but aes-xts-plain64 with a 64-byte key, iv offset 0, sector 512/4096, and a
+ * data area that fits inside the file. */
+int cvm_luks_check_layout(struct cvm_luks *l, uint64_t file_size, uint64_t *data_offset,
+			  uint64_t *data_size, uint32_t *sector_size, struct cvm_err *err);
