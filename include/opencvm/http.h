@@ -29,6 +29,11 @@ struct cvm_http_config {
 	unsigned conn_timeout_s; /* idle connection timeout; 0 = 60 s */
 };
 
+/* A handler fills resp and returns 0 (nothing filled -> 204 No Content; a body without a
+ * status -> 200). Returning a negative value after setting a response sends that response;
+ * returning a negative value without one sends 500 {"error":{"code":"InternalError",
+ * "message":"internal error"}} and logs the return code with the request id. Handlers run on
+ * the server's worker threads, concurrently. */
 typedef int (*cvm_http_handler)(void *ctx, const struct cvm_http_req *req,
 				struct cvm_http_resp *resp);
 

@@ -184,7 +184,7 @@ int cvm_http_request(const struct cvm_http_client_opts *o, const char *method, c
 	*res = (struct cvm_http_result){0};
 	if (!method || !url)
 		return cvm_err_badparam(err, "http request: method and url are required");
-	bool loopback;
+	bool loopback = false;
 	int r = check_url(o, url, &loopback, err);
 	if (r < 0)
 		return r;
