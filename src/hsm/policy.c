@@ -260,7 +260,7 @@ int cvm_hsm_authority_normalize(const char *url, const char *what, char **out,
 	if (hlen == 0 || memchr(host, '@', hlen))
 		return cvm_err_badparam(err, "%s: expected a URL with a host (no user info), got "
 					"\"%s\"", what, url);
-	if (host[hlen] == '?' || host[hlen] == '#')
+	if (strpbrk(host, "?#"))
 		return cvm_err_badparam(err, "%s: query and fragment are not allowed", what);
 	for (const char *p = url; *p; p++)
 		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
@@ -355,7 +355,7 @@ int cvm_hsm_release_policy_parse(const uint8_t *buf, size_t len, json_t **out,
 				 struct cvm_err *err)
 {
 	_cleanup_json_ json_t *p = NULL;
-	int r = cvm_json_parse(buf, len, false, &p, err);
+	int r = cvm_json_parse(buf, len, true, &p, err);
 	if (r < 0)
 		return cvm_err_prefix(err, ROOT);
 	if ((r = cvm_hsm_release_policy_validate(p, err)) < 0)
