@@ -62,7 +62,12 @@ CVM_DEFINE_CLEANUP(struct cvm_audit, cvm_audit_close)
 CVM_EXPORT int cvm_audit_append(struct cvm_audit *a, const struct cvm_audit_event *ev,
 				int64_t *seq, struct cvm_err *err);
 /* Append inside the caller's own write transaction (for state changes that must commit
- * atomically with their audit record). The schema must exist (cvm_audit_open ran once). */
+ * atomically with their audit record). The schema must exist (cvm_audit_open ran once).
+ * Make it the transaction's FIRST statement (the outcome is known anyway: if the change fails
+ * the transaction, and the record with it, rolls back). It locks the chain head until commit
+ * (cvm_tx_lock); on PostgreSQL, called after other statements it fails with -EAGAIN whenever
+ * another append committed since the transaction's first statement (cvm_store_transact
+ * retries, but under steady audit traffic it may keep losing). */
 CVM_EXPORT int cvm_audit_append_tx(struct cvm_tx *tx, const struct cvm_audit_event *ev,
 				   int64_t *seq, struct cvm_err *err);
 

@@ -79,6 +79,14 @@ CVM_DEFINE_CLEANUP(struct cvm_tx, cvm_tx_rollback)
 CVM_EXPORT const char *cvm_tx_backend(const struct cvm_tx *tx); /* "sqlite" | "postgres" */
 CVM_EXPORT enum cvm_tx_mode cvm_tx_mode(const struct cvm_tx *tx);
 
+/* Serialize with every other writer of `table` (a plain identifier) until this write
+ * transaction ends, across processes: PostgreSQL LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE
+ * (plain reads go on); SQLite: nothing to do, write transactions are exclusive already. Call it
+ * before any other statement of the transaction: a SERIALIZABLE snapshot is taken at the first
+ * statement, and only a lock taken before it guarantees the snapshot includes the previous
+ * holder's commit (so hot rows updated under the lock do not fail with -EAGAIN). */
+CVM_EXPORT int cvm_tx_lock(struct cvm_tx *tx, const char *table, struct cvm_err *err);
+
 /* Statements are prepared once per connection and cached by SQL text: pass constant SQL and
  * put every variable part in params. changes (nullable) receives the number of rows
  * inserted/updated/deleted. */

@@ -130,14 +130,19 @@ static int check_event(const struct cvm_audit_event *ev, struct cvm_err *err)
 	return 0;
 }
 
-/* Appends n records in the caller's transaction: reserve n seqs on the head row (taking its
- * row lock first), chain and insert the records, store the new head hash. */
+/* Appends n records in the caller's transaction: lock the head (before the snapshot when this
+ * is the transaction's first statement, so appenders from other processes queue instead of
+ * failing serialization), reserve n seqs on the head row, chain and insert the records, store
+ * the new head hash. */
 static int append_records(struct cvm_tx *tx, struct cvm_audit_event *const *evs, size_t n,
 			  int64_t *seqs, struct cvm_err *err)
 {
 	_cleanup_rows_ struct cvm_rows *head = NULL;
 	struct cvm_val inc = CVM_VAL_I((int64_t)n);
-	int r = cvm_tx_query(tx, "UPDATE cvm_audit_head SET seq = seq + ? WHERE id = 1 "
+	int r = cvm_tx_lock(tx, "cvm_audit_head", err);
+	if (r < 0)
+		return cvm_err_prefix(err, "audit append");
+	r = cvm_tx_query(tx, "UPDATE cvm_audit_head SET seq = seq + ? WHERE id = 1 "
 				 "RETURNING seq, hash",
 			     &inc, 1, &head, err);
 	if (r < 0)

@@ -2,6 +2,7 @@
 /* store: engine-independent layer — URL parsing, transactions, retries, schema versions. */
 #include "store-int.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -137,6 +138,25 @@ const char *cvm_tx_backend(const struct cvm_tx *tx)
 enum cvm_tx_mode cvm_tx_mode(const struct cvm_tx *tx)
 {
 	return tx->kind == STORE_TX_READ ? CVM_TX_READ : CVM_TX_WRITE;
+}
+
+int cvm_tx_lock(struct cvm_tx *tx, const char *table, struct cvm_err *err)
+{
+	if (!tx || !table)
+		return cvm_err_badparam(err, "tx lock: expected a transaction and a table");
+	if (tx->kind == STORE_TX_READ)
+		return cvm_err_badparam(err, "tx lock: transaction is read-only");
+	size_t len = strlen(table);
+	bool ok = len > 0 && len < 64 && !isdigit((unsigned char)table[0]);
+	for (size_t i = 0; ok && i < len; i++)
+		ok = isalnum((unsigned char)table[i]) || table[i] == '_';
+	if (!ok)
+		return cvm_err_badparam(err, "tx lock: table must be a plain identifier");
+	if (tx->store->be != &store_postgres_backend)
+		return 0;
+	char sql[128];
+	snprintf(sql, sizeof(sql), "LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE", table);
+	return tx->store->be->exec(tx->conn, sql, NULL, 0, NULL, NULL, err);
 }
 
 static int check_params(const struct cvm_val *params, size_t n, struct cvm_err *err)

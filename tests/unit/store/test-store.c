@@ -180,11 +180,11 @@ static void test_schema_concurrent_open(void **state)
 		r[i] = (struct schema_race){ .url = url };
 		assert_int_equal(pthread_create(&th[i], NULL, schema_racer, &r[i]), 0);
 	}
-	for (int i = 0; i < 6; i++) {
+	for (int i = 0; i < 6; i++)
 		pthread_join(th[i], NULL);
+	for (int i = 0; i < 6; i++)
 		if (r[i].rc != 0)
 			fail_msg("racer %d: %d %s", i, r[i].rc, r[i].msg);
-	}
 	struct cvm_store *s = NULL;
 	ASSERT_OK(cvm_store_open(url, &s, err));
 	assert_int_equal(count_rows(s, "raced"), 1);
@@ -491,13 +491,22 @@ static void test_transact_retry(void **state)
 struct counter_ctx {
 	struct cvm_store *s;
 	int n;
+	bool lock;
+	int calls; /* transaction attempts */
 	int failures;
 	char msg[512];
 };
 
 static int incr_fn(struct cvm_tx *tx, void *arg, struct cvm_err *err)
 {
+	struct counter_ctx *c = arg;
 	struct cvm_rows *r = NULL;
+	c->calls++;
+	if (c->lock) {
+		int ret = cvm_tx_lock(tx, "counter", err);
+		if (ret < 0)
+			return ret;
+	}
 	int ret = cvm_tx_query(tx, "SELECT v FROM counter WHERE id = 1", NULL, 0, &r, err);
 	if (ret < 0)
 		return ret;
@@ -511,7 +520,7 @@ static void *incr_thread(void *arg)
 	struct counter_ctx *c = arg;
 	for (int i = 0; i < c->n; i++) {
 		struct cvm_err err = { 0 };
-		if (cvm_store_transact(c->s, CVM_TX_WRITE, incr_fn, NULL, &err) < 0) {
+		if (cvm_store_transact(c->s, CVM_TX_WRITE, incr_fn, c, &err) < 0) {
 			c->failures++;
 			snprintf(c->msg, sizeof(c->msg), "%s", err.msg);
 		}
@@ -527,26 +536,53 @@ static void test_transact_contention(void **state)
 	ASSERT_OK(cvm_store_open(url, &s, err));
 	exec1(s, "CREATE TABLE counter (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)");
 	exec1(s, "INSERT INTO counter (id, v) VALUES (1, 0)");
-	pthread_t th[4];
-	struct counter_ctx c[4];
-	for (int i = 0; i < 4; i++) {
-		c[i] = (struct counter_ctx){ .s = s, .n = 25 };
-		assert_int_equal(pthread_create(&th[i], NULL, incr_thread, &c[i]), 0);
+	/* Without the lock, losers are retried; with it (taken first) nobody loses. */
+	for (int phase = 0; phase < 2; phase++) {
+		pthread_t th[4];
+		struct counter_ctx c[4];
+		for (int i = 0; i < 4; i++) {
+			c[i] = (struct counter_ctx){ .s = s, .n = 25, .lock = phase == 1 };
+			assert_int_equal(pthread_create(&th[i], NULL, incr_thread, &c[i]), 0);
+		}
+		int failed = 0, calls = 0;
+		for (int i = 0; i < 4; i++) {
+			pthread_join(th[i], NULL);
+			if (c[i].failures)
+				print_message("thread %d: %d failed: %s\n", i, c[i].failures,
+					      c[i].msg);
+			failed += c[i].failures;
+			calls += c[i].calls;
+		}
+		print_message("[%s] 100 contended increments %s lock: %d attempts\n",
+			      cvm_store_backend(s), phase ? "with" : "without", calls);
+		struct cvm_tx *tx = NULL;
+		struct cvm_rows *r = NULL;
+		ASSERT_OK(cvm_tx_begin(s, CVM_TX_READ, &tx, err));
+		ASSERT_OK(cvm_tx_query(tx, "SELECT v FROM counter", NULL, 0, &r, err));
+		assert_int_equal(cvm_rows_int(r, 0, 0), 100 * (phase + 1) - failed);
+		assert_int_equal(failed, 0);
+		if (phase == 1)
+			assert_int_equal(calls, 100);
+		cvm_rows_free(r);
+		cvm_tx_rollback(tx);
 	}
-	int failed = 0;
-	for (int i = 0; i < 4; i++) {
-		pthread_join(th[i], NULL);
-		if (c[i].failures)
-			print_message("thread %d: %d failed: %s\n", i, c[i].failures, c[i].msg);
-		failed += c[i].failures;
-	}
+	cvm_store_close(s);
+}
+
+static void test_lock_arguments(void **state)
+{
+	struct cvm_store *s = testdb_open(*state, "lockargs");
+	exec1(s, "CREATE TABLE t (a INTEGER)");
+	struct cvm_err err = { 0 };
 	struct cvm_tx *tx = NULL;
-	struct cvm_rows *r = NULL;
+	ASSERT_OK(cvm_tx_begin(s, CVM_TX_WRITE, &tx, err));
+	assert_int_equal(cvm_tx_lock(tx, "t; DROP TABLE t", &err), -EINVAL);
+	assert_int_equal(cvm_tx_lock(tx, "", &err), -EINVAL);
+	assert_int_equal(cvm_tx_lock(tx, "1t", &err), -EINVAL);
+	ASSERT_OK(cvm_tx_lock(tx, "t", err));
+	ASSERT_OK(cvm_tx_commit(tx, err));
 	ASSERT_OK(cvm_tx_begin(s, CVM_TX_READ, &tx, err));
-	ASSERT_OK(cvm_tx_query(tx, "SELECT v FROM counter", NULL, 0, &r, err));
-	assert_int_equal(cvm_rows_int(r, 0, 0), 100 - failed);
-	assert_int_equal(failed, 0);
-	cvm_rows_free(r);
+	assert_int_equal(cvm_tx_lock(tx, "t", &err), -EINVAL);
 	cvm_tx_rollback(tx);
 	cvm_store_close(s);
 }
@@ -602,11 +638,11 @@ static void test_concurrent_writers(void **state)
 		c[i] = (struct writer_ctx){ .s = s, .id = i + 1 };
 		assert_int_equal(pthread_create(&th[i], NULL, writer_thread, &c[i]), 0);
 	}
-	for (int i = 0; i < 8; i++) {
+	for (int i = 0; i < 8; i++)
 		pthread_join(th[i], NULL);
+	for (int i = 0; i < 8; i++)
 		if (c[i].errors)
 			fail_msg("writer %d: %d errors, last: %s", i, c[i].errors, c[i].msg);
-	}
 	double secs = (double)(cvm_monotonic_ns() - t0) / 1e9;
 	print_message("[%s] 8 threads x 200 single-row write transactions: %.0f tx/s\n",
 		      cvm_store_backend(s), 1600 / secs);
@@ -692,6 +728,7 @@ int main(void)
 		cmocka_unit_test(test_persists_across_reopen),
 		cmocka_unit_test(test_transact_retry),
 		cmocka_unit_test(test_transact_contention),
+		cmocka_unit_test(test_lock_arguments),
 		cmocka_unit_test(test_concurrent_writers),
 		cmocka_unit_test(test_multiple_statements_refused),
 		cmocka_unit_test(test_reconnect),
