@@ -49,8 +49,10 @@ static int tls_generate(const char *cert_path, const char *key_path, struct cvm_
 		r = cvm_file_write_atomic(key_path, key_pem, strlen(key_pem), 0600, err);
 	if (r == 0)
 		r = cvm_file_write_atomic(cert_path, cert_pem, strlen(cert_pem), 0644, err);
-	if (key_pem)
-		cvm_free_secure(CVM_TAKE(key_pem), strlen(key_pem));
+	if (key_pem) {
+		size_t kl = strlen(key_pem);
+		cvm_free_secure(CVM_TAKE(key_pem), kl);
+	}
 	X509_free(x);
 	cvm_key_free(k);
 	return r;

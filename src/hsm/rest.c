@@ -121,9 +121,11 @@ static int check_fields(json_t *obj, const struct field *fields, const char *pre
 		snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", f->name);
 		int r = 0;
 		switch (f->type) {
-		case F_STR:
-			r = cvm_json_str(obj, f->name, path, f->required, NULL, NULL, err);
+		case F_STR: {
+			const char *sv;
+			r = cvm_json_str(obj, f->name, path, f->required, &sv, NULL, err);
 			break;
+		}
 		case F_INT: {
 			int64_t v;
 			r = cvm_json_int(obj, f->name, path, f->required, INT64_MIN, INT64_MAX, &v,
