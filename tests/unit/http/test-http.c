@@ -489,6 +489,16 @@ static void test_keep_alive(void **state)
 	long status = 0;
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	assert_int_equal(status, 413);
+	/* the unread body must not be parsed as the next request on the same connection */
+	snprintf(url, sizeof(url), "%s/keys/after/v", f->base);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+	assert_int_equal(curl_easy_perform(c), CURLE_OK);
+	long n = 0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &n);
+	assert_int_equal(status, 200);
+	assert_int_equal(n, 1);
 	fclose(null);
 	curl_easy_cleanup(c);
 }
