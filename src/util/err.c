@@ -24,13 +24,22 @@ int cvm_err_prefix(struct cvm_err *err, const char *fmt, ...)
 {
 	if (!err)
 		return -EIO;
-	char prefix[256], old[sizeof(err->msg)];
+	char old[sizeof(err->msg)];
+	memcpy(old, err->msg, sizeof(old));
+	old[sizeof(old) - 1] = 0;
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
-	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+	/* Append ": old" after the prefix, truncating the old message if space runs out. */
+	if (n >= 0 && (size_t)n < sizeof(err->msg) - 3) {
+		size_t at = (size_t)n, room = sizeof(err->msg) - at - 3;
+		size_t ol = strnlen(old, room);
+		err->msg[at] = ':';
+		err->msg[at + 1] = ' ';
+		memcpy(err->msg + at + 2, old, ol);
+		err->msg[at + 2 + ol] = 0;
+	}
 	return -(err->errnum ? err->errnum : EIO);
 }
 
