@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <string.h>
 
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 
@@ -514,8 +515,11 @@ static int principal_cert(struct hsm_principal *p, const char *pem, struct cvm_e
 		return cvm_err_nomem(err);
 	X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
 	BIO_free(bio);
-	if (!x)
-		return cvm_err_openssl(err, EINVAL, "cert_pem: expected a PEM certificate");
+	if (!x) {
+		ERR_clear_error();
+		return cvm_err_badparam(err, "cert_pem: expected a PEM certificate (-----BEGIN "
+					"CERTIFICATE-----)");
+	}
 	struct cvm_key *k = NULL;
 	int r = cvm_key_from_pem(pem, strlen(pem), &k, err);
 	cvm_key_free(k);
@@ -527,7 +531,7 @@ static int principal_cert(struct hsm_principal *p, const char *pem, struct cvm_e
 	int dlen = i2d_X509(x, &der);
 	X509_free(x);
 	if (dlen <= 0)
-		return cvm_err_openssl(err, EINVAL, "cert_pem");
+		return cvm_err_openssl(err, EIO, "cert_pem: DER encoding");
 	uint8_t s256[32], s1[20];
 	SHA256(der, (size_t)dlen, s256);
 	SHA1(der, (size_t)dlen, s1);
@@ -619,6 +623,9 @@ int cvm_hsm_principal_create(struct cvm_hsm *h, const char *name, enum cvm_princ
 	int r = hsm_auth(h, &a, err);
 	if (r < 0)
 		return r;
+	if (!cert_pem && !secret)
+		return cvm_err_badparam(err, "secret: an output is required when no certificate "
+					"is given");
 	_cleanup_(hsm_principal_freep) struct hsm_principal *p = NULL;
 	_cleanup_secret_ struct cvm_secret *s = NULL;
 	r = principal_new(name, kind, cert_pem, &p, &s, err);
