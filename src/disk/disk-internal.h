@@ -34,6 +34,18 @@ int cvm_xts_run(const struct cvm_xts_job *job, struct cvm_err *err);
 int cvm_xts_sector(const uint8_t *key, bool encrypt, uint64_t sector, const uint8_t *in,
 		   uint8_t *out, size_t sector_size, struct cvm_err *err);
 
+/* ---- the opencvm-progress token (token.c) ------------------------------------------------ */
+/* {"type":"opencvm-progress","keyslots":[],"done":"N","total":"N","source_size":"N",
+ *  "source_mtime_ns":"N","chunk":"N","sector_size":4096} */
+struct cvm_disk_progress {
+	uint64_t done, total, source_size, source_mtime_ns, chunk;
+	uint32_t sector_size;
+};
+int cvm_disk_progress_json(const struct cvm_disk_progress *p, char **out, struct cvm_err *err);
+/* Strict (buf, len) parser; errors prefixed "opencvm-progress token". */
+int cvm_disk_progress_parse(const uint8_t *buf, size_t len, struct cvm_disk_progress *p,
+			    struct cvm_err *err);
+
 /* ---- libcryptsetup (luks.c) -------------------------------------------------------------- */
 /* A loaded header with libcryptsetup's last error message captured for our cvm_err. */
 struct cvm_luks {

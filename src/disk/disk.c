@@ -13,7 +13,6 @@
 
 #include <opencvm/json.h>
 
-#define PROGRESS_CTX "opencvm-progress token"
 #define MIN_DATA (1024u * 1024u)
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -174,60 +173,6 @@ static int read_hsm_token(struct cvm_luks *l, int *id, struct cvm_disk_hsm_token
 	return cvm_disk_hsm_token_parse((const uint8_t *)json, strlen(json), t, err);
 }
 
-/* ---- the progress token ------------------------------------------------------------------- */
-struct progress {
-	uint64_t done, total, source_size, source_mtime_ns, chunk;
-	uint32_t sector_size;
-};
-
-static int progress_json(const struct progress *p, char **out, struct cvm_err *err)
-{
-	/* 64-bit values as decimal strings, as LUKS2 itself stores offsets and sizes */
-	*out = cvm_asprintf("{\"type\":\"" CVM_DISK_TOKEN_PROGRESS "\",\"keyslots\":[],"
-			    "\"done\":\"%llu\",\"total\":\"%llu\",\"source_size\":\"%llu\","
-			    "\"source_mtime_ns\":\"%llu\",\"chunk\":\"%llu\",\"sector_size\":%u}",
-			    (unsigned long long)p->done, (unsigned long long)p->total,
-			    (unsigned long long)p->source_size,
-			    (unsigned long long)p->source_mtime_ns, (unsigned long long)p->chunk,
-			    p->sector_size);
-	return *out ? 0 : cvm_err_nomem(err);
-}
-
-static int get_u64_str(json_t *obj, const char *field, uint64_t *out, struct cvm_err *err)
-{
-	const char *s;
-	int r = cvm_json_str(obj, field, NULL, true, &s, NULL, err);
-	if (r < 0)
-		return r;
-	int64_t v;
-	r = cvm_parse_i64(s, 0, INT64_MAX, &v, field, err);
-	if (r < 0)
-		return r;
-	*out = (uint64_t)v;
-	return 0;
-}
-
-static int progress_parse(const char *json, struct progress *p, struct cvm_err *err)
-{
-	_cleanup_json_ json_t *obj = NULL;
-	int r = cvm_json_parse((const uint8_t *)json, strlen(json), false, &obj, err);
-	int64_t ss = 0;
-	if (r >= 0 && (r = get_u64_str(obj, "done", &p->done, err)) >= 0 &&
-	    (r = get_u64_str(obj, "total", &p->total, err)) >= 0 &&
-	    (r = get_u64_str(obj, "source_size", &p->source_size, err)) >= 0 &&
-	    (r = get_u64_str(obj, "source_mtime_ns", &p->source_mtime_ns, err)) >= 0 &&
-	    (r = get_u64_str(obj, "chunk", &p->chunk, err)) >= 0)
-		r = cvm_json_int(obj, "sector_size", NULL, true, 512, 4096, &ss, NULL, err);
-	if (r >= 0 && (ss != 512 && ss != 4096))
-		r = cvm_err_badparam(err, "sector_size: must be 512 or 4096");
-	if (r >= 0 && (p->done > p->total || p->chunk == 0 || p->chunk % 4096))
-		r = cvm_err_badparam(err, "done/chunk: inconsistent checkpoint");
-	if (r < 0)
-		return cvm_err_prefix(err, PROGRESS_CTX);
-	p->sector_size = (uint32_t)ss;
-	return 0;
-}
-
 /* Refuse images whose encryption has not finished. */
 static int require_complete(struct cvm_luks *l, const char *path, struct cvm_err *err)
 {
@@ -246,7 +191,7 @@ struct build {
 	struct cvm_luks luks;
 	int fd;
 	int progress_id;
-	struct progress prog;
+	struct cvm_disk_progress prog;
 	struct cvm_secret *vk;
 };
 
@@ -265,7 +210,7 @@ static void build_clear(struct build *b)
 static int set_progress(struct build *b, struct cvm_err *err)
 {
 	_cleanup_free_ char *json = NULL;
-	int r = progress_json(&b->prog, &json, err);
+	int r = cvm_disk_progress_json(&b->prog, &json, err);
 	if (r < 0)
 		return r;
 	r = crypt_token_json_set(b->luks.cd, b->progress_id, json);
@@ -416,7 +361,7 @@ int cvm_disk_create_temp(const char *path, uint64_t size, const struct cvm_disk_
  * header creation itself was cut short (caller starts over), 2 when only the final rename is
  * missing, negative on error. */
 static int resume_open(struct build *b, const struct cvm_disk_wrap_params *wp,
-		       const struct progress *want, const struct cvm_disk_opts *opts,
+		       const struct cvm_disk_progress *want, const struct cvm_disk_opts *opts,
 		       struct cvm_err *err)
 {
 	struct cvm_err ignored = { 0 };
@@ -445,7 +390,7 @@ static int resume_open(struct build *b, const struct cvm_disk_wrap_params *wp,
 		b->fd = open(b->partial, O_RDWR | O_CLOEXEC);
 		return b->fd < 0 ? sys_err(err, "open", b->partial) : 2;
 	}
-	r = progress_parse(pjson, &b->prog, err);
+	r = cvm_disk_progress_parse((const uint8_t *)pjson, strlen(pjson), &b->prog, err);
 	if (r >= 0 && (b->prog.source_size != want->source_size ||
 		       b->prog.source_mtime_ns != want->source_mtime_ns ||
 		       b->prog.total != want->total || b->prog.sector_size != want->sector_size))
@@ -514,7 +459,7 @@ int cvm_disk_encrypt_image(const char *src, const char *dst,
 	if ((r = check_dst_free(dst, err)) < 0)
 		return r;
 
-	struct progress want = {
+	struct cvm_disk_progress want = {
 		.total = size,
 		.source_size = size,
 		.source_mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000ull +
@@ -747,9 +692,9 @@ int cvm_disk_info(const char *path, struct cvm_disk_info *out, struct cvm_err *e
 	_cleanup_free_ char *pjson = NULL;
 	out->complete = true;
 	if (cvm_luks_find_token(&l, CVM_DISK_TOKEN_PROGRESS, &id, &pjson, &ignored) == 0) {
-		struct progress p = { 0 };
+		struct cvm_disk_progress p = { 0 };
 		out->complete = false;
-		if ((r = progress_parse(pjson, &p, err)) < 0)
+		if ((r = cvm_disk_progress_parse((const uint8_t *)pjson, strlen(pjson), &p, err)) < 0)
 			return r;
 		out->progress_done = p.done;
 	}

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The opencvm-hsm LUKS2 token: strict parser and serializer, disk kinds, key URL checks. */
-#include <opencvm/disk.h>
+#include "disk-internal.h"
 #include <opencvm/json.h>
 
 #include <string.h>
 
 #define TOKEN_CTX "opencvm-hsm token"
+#define PROGRESS_CTX "opencvm-progress token"
 #define MAX_URL 2048
 #define MAX_DES 512
 #define MAX_WRAPPED_B64 1024 /* RSA-4096 output is 512 bytes = 683 b64url chars */
@@ -175,29 +176,19 @@ static int parse_keyslots(json_t *obj, int *slot, struct cvm_err *err)
 	return 0;
 }
 
+static int only_fields(json_t *obj, const char *const *names, size_t n, struct cvm_err *err);
+
 static const char *const known_fields[] = { "type", "keyslots", "key_url", "alg",
 					    "wrapped", "des", "version" };
 
 static int parse_obj(json_t *obj, struct cvm_disk_hsm_token *t, struct cvm_err *err)
 {
-	const char *key;
-	json_t *val;
-	json_object_foreach(obj, key, val) {
-		bool known = false;
-		for (size_t i = 0; i < CVM_ARRAY_SIZE(known_fields); i++)
-			known = known || strcmp(key, known_fields[i]) == 0;
-		if (!known) {
-			/* the name may be arbitrary bytes; quote it lossily and briefly */
-			json_t *q = cvm_json_string_lossy(key);
-			const char *shown = q ? json_string_value(q) : "?";
-			int r = cvm_err_badparam(err, "%.64s: unknown field", shown);
-			json_decref(q);
-			return r;
-		}
-	}
+	int r = only_fields(obj, known_fields, CVM_ARRAY_SIZE(known_fields), err);
+	if (r < 0)
+		return r;
 	static const char *const types[] = { CVM_DISK_TOKEN_HSM, NULL };
 	const char *s;
-	int r = cvm_json_enum(obj, "type", NULL, true, types, &s, err);
+	r = cvm_json_enum(obj, "type", NULL, true, types, &s, err);
 	if (r < 0)
 		return r;
 	r = parse_keyslots(obj, &t->keyslot, err);
@@ -258,4 +249,104 @@ int cvm_disk_hsm_token_json(const struct cvm_disk_hsm_token *t, char **json, str
 		return cvm_err_nomem(err);
 	*json = cvm_json_dump(obj);
 	return *json ? 0 : cvm_err_nomem(err);
+}
+
+/* ---- the progress token ------------------------------------------------------------------- */
+
+int cvm_disk_progress_json(const struct cvm_disk_progress *p, char **out, struct cvm_err *err)
+{
+	/* 64-bit values as decimal strings, as LUKS2 itself stores offsets and sizes */
+	*out = cvm_asprintf("{\"type\":\"" CVM_DISK_TOKEN_PROGRESS "\",\"keyslots\":[],"
+			    "\"done\":\"%llu\",\"total\":\"%llu\",\"source_size\":\"%llu\","
+			    "\"source_mtime_ns\":\"%llu\",\"chunk\":\"%llu\",\"sector_size\":%u}",
+			    (unsigned long long)p->done, (unsigned long long)p->total,
+			    (unsigned long long)p->source_size,
+			    (unsigned long long)p->source_mtime_ns, (unsigned long long)p->chunk,
+			    p->sector_size);
+	return *out ? 0 : cvm_err_nomem(err);
+}
+
+static int get_u64_str(json_t *obj, const char *field, uint64_t *out, struct cvm_err *err)
+{
+	const char *s;
+	int r = cvm_json_str(obj, field, NULL, true, &s, NULL, err);
+	if (r < 0)
+		return r;
+	int64_t v;
+	r = cvm_parse_i64(s, 0, INT64_MAX, &v, field, err);
+	if (r < 0)
+		return r;
+	*out = (uint64_t)v;
+	return 0;
+}
+
+static const char *const progress_fields[] = { "type", "keyslots", "done", "total",
+					       "source_size", "source_mtime_ns", "chunk",
+					       "sector_size" };
+
+static int only_fields(json_t *obj, const char *const *names, size_t n, struct cvm_err *err)
+{
+	const char *key;
+	json_t *val;
+	json_object_foreach(obj, key, val) {
+		bool known = false;
+		for (size_t i = 0; i < n; i++)
+			known = known || strcmp(key, names[i]) == 0;
+		if (!known) {
+			/* the name may be arbitrary bytes; quote it lossily and briefly */
+			json_t *q = cvm_json_string_lossy(key);
+			int r = cvm_err_badparam(err, "%.64s: unknown field",
+						 q ? json_string_value(q) : "?");
+			json_decref(q);
+			return r;
+		}
+	}
+	return 0;
+}
+
+static int progress_obj(json_t *obj, struct cvm_disk_progress *p, struct cvm_err *err)
+{
+	static const char *const types[] = { CVM_DISK_TOKEN_PROGRESS, NULL };
+	const char *type;
+	json_t *slots;
+	int64_t ss = 0;
+	int r;
+	if ((r = only_fields(obj, progress_fields, CVM_ARRAY_SIZE(progress_fields), err)) < 0 ||
+	    (r = cvm_json_enum(obj, "type", NULL, true, types, &type, err)) < 0 ||
+	    (r = cvm_json_arr(obj, "keyslots", NULL, true, &slots, err)) < 0)
+		return r;
+	if (json_array_size(slots) != 0)
+		return cvm_err_badparam(err, "keyslots: must be empty");
+	if ((r = get_u64_str(obj, "done", &p->done, err)) < 0 ||
+	    (r = get_u64_str(obj, "total", &p->total, err)) < 0 ||
+	    (r = get_u64_str(obj, "source_size", &p->source_size, err)) < 0 ||
+	    (r = get_u64_str(obj, "source_mtime_ns", &p->source_mtime_ns, err)) < 0 ||
+	    (r = get_u64_str(obj, "chunk", &p->chunk, err)) < 0 ||
+	    (r = cvm_json_int(obj, "sector_size", NULL, true, 512, 4096, &ss, NULL, err)) < 0)
+		return r;
+	if (ss != 512 && ss != 4096)
+		return cvm_err_badparam(err, "sector_size: must be 512 or 4096");
+	p->sector_size = (uint32_t)ss;
+	if (p->chunk == 0 || p->chunk % 4096 || p->chunk > (1u << 30))
+		return cvm_err_badparam(err, "chunk: must be a multiple of 4096 up to 1 GiB");
+	if (p->total % p->sector_size)
+		return cvm_err_badparam(err, "total: not a multiple of sector_size");
+	if (p->done > p->total || (p->done % p->chunk && p->done != p->total))
+		return cvm_err_badparam(err, "done: must be a chunk boundary not beyond total");
+	return 0;
+}
+
+int cvm_disk_progress_parse(const uint8_t *buf, size_t len, struct cvm_disk_progress *p,
+			    struct cvm_err *err)
+{
+	memset(p, 0, sizeof(*p));
+	if (len > 16384)
+		return cvm_err_set(err, E2BIG, "BadParameter", PROGRESS_CTX ": larger than 16384 bytes");
+	_cleanup_json_ json_t *obj = NULL;
+	int r = cvm_json_parse(buf, len, false, &obj, err);
+	if (r >= 0)
+		r = progress_obj(obj, p, err);
+	if (r < 0)
+		return cvm_err_prefix(err, PROGRESS_CTX);
+	return 0;
 }

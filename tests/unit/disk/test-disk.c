@@ -238,6 +238,43 @@ static void test_kind(void **state)
 	assert_non_null(strstr(err.msg, "kind"));
 }
 
+static void test_progress_token(void **state)
+{
+	(void)state;
+	struct cvm_disk_progress p = { .done = 8388608, .total = 10485760, .source_size = 10485760,
+				       .source_mtime_ns = 42, .chunk = 4194304, .sector_size = 4096 };
+	struct cvm_disk_progress q;
+	struct cvm_err err = { 0 };
+	_cleanup_free_ char *j = NULL;
+	assert_int_equal(cvm_disk_progress_json(&p, &j, &err), 0);
+	assert_int_equal(cvm_disk_progress_parse((const uint8_t *)j, strlen(j), &q, &err), 0);
+	assert_memory_equal(&p, &q, sizeof(p));
+	static const struct {
+		const char *from, *to, *want;
+	} bad[] = {
+		{ "\"done\":\"8388608\"", "\"done\":\"8388609\"", "done: must be a chunk boundary" },
+		{ "\"done\":\"8388608\"", "\"done\":\"20971520\"", "done: must be a chunk" },
+		{ "\"chunk\":\"4194304\"", "\"chunk\":\"100\"", "chunk: must be" },
+		{ "\"sector_size\":4096", "\"sector_size\":1024", "sector_size: must be" },
+		{ "\"keyslots\":[]", "\"keyslots\":[\"0\"]", "keyslots: must be empty" },
+		{ "\"total\":\"10485760\"", "\"total\":10485760", "total: expected a string" },
+		{ "\"done\":\"8388608\"", "\"done\":\"-1\"", "done" },
+		{ "\"type\":\"opencvm-progress\"", "\"type\":\"x\"", "type: " },
+		{ "\"type\":\"opencvm-progress\"", "\"junk\":1,\"type\":\"opencvm-progress\"",
+		  "junk: unknown field" },
+	};
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(bad); i++) {
+		const char *at = strstr(j, bad[i].from);
+		assert_non_null(at);
+		_cleanup_free_ char *m = cvm_asprintf("%.*s%s%s", (int)(at - j), j, bad[i].to,
+						      at + strlen(bad[i].from));
+		int r = cvm_disk_progress_parse((const uint8_t *)m, strlen(m), &q, &err);
+		if (r >= 0 || !strstr(err.msg, bad[i].want) ||
+		    !strstr(err.msg, "opencvm-progress token"))
+			fail_msg("case %zu: r=%d msg=%s", i, r, err.msg);
+	}
+}
+
 /* ---- engine --------------------------------------------------------------------------- */
 
 static void engine_case(struct fx *fx, uint32_t ss, unsigned threads, size_t chunk)
@@ -719,6 +756,7 @@ int main(void)
 		cmocka_unit_test(test_token_errors),
 		cmocka_unit_test(test_key_url),
 		cmocka_unit_test(test_kind),
+		cmocka_unit_test(test_progress_token),
 		cmocka_unit_test_setup_teardown(test_engine, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_engine_truncated_source, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_unlock, setup, teardown),
