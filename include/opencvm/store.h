@@ -31,7 +31,8 @@ struct cvm_rows;
 
 /* url: "sqlite:/path/to/db" (or a plain path; "sqlite::memory:" is a private in-memory
  *      database served by a single connection), or "postgres://user@host:port/db" /
- *      "postgresql://..." (any libpq URI; libpq parameters such as options= pass through).
+ *      "postgresql://..." (any libpq URI; libpq parameters such as options= pass through;
+ *      connect_timeout defaults to 10 s).
  * Optional query parameter "pool=N" (1..64, stripped before libpq sees it): number of
  *      connections (PostgreSQL, default 8) or of reader connections (SQLite, default 4; SQLite
  *      always has one extra writer connection).

@@ -200,7 +200,7 @@ static int pg_exec(void *conn, const char *sql, const struct cvm_val *params, si
 		   int64_t *changes, struct cvm_rows *rows, struct cvm_err *err)
 {
 	struct pg_conn *pc = conn;
-	struct pg_stmt *ps;
+	struct pg_stmt *ps = NULL;
 	int r = pg_prepare(pc, sql, &ps, err);
 	if (r < 0)
 		return r;
@@ -394,7 +394,13 @@ int store_postgres_open(const char *conninfo, unsigned pool, void **impl, struct
 		return cvm_err_nomem(err);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
-	s->conninfo = strdup(conninfo);
+	/* libpq waits forever for an unreachable server unless told otherwise; a cvmd stuck in
+	 * connect holds its pool slot and its caller, so bound it unless the URL chose a value. */
+	if (strstr(conninfo, "connect_timeout="))
+		s->conninfo = strdup(conninfo);
+	else
+		s->conninfo = cvm_asprintf("%s%sconnect_timeout=10", conninfo,
+					   strchr(conninfo, '?') ? "&" : "?");
 	s->conns = calloc(pool, sizeof(*s->conns));
 	s->n = pool;
 	if (!s->conninfo || !s->conns) {

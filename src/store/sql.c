@@ -111,31 +111,43 @@ void stmt_cache_clear(struct stmt_cache *c, void (*free_handle)(void *handle, vo
 
 /* ---- SQL text ---------------------------------------------------------------------------- */
 
+/* A word ends at whitespace or at punctuation that could start values. */
+static bool word_char(char c)
+{
+	return c && !isspace((unsigned char)c) && !strchr("('\"?,=;", c);
+}
+
 void sql_first_words(const char *sql, char *out, size_t outlen)
 {
 	size_t o = 0, words = 0;
 	const char *p = sql;
 	if (!outlen)
 		return;
-	while (*p && words < 3) {
+	while (words < 3) {
 		while (*p && isspace((unsigned char)*p))
 			p++;
-		if (!*p)
+		if (!word_char(*p))
 			break;
 		if (words && o + 1 < outlen)
 			out[o++] = ' ';
-		/* A word ends at whitespace or at punctuation that would start values. */
-		while (*p && !isspace((unsigned char)*p) && *p != '(' && *p != '\'' && *p != '?' &&
-		       *p != ',' && *p != '=') {
+		for (; word_char(*p); p++)
 			if (o + 1 < outlen)
 				out[o++] = *p;
-			p++;
-		}
 		words++;
-		if (*p && !isspace((unsigned char)*p))
-			break;
 	}
 	out[o] = 0;
+	/* "SELECT a, b FROM t" reads best as "SELECT a ... FROM t"; only when no literal comes
+	 * first, so nothing quoted is ever copied. */
+	const char *from = strcasestr(sql, " FROM ");
+	if (from && strncasecmp(sql + strspn(sql, " \t\r\n"), "SELECT", 6) == 0 &&
+	    !memchr(sql, '\'', (size_t)(from - sql)) && from >= p) {
+		const char *t = from + strlen(" FROM ");
+		size_t tl = 0;
+		while (word_char(t[tl]))
+			tl++;
+		if (tl)
+			snprintf(out + o, outlen - o, " ... FROM %.*s", (int)tl, t);
+	}
 }
 
 static bool is_word(char c)

@@ -141,7 +141,7 @@ static int sq_exec(void *conn, const char *sql, const struct cvm_val *params, si
 		   int64_t *changes, struct cvm_rows *rows, struct cvm_err *err)
 {
 	struct sq_conn *c = conn;
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	int r = sq_prepare(c, sql, &st, err);
 	if (r < 0)
 		return r;
@@ -182,7 +182,7 @@ out:
 
 static int sq_pragma(sqlite3 *db, const char *sql, const char *want, struct cvm_err *err)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = NULL;
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
 		return sq_error(db, sql, err);
 	int rc = sqlite3_step(st), r = 0;
@@ -216,6 +216,9 @@ static int sq_conn_open(struct sq_conn *c, const char *path, bool writer, bool m
 		r = sq_pragma(c->db, "PRAGMA synchronous=FULL", NULL, err);
 	if (r == 0)
 		r = sq_pragma(c->db, "PRAGMA foreign_keys=ON", NULL, err);
+	/* Deleted rows may hold sealed key material: overwrite freed content with zeros. */
+	if (r == 0 && writer)
+		r = sq_pragma(c->db, "PRAGMA secure_delete=ON", NULL, err);
 	if (r == 0 && !writer)
 		r = sq_pragma(c->db, "PRAGMA query_only=ON", NULL, err);
 	return r;
