@@ -263,6 +263,75 @@ bool cvm_snp_chain_emulated(const struct cvm_snp_chain *c)
 	return c->emulated;
 }
 
+/* The intermediate for this ARK: the offered one, or a configured one the ARK signed. */
+static int pick_intermediate(const struct cvm_snp_certs *certs,
+			     const struct cvm_attest_roots *roots, const struct root_entry *ark,
+			     enum cvm_amd_cert_kind want, X509 **out, struct cvm_err *err)
+{
+	EVP_PKEY *ark_pub = X509_get0_pubkey(ark->cert);
+	if (certs->ask) {
+		if (intermediate_kind(certs->ask) != want)
+			return cvm_err_set(err, EBADMSG, "Unauthorized",
+					   "snp.chain.ask: a %s needs an %s intermediate",
+					   want == CVM_AMD_CERT_ASVK ? "VLEK" : "VCEK",
+					   want == CVM_AMD_CERT_ASVK ? "ASVK" : "ASK");
+		*out = certs->ask;
+		return cvm_attest_verify_amd_sig(certs->ask, ark_pub, "snp.chain.ask", err);
+	}
+	for (size_t i = 0; i < roots->n; i++) {
+		const struct root_entry *e = &roots->e[i];
+		if (e->kind != want || e->product != ark->product || e->emulated != ark->emulated)
+			continue;
+		struct cvm_err e2 = { 0 };
+		if (cvm_attest_verify_amd_sig(e->cert, ark_pub, "snp.chain.ask", &e2) == 0) {
+			*out = e->cert;
+			return 0;
+		}
+	}
+	return cvm_err_set(err, EBADMSG, "Unauthorized",
+			   "snp.chain.ask: no %s for %s offered or configured",
+			   want == CVM_AMD_CERT_ASVK ? "ASVK" : "ASK",
+			   cvm_snp_product_name(ark->product));
+}
+
+static int try_chain(const struct cvm_snp_certs *certs, const struct cvm_attest_roots *roots,
+		     const struct root_entry *ark, const struct cvm_snp_verify_opts *opts,
+		     struct cvm_snp_chain *c, struct cvm_err *err)
+{
+	enum cvm_snp_product named = cvm_snp_product_from_name(c->ext.product_name);
+	if (named != CVM_SNP_PRODUCT_UNKNOWN && named != ark->product)
+		return cvm_err_set(err, EBADMSG, "Unauthorized",
+				   "snp.chain: VEK product \"%s\" but the ARK is for %s",
+				   c->ext.product_name, cvm_snp_product_name(ark->product));
+	if (opts->product != CVM_SNP_PRODUCT_UNKNOWN && opts->product != ark->product)
+		return cvm_err_set(err, EBADMSG, "Unauthorized",
+				   "snp.chain: expected product %s, the chain is for %s",
+				   cvm_snp_product_name(opts->product),
+				   cvm_snp_product_name(ark->product));
+	X509 *ask = NULL;
+	int rc = pick_intermediate(certs, roots, ark,
+				   c->ext.is_vlek ? CVM_AMD_CERT_ASVK : CVM_AMD_CERT_ASK, &ask, err);
+	if (rc < 0)
+		return rc;
+	EVP_PKEY *ask_pub = X509_get0_pubkey(ask);
+	if (!ask_pub)
+		return cvm_err_badparam(err, "snp.chain.ask: no usable key");
+	rc = cvm_attest_verify_amd_sig(certs->vek, ask_pub, "snp.chain.vek", err);
+	if (rc < 0)
+		return rc;
+	int64_t now = opts->now ? opts->now : cvm_now();
+	if ((rc = check_validity(ark->cert, now, "snp.chain.ark", err)) < 0 ||
+	    (rc = check_validity(ask, now, "snp.chain.ask", err)) < 0 ||
+	    (rc = check_validity(certs->vek, now, "snp.chain.vek", err)) < 0)
+		return rc;
+	if (opts->crl && ((rc = check_crl(opts->crl, ark->cert, ask, "snp.chain.ask", err)) < 0 ||
+			  (rc = check_crl(opts->crl, ark->cert, certs->vek, "snp.chain.vek", err)) < 0))
+		return rc;
+	c->product = ark->product;
+	c->emulated = ark->emulated;
+	return 0;
+}
+
 int cvm_snp_chain_verify(const struct cvm_snp_certs *certs, const struct cvm_attest_roots *roots,
 			 const struct cvm_snp_verify_opts *opts, struct cvm_snp_chain **out,
 			 struct cvm_err *err)
@@ -280,72 +349,36 @@ int cvm_snp_chain_verify(const struct cvm_snp_certs *certs, const struct cvm_att
 	int rc = cvm_snp_vek_ext_from_x509(certs->vek, &c->ext, err);
 	if (rc < 0)
 		return rc;
+	EVP_PKEY *pub = X509_get0_pubkey(certs->vek);
+	if (!pub || EVP_PKEY_get_base_id(pub) != EVP_PKEY_EC || EVP_PKEY_get_bits(pub) != 384)
+		return cvm_err_set(err, EBADMSG, "Unauthorized", "snp.chain.vek: key is not P-384");
 	enum cvm_snp_product named = cvm_snp_product_from_name(c->ext.product_name);
-
-	/* The root: an offered ARK must be one we trust; otherwise the product's trusted ARK. */
-	const struct root_entry *ark;
 	if (certs->ark) {
-		ark = roots_find_cert(roots, certs->ark, CVM_AMD_CERT_ARK);
+		/* An offered ARK must be one we trust. */
+		const struct root_entry *ark = roots_find_cert(roots, certs->ark, CVM_AMD_CERT_ARK);
 		if (!ark)
 			return cvm_err_set(err, EBADMSG, "Unauthorized",
 					   "snp.chain.ark: the offered ARK is not a trusted root");
+		rc = try_chain(certs, roots, ark, opts, c, err);
 	} else {
-		ark = roots_find(roots, named, CVM_AMD_CERT_ARK);
-		if (!ark)
-			return cvm_err_set(err, EBADMSG, "Unauthorized",
-					   "snp.chain.ark: no trusted ARK for product \"%s\"",
-					   c->ext.product_name);
+		/* Several trusted ARKs may serve a product (AMD's and an emulator's). */
+		rc = cvm_err_set(err, EBADMSG, "Unauthorized",
+				 "snp.chain.ark: no trusted ARK for product \"%s\"",
+				 c->ext.product_name);
+		for (size_t i = 0; i < roots->n && rc < 0; i++) {
+			const struct root_entry *e = &roots->e[i];
+			if (e->kind != CVM_AMD_CERT_ARK ||
+			    (named != CVM_SNP_PRODUCT_UNKNOWN && e->product != named))
+				continue;
+			rc = try_chain(certs, roots, e, opts, c, err);
+		}
 	}
-	if (named != CVM_SNP_PRODUCT_UNKNOWN && named != ark->product)
-		return cvm_err_set(err, EBADMSG, "Unauthorized",
-				   "snp.chain: VEK product \"%s\" but the ARK is for %s",
-				   c->ext.product_name, cvm_snp_product_name(ark->product));
-	if (opts->product != CVM_SNP_PRODUCT_UNKNOWN && opts->product != ark->product)
-		return cvm_err_set(err, EBADMSG, "Unauthorized",
-				   "snp.chain: expected product %s, the chain is for %s",
-				   cvm_snp_product_name(opts->product),
-				   cvm_snp_product_name(ark->product));
-	enum cvm_amd_cert_kind want = c->ext.is_vlek ? CVM_AMD_CERT_ASVK : CVM_AMD_CERT_ASK;
-	X509 *ask = certs->ask;
-	if (!ask) {
-		const struct root_entry *e = roots_find(roots, ark->product, want);
-		if (!e)
-			return cvm_err_set(err, EBADMSG, "Unauthorized",
-					   "snp.chain.ask: no %s for %s offered or configured",
-					   want == CVM_AMD_CERT_ASVK ? "ASVK" : "ASK",
-					   cvm_snp_product_name(ark->product));
-		ask = e->cert;
-	} else if (intermediate_kind(ask) != want) {
-		return cvm_err_set(err, EBADMSG, "Unauthorized",
-				   "snp.chain.ask: a %s needs an %s intermediate",
-				   c->ext.is_vlek ? "VLEK" : "VCEK", c->ext.is_vlek ? "ASVK" : "ASK");
-	}
-	rc = cvm_attest_verify_amd_sig(ask, X509_get0_pubkey(ark->cert), "snp.chain.ask", err);
 	if (rc < 0)
 		return rc;
-	EVP_PKEY *ask_pub = X509_get0_pubkey(ask);
-	if (!ask_pub)
-		return cvm_err_badparam(err, "snp.chain.ask: no usable key");
-	rc = cvm_attest_verify_amd_sig(certs->vek, ask_pub, "snp.chain.vek", err);
-	if (rc < 0)
-		return rc;
-	int64_t now = opts->now ? opts->now : cvm_now();
-	if ((rc = check_validity(ark->cert, now, "snp.chain.ark", err)) < 0 ||
-	    (rc = check_validity(ask, now, "snp.chain.ask", err)) < 0 ||
-	    (rc = check_validity(certs->vek, now, "snp.chain.vek", err)) < 0)
-		return rc;
-	if (opts->crl && ((rc = check_crl(opts->crl, ark->cert, ask, "snp.chain.ask", err)) < 0 ||
-			  (rc = check_crl(opts->crl, ark->cert, certs->vek, "snp.chain.vek", err)) < 0))
-		return rc;
-	c->vek_pub = X509_get0_pubkey(certs->vek);
-	if (!c->vek_pub || EVP_PKEY_get_base_id(c->vek_pub) != EVP_PKEY_EC ||
-	    EVP_PKEY_get_bits(c->vek_pub) != 384)
-		return cvm_err_set(err, EBADMSG, "Unauthorized", "snp.chain.vek: key is not P-384");
 	if (!X509_up_ref(certs->vek))
 		return cvm_err_nomem(err);
 	c->vek = certs->vek;
-	c->product = ark->product;
-	c->emulated = ark->emulated;
+	c->vek_pub = pub;
 	*out = CVM_TAKE(c);
 	return 0;
 }

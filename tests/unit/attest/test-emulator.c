@@ -1,0 +1,240 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* TEE emulator: reports in the hardware layout that verify only when the emulator root is
+ * configured by fingerprint, are refused by the default policy, and carry emulated=true. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <opencvm/attest.h>
+
+#include <openssl/ec.h>
+#include <openssl/pem.h>
+
+struct fixture {
+	char genoa[64];
+	char turin[64];
+	char fp_genoa[65];
+	char fp_turin[65];
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct cvm_err err = { 0 };
+	if (!f)
+		return -1;
+	char base[] = "/tmp/cvm-emu-XXXXXX";
+	if (!mkdtemp(base))
+		return -1;
+	snprintf(f->genoa, sizeof(f->genoa), "%s/genoa", base);
+	snprintf(f->turin, sizeof(f->turin), "%s/turin", base);
+	struct cvm_tee_emu_params p = { .product = CVM_SNP_PRODUCT_GENOA,
+					.tcb = { .bl = 10, .tee = 0, .snp = 25, .ucode = 0xd5 } };
+	for (int i = 0; i < 64; i++)
+		p.chip_id[i] = (uint8_t)(0xa0 + i);
+	if (cvm_tee_emu_init(f->genoa, &p, f->fp_genoa, &err) < 0) {
+		fprintf(stderr, "init: %s\n", err.msg);
+		return -1;
+	}
+	p.product = CVM_SNP_PRODUCT_TURIN;
+	p.tcb = (struct cvm_snp_tcb){ .fmc = 1, .bl = 1, .tee = 1, .snp = 4, .ucode = 82 };
+	memset(p.chip_id + 8, 0, 56);
+	if (cvm_tee_emu_init(f->turin, &p, f->fp_turin, &err) < 0) {
+		fprintf(stderr, "init: %s\n", err.msg);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	if (!f)
+		return 0;
+	char cmd[256];
+	char *slash = strrchr(f->genoa, '/');
+	*slash = '\0';
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->genoa);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cleanup of %s failed\n", f->genoa);
+	free(f);
+	return 0;
+}
+
+static void make_report(const char *dir, uint8_t rep[CVM_SNP_REPORT_SIZE])
+{
+	struct cvm_tee_emu_report_in in = { .vmpl = 0 };
+	memset(in.report_data, 0x11, 64);
+	memset(in.measurement, 0x22, 48);
+	memset(in.host_data, 0x33, 32);
+	struct cvm_err err = { 0 };
+	assert_int_equal(cvm_tee_emu_snp_report(dir, &in, rep, &err), 0);
+}
+
+static void emu_certs(const char *dir, struct cvm_snp_certs *c)
+{
+	char path[256];
+	struct cvm_err err = { 0 };
+	memset(c, 0, sizeof(*c));
+	snprintf(path, sizeof(path), "%s/vcek.pem", dir);
+	assert_int_equal(cvm_snp_certs_add_file(c, path, &err), 0);
+}
+
+static void test_trust_only_with_fingerprint(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t rep[CVM_SNP_REPORT_SIZE];
+	make_report(f->genoa, rep);
+	struct cvm_snp_certs certs;
+	emu_certs(f->genoa, &certs);
+	struct cvm_err err = { 0 };
+	struct cvm_snp_verdict v;
+
+	/* Built-in AMD roots only: the emulator chain is not trusted. */
+	_cleanup_roots_ struct cvm_attest_roots *roots = NULL;
+	assert_int_equal(cvm_attest_roots_new_builtin(&roots, &err), 0);
+	assert_int_equal(cvm_snp_verify(rep, sizeof(rep), &certs, roots, NULL, NULL, &v, &err),
+			 -EBADMSG);
+	/* Wrong fingerprint (the Turin emulator's): refused when adding. */
+	assert_int_equal(cvm_attest_roots_add_emulator(roots, f->genoa, f->fp_turin, &err), -EBADMSG);
+	assert_int_equal(cvm_snp_verify(rep, sizeof(rep), &certs, roots, NULL, NULL, &v, &err),
+			 -EBADMSG);
+	/* Right fingerprint: the chain verifies, the default policy refuses emulated evidence. */
+	char fp[65];
+	assert_int_equal(cvm_tee_emu_fingerprint(f->genoa, fp, &err), 0);
+	assert_string_equal(fp, f->fp_genoa);
+	assert_int_equal(cvm_attest_roots_add_emulator(roots, f->genoa, f->fp_genoa, &err), 0);
+	assert_int_equal(cvm_snp_verify(rep, sizeof(rep), &certs, roots, NULL, NULL, &v, &err),
+			 -EPERM);
+	assert_non_null(strstr(err.msg, "emulat"));
+	struct cvm_snp_policy pol;
+	cvm_snp_policy_default(&pol);
+	pol.allow_emulated = true;
+	assert_int_equal(cvm_snp_verify(rep, sizeof(rep), &certs, roots, NULL, &pol, &v, &err), 0);
+	assert_true(v.emulated);
+	assert_int_equal(v.product, CVM_SNP_PRODUCT_GENOA);
+	assert_int_equal(v.report.version, 3);
+	assert_int_equal(v.reported_tcb.snp, 25);
+	assert_int_equal(v.reported_tcb.ucode, 0xd5);
+	assert_int_equal(v.vek.tcb.ucode, 0xd5); /* DER INTEGER with a leading zero */
+	assert_int_equal(v.report.report_data[0], 0x11);
+	assert_int_equal(v.report.chip_id[63], 0xa0 + 63);
+	/* Real AMD evidence still verifies with the same roots and is not marked emulated. */
+	cvm_snp_certs_clear(&certs);
+
+	/* Byte-identical layout: parse + serialize reproduces the signed bytes. */
+	struct cvm_snp_report r;
+	assert_int_equal(cvm_snp_report_parse(rep, sizeof(rep), &r, &err), 0);
+	uint8_t again[CVM_SNP_REPORT_SIZE];
+	cvm_snp_report_serialize(&r, again);
+	assert_memory_equal(again, rep, sizeof(rep));
+	assert_int_equal(cvm_snp_report_product(&r), CVM_SNP_PRODUCT_GENOA);
+}
+
+static void test_turin_and_kds_layout(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t rep[CVM_SNP_REPORT_SIZE];
+	make_report(f->turin, rep);
+	struct cvm_err err = { 0 };
+	_cleanup_roots_ struct cvm_attest_roots *roots = NULL;
+	assert_int_equal(cvm_attest_roots_new_empty(&roots, &err), 0);
+	assert_int_equal(cvm_attest_roots_add_emulator(roots, f->turin, f->fp_turin, &err), 0);
+	char rpath[128];
+	snprintf(rpath, sizeof(rpath), "%s/report.bin", f->turin);
+	assert_int_equal(cvm_file_write_atomic(rpath, rep, sizeof(rep), 0600, &err), 0);
+	struct cvm_snp_files files = { .report = rpath, .certs_dir = f->turin };
+	struct cvm_snp_policy pol;
+	cvm_snp_policy_default(&pol);
+	pol.allow_emulated = true;
+	struct cvm_snp_verdict v;
+	assert_int_equal(cvm_snp_verify_files(&files, roots, NULL, &pol, &v, &err), 0);
+	assert_int_equal(v.product, CVM_SNP_PRODUCT_TURIN);
+	assert_int_equal(v.report.version, 5);
+	assert_int_equal(v.reported_tcb.fmc, 1);
+	assert_int_equal(v.vek.hwid_len, 8);
+	assert_true(v.emulated);
+	/* The Genoa emulator's VCEK does not verify a Turin report. */
+	struct cvm_snp_certs certs;
+	emu_certs(f->genoa, &certs);
+	assert_int_not_equal(cvm_snp_verify(rep, sizeof(rep), &certs, roots, NULL, &pol, &v, &err), 0);
+	cvm_snp_certs_clear(&certs);
+	unlink(rpath);
+}
+
+/* A correctly signed report whose REPORTED_TCB differs from the VCEK's TCB is refused. */
+static void test_vcek_tcb_mismatch(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t rep[CVM_SNP_REPORT_SIZE];
+	make_report(f->genoa, rep);
+	rep[0x186] += 1; /* SNP SPL byte of REPORTED_TCB (Genoa layout) */
+	char path[128];
+	snprintf(path, sizeof(path), "%s/vcek-key.pem", f->genoa);
+	FILE *fp = fopen(path, "r");
+	assert_non_null(fp);
+	EVP_PKEY *key = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
+	fclose(fp);
+	assert_non_null(key);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	uint8_t der[160];
+	size_t dl = sizeof(der);
+	assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha384(), NULL, key), 1);
+	assert_int_equal(EVP_DigestSign(md, der, &dl, rep, CVM_SNP_SIGNED_SIZE), 1);
+	const unsigned char *p = der;
+	ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)dl);
+	const BIGNUM *r, *s;
+	ECDSA_SIG_get0(sig, &r, &s);
+	assert_int_equal(BN_bn2lebinpad(r, rep + 0x2A0, 72), 72);
+	assert_int_equal(BN_bn2lebinpad(s, rep + 0x2E8, 72), 72);
+	ECDSA_SIG_free(sig);
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_free(key);
+
+	struct cvm_err err = { 0 };
+	_cleanup_roots_ struct cvm_attest_roots *roots = NULL;
+	assert_int_equal(cvm_attest_roots_new_empty(&roots, &err), 0);
+	assert_int_equal(cvm_attest_roots_add_emulator(roots, f->genoa, f->fp_genoa, &err), 0);
+	struct cvm_snp_certs certs;
+	emu_certs(f->genoa, &certs);
+	struct cvm_snp_policy pol;
+	cvm_snp_policy_default(&pol);
+	pol.allow_emulated = true;
+	struct cvm_snp_verdict v;
+	assert_int_equal(cvm_snp_verify(rep, sizeof(rep), &certs, roots, NULL, &pol, &v, &err),
+			 -EBADMSG);
+	assert_non_null(strstr(err.msg, "snp.vek.tcb"));
+	cvm_snp_certs_clear(&certs);
+}
+
+static void test_bad_inputs(void **state)
+{
+	struct fixture *f = *state;
+	struct cvm_err err = { 0 };
+	uint8_t rep[CVM_SNP_REPORT_SIZE];
+	struct cvm_tee_emu_report_in in = { .vmpl = 4 };
+	assert_int_equal(cvm_tee_emu_snp_report(f->genoa, &in, rep, &err), -EINVAL);
+	in.vmpl = 0;
+	in.policy = 0x10000; /* reserved bit 17 clear */
+	assert_int_equal(cvm_tee_emu_snp_report(f->genoa, &in, rep, &err), -EINVAL);
+	in.policy = 0;
+	assert_int_equal(cvm_tee_emu_snp_report("/nonexistent/emu", &in, rep, &err), -ENOENT);
+	char fp[65];
+	assert_int_equal(cvm_tee_emu_fingerprint("/nonexistent/emu", fp, &err), -ENOENT);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_trust_only_with_fingerprint),
+		cmocka_unit_test(test_turin_and_kds_layout),
+		cmocka_unit_test(test_vcek_tcb_mismatch),
+		cmocka_unit_test(test_bad_inputs),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
