@@ -52,7 +52,7 @@ static const struct cvm_hsm_caller caller = {
 };
 
 /* A fixed domain key, so several HSMs (second store, backups) share one security domain. */
-static struct cvm_secret *test_domain_key(uint8_t fill)
+static inline struct cvm_secret *test_domain_key(uint8_t fill)
 {
 	uint8_t k[32];
 	memset(k, fill, sizeof(k));
@@ -66,7 +66,7 @@ struct kt {
 	char dbname[80];
 };
 
-static struct cvm_hsm *kt_hsm(struct cvm_store *s, int days, bool pp)
+static inline struct cvm_hsm *kt_hsm(struct cvm_store *s, int days, bool pp)
 {
 	struct cvm_hsm_config cfg = { .store = s, .soft_delete_days_default = days,
 				      .purge_protection = pp, .name = "test-hsm" };
@@ -76,7 +76,7 @@ static struct cvm_hsm *kt_hsm(struct cvm_store *s, int days, bool pp)
 }
 
 /* Fresh store + HSM activated with the test domain (fill 0x11). */
-static void kt_open(struct kt *t, void **state, const char *name, int days, bool pp)
+static inline void kt_open(struct kt *t, void **state, const char *name, int days, bool pp)
 {
 	memset(t, 0, sizeof(*t));
 	t->db = *state;
@@ -88,14 +88,14 @@ static void kt_open(struct kt *t, void **state, const char *name, int days, bool
 	cvm_secret_free(k);
 }
 
-static void kt_close(struct kt *t)
+static inline void kt_close(struct kt *t)
 {
 	cvm_hsm_free(t->h);
 	cvm_store_close(t->store);
 }
 
 /* body from a JSON literal */
-static json_t *J(const char *text)
+static inline json_t *J(const char *text)
 {
 	json_error_t je;
 	json_t *v = json_loads(text, 0, &je);
@@ -104,7 +104,7 @@ static json_t *J(const char *text)
 	return v;
 }
 
-static json_t *kt_create(struct kt *t, const char *name, const char *body)
+static inline json_t *kt_create(struct kt *t, const char *name, const char *body)
 {
 	json_t *b = J(body), *out = NULL;
 	ASSERT_OK(cvm_hsm_key_create(t->h, &caller, name, b, &out, err));
@@ -113,7 +113,7 @@ static json_t *kt_create(struct kt *t, const char *name, const char *body)
 }
 
 /* version part of a KeyBundle's kid */
-static const char *kid_version(json_t *bundle)
+static inline const char *kid_version(json_t *bundle)
 {
 	const char *kid = json_string_value(json_object_get(json_object_get(bundle, "key"), "kid"));
 	assert_non_null(kid);
@@ -122,7 +122,7 @@ static const char *kid_version(json_t *bundle)
 	return slash + 1;
 }
 
-static const char *jstr(json_t *o, const char *path)
+static inline const char *jstr(json_t *o, const char *path)
 {
 	json_t *v = cvm_json_path(o, path);
 	return json_string_value(v);
