@@ -397,6 +397,20 @@ static void test_x509_and_pem(void **state)
 	const char *enc = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
 	assert_int_equal(cvm_key_from_pem(enc, strlen(enc), &bad, &err), -EINVAL);
 	assert_null(bad);
+	/* `openssl ecparam -genkey` output: an EC PARAMETERS block, then a SEC1 private key */
+	const char *sec1 = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"
+			   "-----BEGIN EC PRIVATE KEY-----\n"
+			   "MHcCAQEEIDW0cM5QkgcO5RGCXB8RI5bCsRLtiRUHI5X26Prt+HtOoAoGCCqGSM49\n"
+			   "AwEHoUQDQgAEG/pm34Be5dQ585QaVjne17qlRT6OXPJDvYDyQiHjGJ9Y0sJZalu1\n"
+			   "zppvCwDjG9LWGwHSp8EicnSl/ozaAWi+iA==\n"
+			   "-----END EC PRIVATE KEY-----\n";
+	_cleanup_key_ struct cvm_key *k4 = NULL;
+	assert_int_equal(cvm_key_from_pem(sec1, strlen(sec1), &k4, &err), 0);
+	assert_true(cvm_key_has_private(k4));
+	assert_string_equal(cvm_key_curve(k4), "P-256");
+	/* twin: only the parameters block, no key */
+	assert_int_equal(cvm_key_from_pem(sec1, 60, &bad, &err), -EINVAL);
+	assert_null(bad);
 }
 
 int main(void)
