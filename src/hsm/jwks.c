@@ -24,7 +24,7 @@ struct hsm_jwks_issuer {
 	struct hsm_jwks_issuer *next;
 	char *issuer;              /* normalized */
 	int64_t fetched;           /* 0 = never succeeded */
-	int64_t last_attempt;
+	int64_t last_refetch;      /* last refetch caused by an unknown kid */
 	size_t n;
 	struct jwks_key keys[JWKS_MAX_KEYS];
 };
@@ -239,10 +239,11 @@ int hsm_jwks_key(struct cvm_hsm *h, const char *issuer, const char *kid, struct 
 	}
 	bool fresh = is->fetched && now - is->fetched < ttl;
 	struct cvm_key *k = fresh ? issuer_lookup(is, kid) : NULL;
-	/* Refetch when stale, or on an unknown kid (key rotation) at most every REFETCH_MIN_S. */
-	bool fetch = !k && (!fresh || now - is->last_attempt >= REFETCH_MIN_S);
-	if (fetch)
-		is->last_attempt = now;
+	/* Fetch when stale; on an unknown kid (key rotation) refetch at most every
+	 * REFETCH_MIN_S, so tokens with made-up kids cannot make us hammer the authority. */
+	bool fetch = !k && (!fresh || now - is->last_refetch >= REFETCH_MIN_S);
+	if (fetch && fresh)
+		is->last_refetch = now;
 	pthread_mutex_unlock(&a->jwks_lock);
 	if (k) {
 		*out = k;
