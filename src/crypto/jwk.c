@@ -201,6 +201,44 @@ static int check_pkey(EVP_PKEY *pkey, bool priv, struct cvm_err *err)
 	return 0;
 }
 
+/* The arithmetic relations between n, e, d, p, q, dp, dq, qi (RFC 8017 3.2). OpenSSL's
+ * pairwise check also runs primality tests, which cost 80 ms (2048) to 500 ms (4096) per
+ * import; these identities catch every mismatched or corrupted member in microseconds.
+ * bn: n, e, d, p, q, dp, dq, qi. */
+static int rsa_consistent(BIGNUM *const *bn, struct cvm_err *err)
+{
+	const BIGNUM *n = bn[0], *e = bn[1], *d = bn[2], *p = bn[3], *q = bn[4], *dp = bn[5],
+		     *dq = bn[6], *qi = bn[7];
+	BN_CTX *ctx = BN_CTX_secure_new();
+	if (!ctx)
+		return cvm_err_nomem(err);
+	BN_CTX_start(ctx);
+	BIGNUM *t = BN_CTX_get(ctx), *pm1 = BN_CTX_get(ctx), *qm1 = BN_CTX_get(ctx),
+	       *ed = BN_CTX_get(ctx);
+	const char *bad = NULL;
+	if (!ed || !BN_sub(pm1, p, BN_value_one()) || !BN_sub(qm1, q, BN_value_one()) ||
+	    !BN_mul(ed, e, d, ctx)) {
+		bad = "";
+	} else if (BN_cmp(p, BN_value_one()) <= 0 || BN_cmp(q, BN_value_one()) <= 0 ||
+		   !BN_mul(t, p, q, ctx) || BN_cmp(t, n) != 0) {
+		bad = "key.p: p * q does not equal n";
+	} else if (!BN_mod(t, ed, pm1, ctx) || !BN_is_one(t) || !BN_mod(t, ed, qm1, ctx) ||
+		   !BN_is_one(t) || BN_cmp(d, n) >= 0) {
+		bad = "key.d: not the private exponent for n and e";
+	} else if (!BN_mod(t, d, pm1, ctx) || BN_cmp(t, dp) != 0) {
+		bad = "key.dp: does not equal d mod (p-1)";
+	} else if (!BN_mod(t, d, qm1, ctx) || BN_cmp(t, dq) != 0) {
+		bad = "key.dq: does not equal d mod (q-1)";
+	} else if (BN_cmp(qi, p) >= 0 || !BN_mod_mul(t, qi, q, p, ctx) || !BN_is_one(t)) {
+		bad = "key.qi: is not the inverse of q mod p";
+	}
+	BN_CTX_end(ctx);
+	BN_CTX_free(ctx);
+	if (bad && !*bad)
+		return cvm_err_openssl(err, EIO, "RSA key check");
+	return bad ? cvm_err_badparam(err, "%s", bad) : 0;
+}
+
 static int rsa_from_jwk(json_t *jwk, bool priv, EVP_PKEY **out, struct cvm_err *err)
 {
 	static const char *const crt_names[] = { "p", "q", "dp", "dq", "qi" };
@@ -255,16 +293,11 @@ static int rsa_from_jwk(json_t *jwk, bool priv, EVP_PKEY **out, struct cvm_err *
 	if (r >= 0 && priv) r = push_bn(bld, OSSL_PKEY_PARAM_RSA_D, &d, &bns[2], true, err);
 	for (size_t i = 0; r >= 0 && priv && ncrt == 5 && i < 5; i++)
 		r = push_bn(bld, crt_params[i], &crt[i], &bns[3 + i], true, err);
+	/* A wrong d or CRT value is refused at import, not at first use. */
+	if (r >= 0 && priv)
+		r = rsa_consistent(bns, err);
 	if (r >= 0)
 		r = fromdata("RSA", bld, priv, out, err);
-	if (r >= 0 && priv) {
-		/* A wrong d or prime is refused at import, not at first use. */
-		r = check_pkey(*out, true, err);
-		if (r < 0) {
-			EVP_PKEY_free(*out);
-			*out = NULL;
-		}
-	}
 out:
 	OSSL_PARAM_BLD_free(bld);
 	for (size_t i = 0; i < CVM_ARRAY_SIZE(bns); i++)

@@ -202,9 +202,25 @@ static void test_jwk_invalid(void **state)
 	assert_non_null(strstr(err.msg, "key.e"));
 	json_t *j2 = NULL;
 	assert_int_equal(cvm_key_to_jwk(f->rsa2, true, &j2, &err), 0);
-	json_object_set(j, "e", json_object_get(j2, "e"));
-	json_object_set(j, "d", json_object_get(j2, "d"));
-	assert_int_equal(cvm_key_from_jwk(j, true, &bad, &err), -EINVAL);
+	/* each private member taken from another key is refused, naming that member */
+	const char *members[] = { "d", "p", "q", "dp", "dq", "qi" };
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(members); i++) {
+		json_t *copy = json_deep_copy(j);
+		json_object_set_new(copy, "e", json_string("AQAB"));
+		json_object_set(copy, members[i], json_object_get(j2, members[i]));
+		assert_int_equal(cvm_key_from_jwk(copy, true, &bad, &err), -EINVAL);
+		char want[16];
+		snprintf(want, sizeof(want), "key.%s:", members[i]);
+		if (strcmp(members[i], "q") == 0)
+			snprintf(want, sizeof(want), "key.p:"); /* p * q != n */
+		if (!strstr(err.msg, want))
+			fail_msg("member %s: message '%s'", members[i], err.msg);
+		/* the public part alone still imports */
+		_cleanup_key_ struct cvm_key *pubonly = NULL;
+		assert_int_equal(cvm_key_from_jwk(copy, false, &pubonly, &err), 0);
+		json_decref(copy);
+	}
+	json_object_set_new(j, "e", json_string("AQAB"));
 	json_object_del(j, "qi");
 	assert_int_equal(cvm_key_from_jwk(j, true, &bad, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "key.qi"));
