@@ -8,7 +8,8 @@ trap 'kill ${WORKERS[@]+"${WORKERS[@]}"} 2>/dev/null; finish' EXIT
 KILLS=${CVM_CRASH_KILLS:-15}
 WORKERS=()
 
-STORE=$(fresh_store) || { not_ok "create PostgreSQL database"; exit 1; }
+fresh_store || { not_ok "create PostgreSQL database"; exit 1; }
+STORE=$STORE_URL
 PORT=$(free_port)
 args=(--listen "127.0.0.1:$PORT" --state-dir "$TMP/state")
 [[ -n $STORE ]] && args+=(--store "$STORE")

@@ -13,7 +13,8 @@ if [[ ! -d $CLIENTS/node_modules/@azure/keyvault-keys ]]; then
 fi
 
 # 1. the dev instance (state kept in $TMP so the audit chain can be verified afterwards)
-DEV_STORE=$(fresh_store) || { not_ok "create PostgreSQL database"; exit 1; }
+fresh_store || { not_ok "create PostgreSQL database"; exit 1; }
+DEV_STORE=$STORE_URL
 store_args=()
 [[ -n $DEV_STORE ]] && store_args=(--store "$DEV_STORE")
 if start_dev "$TMP/dev.json" "$TMP/dev.log" --state-dir "$TMP/dev" "${store_args[@]+"${store_args[@]}"}"; then
@@ -31,7 +32,8 @@ check "client secret is not in the log" bash -c "! grep -qF \"\$(jq -r .client_s
 PP=$TMP/pp
 mkdir -p "$PP"
 PP_PORT=$(free_port)
-PP_STORE=$(fresh_store) || { not_ok "create PostgreSQL database"; exit 1; }
+fresh_store || { not_ok "create PostgreSQL database"; exit 1; }
+PP_STORE=$STORE_URL
 cat >"$PP/cvmd.conf" <<CONF
 # purge-protected instance for the negative purge test
 listen = 127.0.0.1:$PP_PORT

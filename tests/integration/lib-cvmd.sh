@@ -30,14 +30,16 @@ finish() {
   [[ $FAILED -eq 0 ]]
 }
 
-# Store URL for a new cvmd state: a fresh database on the test PostgreSQL when configured,
-# else empty (cvmd then uses SQLite in its state dir).
+# Sets STORE_URL for a new cvmd state: a fresh database on the test PostgreSQL when
+# configured (dropped at exit), else empty (cvmd then uses SQLite in its state dir).
+# Not for $(...): the database list must stay in this shell.
 fresh_store() {
-  [[ -n ${CVM_TEST_POSTGRES:-} ]] || { echo ""; return 0; }
+  STORE_URL=
+  [[ -n ${CVM_TEST_POSTGRES:-} ]] || return 0
   local db="cvm_it_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
   psql -q "$CVM_TEST_POSTGRES" -c "CREATE DATABASE $db" >/dev/null || return 1
   PG_DBS+=("$db")
-  echo "${CVM_TEST_POSTGRES%/*}/$db"
+  STORE_URL="${CVM_TEST_POSTGRES%/*}/$db"
 }
 
 # wait_file FILE SECONDS PID: wait until FILE exists (non-empty) while PID lives.
