@@ -53,7 +53,8 @@ struct cvm_audit_event {
 
 /* Ensures the schema and starts the group-commit writer thread. */
 CVM_EXPORT int cvm_audit_open(struct cvm_store *s, struct cvm_audit **out, struct cvm_err *err);
-/* Flushes pending appends, stops the writer. NULL-safe. No append may be in progress. */
+/* Flushes pending appends, stops the writer. NULL-safe. No append may be in progress; close
+ * the audit log before its store. */
 CVM_EXPORT void cvm_audit_close(struct cvm_audit *a);
 CVM_DEFINE_CLEANUP(struct cvm_audit, cvm_audit_close)
 

@@ -73,7 +73,9 @@ enum cvm_tx_mode { CVM_TX_READ, CVM_TX_WRITE };
 CVM_EXPORT int cvm_tx_begin(struct cvm_store *s, enum cvm_tx_mode mode, struct cvm_tx **out,
 			    struct cvm_err *err);
 /* Always releases tx; when it returns 0 the transaction is durable (SQLite WAL with
- * synchronous=FULL fsyncs on commit; PostgreSQL synchronous_commit). */
+ * synchronous=FULL fsyncs on commit; PostgreSQL synchronous_commit). -EAGAIN: nothing was
+ * committed (retry). -EIO on PostgreSQL can mean the connection died during COMMIT: the
+ * outcome is then unknown. */
 CVM_EXPORT int cvm_tx_commit(struct cvm_tx *tx, struct cvm_err *err);
 CVM_EXPORT void cvm_tx_rollback(struct cvm_tx *tx); /* releases tx; NULL-safe */
 CVM_DEFINE_CLEANUP(struct cvm_tx, cvm_tx_rollback)

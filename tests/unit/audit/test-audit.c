@@ -9,6 +9,8 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* Runs expr with `err` bound to a fresh error and fails the test with its message. */
 #define ASSERT_OK(expr)                                                                      \
@@ -280,6 +282,58 @@ static void test_two_processes_one_chain(void **state)
 	cvm_store_close(s1);
 }
 
+/* The same with real processes (fork): SQLite file locks / PostgreSQL table lock. */
+static void test_forked_processes_one_chain(void **state)
+{
+	char url[1024];
+	testdb_url(*state, "forked", NULL, url, sizeof(url));
+	struct cvm_store *s = NULL;
+	struct cvm_audit *a = NULL;
+	ASSERT_OK(cvm_store_open(url, &s, err));
+	ASSERT_OK(cvm_audit_open(s, &a, err)); /* schema first, like a deployed database */
+	cvm_audit_close(a);
+	pid_t kids[3];
+	for (int k = 0; k < 3; k++) {
+		kids[k] = fork();
+		assert_true(kids[k] >= 0);
+		if (kids[k] == 0) {
+			struct cvm_store *cs = NULL;
+			struct cvm_audit *ca = NULL;
+			struct cvm_err err = { 0 };
+			if (cvm_store_open(url, &cs, &err) < 0 || cvm_audit_open(cs, &ca, &err) < 0)
+				_exit(2);
+			/* Several threads per process, so batches from different processes
+			 * interleave. */
+			pthread_t th[3];
+			int64_t seqs[3][40];
+			struct appender p[3];
+			for (int i = 0; i < 3; i++) {
+				p[i] = (struct appender){ .a = ca, .n = 40, .seqs = seqs[i] };
+				if (pthread_create(&th[i], NULL, append_thread, &p[i]) != 0)
+					_exit(3);
+			}
+			int errors = 0;
+			for (int i = 0; i < 3; i++) {
+				pthread_join(th[i], NULL);
+				errors += p[i].errors;
+			}
+			if (errors)
+				fprintf(stderr, "child: %d errors, last: %s\n", errors, p[0].msg);
+			cvm_audit_close(ca);
+			cvm_store_close(cs);
+			_exit(errors ? 1 : 0);
+		}
+	}
+	for (int k = 0; k < 3; k++) {
+		int status = 0;
+		assert_int_equal(waitpid(kids[k], &status, 0), kids[k]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	expect_intact(s, 360);
+	cvm_store_close(s);
+}
+
 #define COPY_COLS                                                                             \
 	"time_ms, principal, operation, key_name, key_version, status, result, request_id, "   \
 	"source, detail"
@@ -425,6 +479,7 @@ int main(void)
 		cmocka_unit_test(test_append_in_caller_tx),
 		cmocka_unit_test(test_group_commit_concurrency),
 		cmocka_unit_test(test_two_processes_one_chain),
+		cmocka_unit_test(test_forked_processes_one_chain),
 		cmocka_unit_test(test_verify_detects_tampering),
 		cmocka_unit_test(test_export),
 	};

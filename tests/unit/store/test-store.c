@@ -664,6 +664,46 @@ static void test_concurrent_writers(void **state)
 	cvm_store_close(s);
 }
 
+/* The key service's hot path: short read transactions running the same point query. The
+ * rate is printed, not asserted; every answer is checked. */
+static void test_hot_path_reads(void **state)
+{
+	struct cvm_store *s = testdb_open(*state, "hotpath");
+	exec1(s, "CREATE TABLE k (name TEXT PRIMARY KEY, sealed BLOB NOT NULL)");
+	struct cvm_tx *tx = NULL;
+	uint8_t sealed[96];
+	memset(sealed, 0xa5, sizeof(sealed));
+	ASSERT_OK(cvm_tx_begin(s, CVM_TX_WRITE, &tx, err));
+	for (int i = 0; i < 100; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "key-%d", i);
+		struct cvm_val v[] = { CVM_VAL_S(name), CVM_VAL_B(sealed, sizeof(sealed)) };
+		ASSERT_OK(cvm_tx_exec(tx, "INSERT INTO k (name, sealed) VALUES (?, ?)", v, 2, NULL,
+				      err));
+	}
+	ASSERT_OK(cvm_tx_commit(tx, err));
+	uint64_t t0 = cvm_monotonic_ns();
+	const int n = 3000;
+	for (int i = 0; i < n; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "key-%d", i % 100);
+		struct cvm_val v = CVM_VAL_S(name);
+		struct cvm_rows *r = NULL;
+		size_t len = 0;
+		ASSERT_OK(cvm_tx_begin(s, CVM_TX_READ, &tx, err));
+		ASSERT_OK(cvm_tx_query(tx, "SELECT sealed FROM k WHERE name = ?", &v, 1, &r, err));
+		const uint8_t *b = cvm_rows_blob(r, 0, 0, &len);
+		assert_int_equal(len, sizeof(sealed));
+		assert_memory_equal(b, sealed, sizeof(sealed));
+		cvm_rows_free(r);
+		ASSERT_OK(cvm_tx_commit(tx, err));
+	}
+	double secs = (double)(cvm_monotonic_ns() - t0) / 1e9;
+	print_message("[%s] point-read transactions, 1 thread: %.0f/s\n", cvm_store_backend(s),
+		      n / secs);
+	cvm_store_close(s);
+}
+
 static void test_multiple_statements_refused(void **state)
 {
 	struct cvm_store *s = testdb_open(*state, "multi");
@@ -730,6 +770,7 @@ int main(void)
 		cmocka_unit_test(test_transact_contention),
 		cmocka_unit_test(test_lock_arguments),
 		cmocka_unit_test(test_concurrent_writers),
+		cmocka_unit_test(test_hot_path_reads),
 		cmocka_unit_test(test_multiple_statements_refused),
 		cmocka_unit_test(test_reconnect),
 	};
