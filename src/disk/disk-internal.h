@@ -7,9 +7,11 @@
 #include <libcryptsetup.h>
 
 /* ---- engine (xts.c) ---------------------------------------------------------------------- */
-/* Encrypt or decrypt `len` bytes from in_fd@in_off to out_fd@out_off with AES-256-XTS, IV =
- * plain64 of the sector index (in sector_size units, counting from 0 at the region start) —
- * exactly dm-crypt's aes-xts-plain64 with LUKS2's iv_large_sectors. Work starts at `start`
+/* Encrypt or decrypt `len` bytes from in_fd@in_off to out_fd@out_off with AES-256-XTS, one
+ * sector_size unit at a time, IV = plain64 of the unit's offset from the region start counted
+ * in 512-byte sectors — exactly what dm-crypt and cryptsetup do for LUKS2 aes-xts-plain64 (LUKS2
+ * does not set iv_large_sectors, so with 4096-byte sectors the IV goes 0, 8, 16, ...; checked
+ * byte for byte against cryptsetup in tests/integration/disk). Work starts at `start`
  * (bytes into the region, a multiple of the chunk size, for resume). Every checkpoint_ms the
  * calling thread fdatasyncs out_fd and calls checkpoint(ctx, done) with the offset below which
  * every byte is written and durable. */
@@ -30,8 +32,8 @@ struct cvm_xts_job {
 	void *checkpoint_ctx;
 };
 int cvm_xts_run(const struct cvm_xts_job *job, struct cvm_err *err);
-/* One sector, for tests and spot checks. */
-int cvm_xts_sector(const uint8_t *key, bool encrypt, uint64_t sector, const uint8_t *in,
+/* One sector with IV = plain64(iv_sector), iv_sector in 512-byte units; for tests and checks. */
+int cvm_xts_sector(const uint8_t *key, bool encrypt, uint64_t iv_sector, const uint8_t *in,
 		   uint8_t *out, size_t sector_size, struct cvm_err *err);
 
 /* ---- the opencvm-progress token (token.c) ------------------------------------------------ */

@@ -34,7 +34,7 @@ struct engine {
 	struct cvm_err err;   /* first worker error */
 };
 
-int cvm_xts_sector(const uint8_t *key, bool encrypt, uint64_t sector, const uint8_t *in,
+int cvm_xts_sector(const uint8_t *key, bool encrypt, uint64_t iv_sector, const uint8_t *in,
 		   uint8_t *out, size_t sector_size, struct cvm_err *err)
 {
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
@@ -42,7 +42,7 @@ int cvm_xts_sector(const uint8_t *key, bool encrypt, uint64_t sector, const uint
 		return cvm_err_nomem(err);
 	uint8_t iv[16] = { 0 };
 	for (int i = 0; i < 8; i++)
-		iv[i] = (uint8_t)(sector >> (8 * i));
+		iv[i] = (uint8_t)(iv_sector >> (8 * i));
 	int outl = 0, r = 0;
 	if (!EVP_CipherInit_ex(ctx, EVP_aes_256_xts(), NULL, key, iv, encrypt) ||
 	    !EVP_CipherUpdate(ctx, out, &outl, in, (int)sector_size) || (size_t)outl != sector_size)
@@ -89,8 +89,11 @@ static int full_pwrite(int fd, const uint8_t *buf, size_t len, uint64_t off, str
 static int transform(EVP_CIPHER_CTX *ctx, const struct cvm_xts_job *job, uint8_t *buf,
 		     size_t len, uint64_t region_off, struct cvm_err *err)
 {
-	uint64_t sector = region_off / job->sector_size;
-	for (size_t off = 0; off < len; off += job->sector_size, sector++) {
+	/* dm-crypt counts the plain64 IV in 512-byte units whatever the LUKS2 sector size (no
+	 * iv_large_sectors for LUKS2), so a 4096-byte sector's IV advances by 8. */
+	uint64_t sector = region_off / 512;
+	uint64_t step = job->sector_size / 512;
+	for (size_t off = 0; off < len; off += job->sector_size, sector += step) {
 		uint8_t iv[16] = { 0 };
 		for (int i = 0; i < 8; i++)
 			iv[i] = (uint8_t)(sector >> (8 * i));

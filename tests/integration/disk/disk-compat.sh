@@ -1,0 +1,199 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Confidential disks against the reference implementation (cryptsetup 2.6), on plain files
+# (no dm-crypt, no root-only device mapper needed):
+#  - cryptsetup luksDump reads our images and shows the opencvm-hsm token;
+#  - the unwrapped secret opens the keyslot (cryptsetup open --test-passphrase --key-file);
+#  - our ciphertext is byte-identical to cryptsetup's own offline encryption
+#    (reencrypt --encrypt, detached header, same volume key), 4096- and 512-byte sectors;
+#  - cryptsetup's own offline decryption (reencrypt --decrypt, detached header) of our data
+#    area gives the source back; and an image cryptsetup formatted and encrypted is readable
+#    by our decrypt;
+#  - marker scan, 200 GiB sparse disk, SIGKILL + resume, rotation, and failure twins.
+# Usage: disk-compat.sh /path/to/disk-tool
+set -u
+TOOL=${1:?usage: disk-compat.sh /path/to/disk-tool}
+command -v cryptsetup >/dev/null || { echo "cryptsetup not installed"; echo "0 passed, 1 failed"; exit 1; }
+W=$(mktemp -d "${TMPDIR:-/tmp}/cvm-disk-compat.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+KEYS=$W/keys
+mkdir -m 0700 "$KEYS"
+URL=https://kv.test/keys/des1
+DES=/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/diskEncryptionSets/des1
+PASS=0
+FAIL=0
+OFF=$((16 * 1024 * 1024))
+# cryptsetup options that keep its own keyslots cheap too (secrets here are random)
+CS_PBKDF=(--pbkdf pbkdf2 --pbkdf-force-iterations 1000)
+
+ok() { PASS=$((PASS + 1)); echo "ok   - $1"; }
+ko() { FAIL=$((FAIL + 1)); echo "FAIL - $1"; }
+check() { local name=$1; shift; if "$@" >"$W/last.out" 2>&1; then ok "$name"; else ko "$name"; sed 's/^/       /' "$W/last.out" | tail -5; fi; }
+check_fails() { local name=$1; shift; if "$@" >"$W/last.out" 2>&1; then ko "$name (unexpected success)"; else ok "$name"; fi; }
+# check_err NAME PATTERN cmd...: must fail with PATTERN in its output
+check_err() {
+	local name=$1 pat=$2; shift 2
+	if "$@" >"$W/last.out" 2>&1; then ko "$name (unexpected success)"
+	elif grep -q -- "$pat" "$W/last.out"; then ok "$name"
+	else ko "$name (wrong error)"; sed 's/^/       /' "$W/last.out" | tail -3; fi
+}
+payload() { tail -c +$((OFF + 1)) "$1"; }
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+# a secret file exactly as the guest would hold it after release: mode 0600, never in argv
+unlock() { "$TOOL" unlock "$1" "$KEYS" "$2" && [ "$(stat -c %a "$2")" = 600 ]; }
+
+"$TOOL" keygen "$KEYS" des1 v1 RSA-OAEP-256 || { echo "keygen failed"; exit 1; }
+
+# ---- 1. a 200 GiB confidential OS disk, sparse -------------------------------------------
+t0=$(date +%s%N)
+check "create 200 GiB os disk" "$TOOL" create "$W/big.img" $((200 * 1024 * 1024 * 1024)) "$KEYS" "$URL" RSA-OAEP-256 "$DES" os
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+used=$(du -k "$W/big.img" | cut -f1)
+check "200 GiB disk created in ${ms} ms using ${used} KiB" test "$ms" -lt 10000 -a "$used" -lt 32768
+check "luksDump reads the 200 GiB disk" cryptsetup luksDump "$W/big.img"
+cryptsetup luksDump "$W/big.img" >"$W/dump.txt" 2>&1
+check "luksDump shows the opencvm-hsm token" grep -q "opencvm-hsm" "$W/dump.txt"
+check "luksDump shows subsystem opencvm-os" grep -q "Subsystem:.*opencvm-os" "$W/dump.txt"
+check "luksDump shows aes-xts-plain64, 4096-byte sectors" grep -q "sector: 4096" "$W/dump.txt"
+check "unwrapped secret in a 0600 file" unlock "$W/big.img" "$W/big.key"
+check "cryptsetup accepts the unwrapped secret" cryptsetup open --test-passphrase --key-file "$W/big.key" "$W/big.img"
+head -c 32 /dev/urandom >"$W/random.key"
+check_fails "cryptsetup refuses another 32-byte secret" cryptsetup open --test-passphrase --key-file "$W/random.key" "$W/big.img"
+rm -f "$W/big.img"
+
+# ---- 2. encrypt an image full of a known marker ------------------------------------------
+yes "OPENCVM-PLAINTEXT-MARKER-0123456789" | head -c $((64 * 1024 * 1024)) >"$W/src.raw"
+SRC_SHA=$(sha "$W/src.raw")
+check "encrypt 64 MiB image" "$TOOL" encrypt "$W/src.raw" "$W/enc.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES" threads=2
+check "marker occurs in the source" grep -q -a -F "OPENCVM-PLAINTEXT-MARKER" "$W/src.raw"
+n=$(grep -a -o -F "PLAINTEXT-MARKER" "$W/enc.img" | wc -l)
+check "zero marker occurrences after encryption (found $n)" test "$n" -eq 0
+check "luksDump reads the encrypted image" cryptsetup luksDump "$W/enc.img"
+check "unlock the encrypted image" unlock "$W/enc.img" "$W/enc.key"
+check "cryptsetup accepts the unwrapped secret" cryptsetup open --test-passphrase --key-file "$W/enc.key" "$W/enc.img"
+check "volume key dump with the secret" cryptsetup luksDump --dump-volume-key --volume-key-file "$W/enc.vk" --key-file "$W/enc.key" -q "$W/enc.img"
+chmod 600 "$W/enc.vk"
+
+# cryptsetup's own offline encryption of the same source with the same volume key
+cp "$W/src.raw" "$W/ref.raw"
+check "cryptsetup reencrypt --encrypt (detached header, our volume key)" \
+	cryptsetup reencrypt --encrypt --type luks2 --header "$W/ref.hdr" --volume-key-file "$W/enc.vk" \
+	--key-file "$W/enc.key" --sector-size 4096 --force-offline-reencrypt -q "${CS_PBKDF[@]}" "$W/ref.raw"
+payload "$W/enc.img" >"$W/enc.payload"
+check "our ciphertext is byte-identical to cryptsetup's (4096-byte sectors)" cmp "$W/enc.payload" "$W/ref.raw"
+
+# cryptsetup's own offline decryption of our data area
+check "detached header for our data area" cryptsetup luksFormat --type luks2 --header "$W/dec.hdr" \
+	--volume-key-file "$W/enc.vk" --key-file "$W/enc.key" --sector-size 4096 -q "${CS_PBKDF[@]}" "$W/enc.payload"
+check "cryptsetup reencrypt --decrypt of our data area" cryptsetup reencrypt --decrypt --header "$W/dec.hdr" \
+	--key-file "$W/enc.key" --force-offline-reencrypt -q "$W/enc.payload"
+check "cryptsetup's decryption equals the source" cmp "$W/enc.payload" "$W/src.raw"
+check "our decrypt" "$TOOL" decrypt "$W/enc.img" "$W/dec.raw" "$W/enc.key"
+check "our decryption equals the source" cmp "$W/dec.raw" "$W/src.raw"
+rm -f "$W/enc.payload" "$W/ref.raw" "$W/dec.raw"
+
+# ---- 3. 512-byte sectors (source with a partition table) ---------------------------------
+head -c $((8 * 1024 * 1024)) /dev/urandom >"$W/mbr.raw"
+printf '\x55\xaa' | dd of="$W/mbr.raw" bs=1 seek=510 conv=notrunc status=none
+check "encrypt image with an MBR" "$TOOL" encrypt "$W/mbr.raw" "$W/mbr.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES"
+check "auto sector size is 512 behind a partition table" sh -c "cryptsetup luksDump '$W/mbr.img' | grep -q 'sector: 512'"
+unlock "$W/mbr.img" "$W/mbr.key"
+cryptsetup luksDump --dump-volume-key --volume-key-file "$W/mbr.vk" --key-file "$W/mbr.key" -q "$W/mbr.img" >/dev/null 2>&1
+cp "$W/mbr.raw" "$W/ref.raw"
+cryptsetup reencrypt --encrypt --type luks2 --header "$W/ref512.hdr" --volume-key-file "$W/mbr.vk" \
+	--key-file "$W/mbr.key" --sector-size 512 --force-offline-reencrypt -q "${CS_PBKDF[@]}" "$W/ref.raw" >/dev/null 2>&1
+payload "$W/mbr.img" >"$W/mbr.payload"
+check "our ciphertext is byte-identical to cryptsetup's (512-byte sectors)" cmp "$W/mbr.payload" "$W/ref.raw"
+rm -f "$W/mbr.payload" "$W/ref.raw"
+
+# ---- 4. the reverse: an image cryptsetup formatted and encrypted --------------------------
+head -c 32 /dev/urandom >"$W/cs.key"
+for ss in 512 4096; do
+	head -c $((24 * 1024 * 1024)) /dev/urandom >"$W/cs.plain"
+	cp "$W/cs.plain" "$W/cs.img"
+	truncate -s +32M "$W/cs.img"
+	check "cryptsetup reencrypt --encrypt in place ($ss-byte sectors)" cryptsetup reencrypt --encrypt --type luks2 \
+		--reduce-device-size 32M --sector-size $ss --force-offline-reencrypt --key-file "$W/cs.key" -q "${CS_PBKDF[@]}" "$W/cs.img"
+	rm -f "$W/cs.out"
+	check "our decrypt reads cryptsetup's image ($ss)" "$TOOL" decrypt "$W/cs.img" "$W/cs.out" "$W/cs.key"
+	check "cryptsetup's image decrypts to the source ($ss)" cmp -n $((24 * 1024 * 1024)) "$W/cs.out" "$W/cs.plain"
+done
+rm -f "$W/cs.out" "$W/cs.img" "$W/cs.plain"
+
+# ---- 5. SIGKILL at random points, then resume ---------------------------------------------
+head -c 32 /dev/urandom >/dev/null
+python3 -c "import sys; sys.stdout.buffer.write(bytes((i * 37 + 11) % 256 for i in range(64)))" >"$W/fixed.vk"
+head -c $((192 * 1024 * 1024)) /dev/urandom >"$W/k.raw"
+K_SHA=$(sha "$W/k.raw")
+kills=0
+for attempt in 1 2 3 4 5 6 7 8; do
+	"$TOOL" encrypt "$W/k.raw" "$W/k.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES" threads=2 chunk=1048576 \
+		ckpt_ms=20 vkfile="$W/fixed.vk" 2>"$W/k.err" &
+	pid=$!
+	sleep "0.$((RANDOM % 6 + 2))"
+	if kill -KILL "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
+	wait "$pid" 2>/dev/null
+	[ -e "$W/k.img" ] && break
+	if [ $kills -ge 3 ]; then break; fi
+done
+check "killed the encryption $kills time(s)" test "$kills" -ge 1
+if [ ! -e "$W/k.img" ]; then
+	check "interrupted image is not at the destination name" test ! -e "$W/k.img"
+	check "interrupted image is detectably incomplete" sh -c "'$TOOL' info '$W/k.img.partial' | grep -q complete=0"
+	check_err "an incomplete image is refused" "has not finished" "$TOOL" unlock "$W/k.img.partial" "$KEYS" "$W/x.key"
+fi
+check "resume completes" "$TOOL" encrypt "$W/k.raw" "$W/k.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES" threads=2 chunk=1048576 vkfile="$W/fixed.vk"
+check "no partial file left" test ! -e "$W/k.img.partial"
+check "uninterrupted run" "$TOOL" encrypt "$W/k.raw" "$W/k2.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES" threads=1 vkfile="$W/fixed.vk"
+check "resumed data area identical to an uninterrupted run" cmp <(payload "$W/k.img") <(payload "$W/k2.img")
+unlock "$W/k.img" "$W/k.key"
+check "resumed image decrypts to the source" sh -c "'$TOOL' decrypt '$W/k.img' '$W/k.dec' '$W/k.key' && cmp '$W/k.dec' '$W/k.raw'"
+check "source never modified by encrypt" test "$(sha "$W/k.raw")" = "$K_SHA"
+rm -f "$W/k.img" "$W/k2.img" "$W/k.dec" "$W/k.raw"
+
+# ---- 6. failure twins ------------------------------------------------------------------------
+cp "$W/enc.img" "$W/t.img"
+mv "$KEYS/des1-v1.pem" "$KEYS/des1-v1.pem.real"
+"$TOOL" keygen "$KEYS" des1 v1 RSA-OAEP-256
+check_err "wrong key-wrap key is refused" "unwrap secret with https://kv.test/keys/des1/v1" "$TOOL" unlock "$W/t.img" "$KEYS" "$W/x.key"
+mv "$KEYS/des1-v1.pem.real" "$KEYS/des1-v1.pem"
+check_err "a key that does not exist is refused" "KeyNotFound" "$TOOL" encrypt "$W/src.raw" "$W/nokey.img" "$KEYS" https://kv.test/keys/none RSA-OAEP-256 "$DES"
+check "nothing left behind by the refused encrypt" test ! -e "$W/nokey.img" -a ! -e "$W/nokey.img.partial"
+# corrupted token JSON: a token cryptsetup accepts, we do not
+tid=$(cryptsetup luksDump "$W/t.img" | awk '/opencvm-hsm/ {gsub(":","",$1); print $1; exit}')
+cryptsetup token export --token-id "$tid" "$W/t.img" >"$W/tok.json"
+sed 's/"alg":"RSA-OAEP-256"/"alg":"RSA1_5"/' "$W/tok.json" >"$W/tok-bad.json"
+cryptsetup token remove --token-id "$tid" "$W/t.img"
+check "cryptsetup imports a malformed opencvm-hsm token" cryptsetup token import --json-file "$W/tok-bad.json" "$W/t.img"
+check_err "corrupted token JSON is refused naming the field" "opencvm-hsm token: alg" "$TOOL" unlock "$W/t.img" "$KEYS" "$W/x.key"
+# corrupted header: both copies of the JSON area
+cp "$W/enc.img" "$W/h.img"
+printf 'ZZZZZZZZZZZZZZZZZZZZ' | dd of="$W/h.img" bs=1 seek=4200 conv=notrunc status=none
+printf 'ZZZZZZZZZZZZZZZZZZZZ' | dd of="$W/h.img" bs=1 seek=$((16384 + 4200)) conv=notrunc status=none
+check_err "corrupted header is refused" "not a valid LUKS2 image" "$TOOL" unlock "$W/h.img" "$KEYS" "$W/x.key"
+check_err "corrupted header: decrypt refused" "not a valid LUKS2 image" "$TOOL" decrypt "$W/h.img" "$W/h.out" "$W/enc.key"
+# truncated image
+cp "$W/enc.img" "$W/tr.img"
+truncate -s $((OFF + 4096 * 10 + 100)) "$W/tr.img"
+check_err "truncated image is refused" "truncated image" "$TOOL" decrypt "$W/tr.img" "$W/tr.out" "$W/enc.key"
+check "no output left by refused decrypts" test ! -e "$W/tr.out" -a ! -e "$W/h.out"
+check_err "encrypt refuses an existing destination" "already exists" "$TOOL" encrypt "$W/src.raw" "$W/enc.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES"
+check "source never modified" test "$(sha "$W/src.raw")" = "$SRC_SHA"
+
+# ---- 7. rotation: re-wrap for a new key version, data untouched ----------------------------
+before=$(payload "$W/enc.img" | sha256sum)
+"$TOOL" keygen "$KEYS" des1 v2 RSA-OAEP-256
+check "rotate to the latest key version" "$TOOL" rotate "$W/enc.img" "$KEYS" "$URL" RSA-OAEP-256
+check "token now names v2" sh -c "'$TOOL' info '$W/enc.img' | grep -qx 'key_url=$URL/v2'"
+check "exactly one opencvm-hsm token" test "$(cryptsetup luksDump "$W/enc.img" | grep -c 'opencvm-hsm')" -eq 1
+mv "$KEYS/des1-v1.pem" "$W/v1.pem.retired"
+check "unlock with v2 only" unlock "$W/enc.img" "$W/enc2.key"
+check "same secret after rotation" cmp "$W/enc.key" "$W/enc2.key"
+check "cryptsetup accepts it" cryptsetup open --test-passphrase --key-file "$W/enc2.key" "$W/enc.img"
+check "data area untouched by rotation" test "$(payload "$W/enc.img" | sha256sum)" = "$before"
+mv "$KEYS/des1-v2.pem" "$W/v2.pem.retired"
+mv "$W/v1.pem.retired" "$KEYS/des1-v1.pem"
+check_err "the old key version no longer unlocks" "des1/v2" "$TOOL" unlock "$W/enc.img" "$KEYS" "$W/x.key"
+
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
