@@ -334,6 +334,22 @@ struct cvm_tee_emu_report_in {
 CVM_EXPORT int cvm_tee_emu_snp_report(const char *dir, const struct cvm_tee_emu_report_in *in,
 				      uint8_t out[CVM_SNP_REPORT_SIZE], struct cvm_err *err);
 
+/* ==== MAA policy language (text format, version 1.0) =========================================
+ * See src/attest/policy.c for the grammar. Parse errors read "policy:LINE:COL: what". */
+struct cvm_maa_policy;
+CVM_EXPORT int cvm_maa_policy_parse(const char *text, size_t len, struct cvm_maa_policy **out,
+				    struct cvm_err *err);
+CVM_EXPORT void cvm_maa_policy_free(struct cvm_maa_policy *p);
+CVM_DEFINE_CLEANUP(struct cvm_maa_policy, cvm_maa_policy_free)
+CVM_EXPORT const char *cvm_maa_policy_text(const struct cvm_maa_policy *p);
+/* base64url SHA-256 of the text (the x-ms-policy-hash claim). */
+CVM_EXPORT const char *cvm_maa_policy_hash(const struct cvm_maa_policy *p);
+/* claims: flat object of incoming claims (e.g. from cvm_snp_verdict_claims). *permitted is the
+ * authorization result; when permitted and issued is non-NULL the issuance rules add their
+ * claims to it. */
+CVM_EXPORT int cvm_maa_policy_eval(const struct cvm_maa_policy *p, json_t *claims,
+				   bool *permitted, json_t *issued, struct cvm_err *err);
+
 /* ==== attestation service (MAA shape) ======================================================= */
 
 struct cvm_attest_service_config {
@@ -353,7 +369,8 @@ CVM_DEFINE_CLEANUP(struct cvm_attest_service, cvm_attest_service_free)
 /* The body of POST /attest/SevSnpVm (JSON text): verifies and returns the JWT (malloc'd). */
 CVM_EXPORT int cvm_attest_service_attest_snp(struct cvm_attest_service *s, const char *body,
 					     size_t len, char **token, struct cvm_err *err);
-/* Token for an already verified verdict; runtime data bytes must hash into report_data. */
+/* Token for an already verified verdict: runtime data bytes must hash into report_data, then
+ * the SevSnpVm policy (if set) authorizes and adds issued claims. */
 struct cvm_attest_runtime {
 	const uint8_t *data;
 	size_t len;
@@ -369,6 +386,12 @@ CVM_EXPORT int cvm_attest_service_jwks(struct cvm_attest_service *s, json_t **ou
 				       struct cvm_err *err);
 CVM_EXPORT int cvm_attest_service_openid(struct cvm_attest_service *s, json_t **out,
 					 struct cvm_err *err);
+/* Attestation policies per type ("SevSnpVm", "TdxVm", "AzureGuest"): MAA text format.
+ * get: *text NULL when none is set (everything the appraisal policy passes is permitted). */
+CVM_EXPORT int cvm_attest_service_set_policy(struct cvm_attest_service *s, const char *type,
+					     const char *text, size_t len, struct cvm_err *err);
+CVM_EXPORT int cvm_attest_service_get_policy(struct cvm_attest_service *s, const char *type,
+					     char **text, struct cvm_err *err);
 /* Verify a token this service issued (signature, times); claims is a new reference. */
 CVM_EXPORT int cvm_attest_service_verify_token(struct cvm_attest_service *s, const char *token,
 					       json_t **claims, struct cvm_err *err);

@@ -49,3 +49,15 @@ int cvm_attest_x509_each(const uint8_t *buf, size_t len,
 void cvm_attest_x509_cn(X509 *x, char *out, size_t outlen);
 /* Hex-encode into a json object member. */
 int cvm_attest_json_hex(json_t *obj, const char *key, const void *data, size_t len);
+
+/* Service internals shared by token.c, policy.c and rest.c. */
+#include <pthread.h>
+struct cvm_attest_policy_slot;
+pthread_mutex_t *cvm_attest_service_lock(struct cvm_attest_service *s);
+struct cvm_attest_policy_slot **cvm_attest_service_policies(struct cvm_attest_service *s);
+const char *cvm_attest_service_issuer(const struct cvm_attest_service *s);
+void cvm_attest_policy_slots_free(struct cvm_attest_policy_slot *p);
+/* Evaluate the policy set for type (none set: permit, nothing issued). hash receives the
+ * base64url SHA-256 of the policy text, "" when none. -EPERM when not permitted. */
+int cvm_attest_policy_apply(struct cvm_attest_service *s, const char *type, json_t *claims,
+			    json_t *issued, char hash[48], struct cvm_err *err);

@@ -1,0 +1,426 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Attestation service: MAA-shaped requests built from real Azure evidence and from the
+ * emulator, tokens checked with OpenSSL directly against the published JWKS x5c certificate,
+ * and the refusals (runtime data binding, tampering, emulated evidence, policy). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <opencvm/attest.h>
+#include <opencvm/json.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#define ISSUER "http://127.0.0.1:8443"
+
+static const char *evidence_dir(void)
+{
+	const char *d = getenv("CVM_EVIDENCE_DIR");
+	struct stat st;
+	if (!d || stat(d, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "FATAL: evidence directory missing (CVM_EVIDENCE_DIR=%s)\n",
+			d ? d : "(unset)");
+		fail();
+	}
+	return d;
+}
+
+static uint8_t *load(const char *rel, size_t *len)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/%s", evidence_dir(), rel);
+	uint8_t *buf = NULL;
+	struct cvm_err err = { 0 };
+	if (cvm_file_read(path, 1 << 20, &buf, len, &err) < 0) {
+		fprintf(stderr, "FATAL: %s\n", err.msg);
+		fail();
+	}
+	return buf;
+}
+
+struct fixture {
+	char dir[64];
+	struct cvm_attest_roots *roots;
+	struct cvm_attest_service *svc;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct cvm_err err = { 0 };
+	snprintf(f->dir, sizeof(f->dir), "/tmp/cvm-token-XXXXXX");
+	if (!mkdtemp(f->dir) || cvm_attest_roots_new_builtin(&f->roots, &err) < 0)
+		return -1;
+	char kd[128];
+	snprintf(kd, sizeof(kd), "%s/keys", f->dir);
+	struct cvm_attest_service_config cfg = { .issuer = ISSUER "/", .key_dir = kd,
+						 .roots = f->roots };
+	if (cvm_attest_service_new(&cfg, &f->svc, &err) < 0) {
+		fprintf(stderr, "service: %s\n", err.msg);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	if (!f)
+		return 0;
+	cvm_attest_service_free(f->svc);
+	cvm_attest_roots_free(f->roots);
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cleanup failed\n");
+	free(f);
+	return 0;
+}
+
+/* POST /attest/SevSnpVm body from an Azure HCL report: the SNP report at 0x20, the runtime
+ * data JSON at 0x4D4 (length at 0x4D0). */
+static char *azure_body(const char *hcl, const char *vcek, bool flip_runtime, bool flip_report,
+			const char *nonce)
+{
+	size_t hl = 0, vl = 0;
+	_cleanup_free_ uint8_t *h = load(hcl, &hl);
+	_cleanup_free_ uint8_t *v = load(vcek, &vl);
+	assert_true(hl >= 0x4D4);
+	uint32_t n = (uint32_t)h[0x4D0] | (uint32_t)h[0x4D1] << 8 | (uint32_t)h[0x4D2] << 16 |
+		     (uint32_t)h[0x4D3] << 24;
+	assert_true(0x4D4 + (size_t)n <= hl);
+	if (flip_runtime)
+		h[0x4D4 + 10] ^= 1;
+	if (flip_report)
+		h[0x20 + 0x90] ^= 1;
+	_cleanup_free_ char *snp = cvm_b64url_encode(h + 0x20, CVM_SNP_REPORT_SIZE);
+	_cleanup_free_ char *chain = cvm_b64_encode(v, vl);
+	json_t *inner = json_pack("{s:s, s:s}", "SnpReport", snp, "VcekCertChain", chain);
+	_cleanup_free_ char *inner_s = cvm_json_dump(inner);
+	json_decref(inner);
+	_cleanup_free_ char *report = cvm_b64url_encode(inner_s, strlen(inner_s));
+	_cleanup_free_ char *rt = cvm_b64url_encode(h + 0x4D4, n);
+	json_t *body = json_pack("{s:s, s:{s:s, s:s}}", "report", report, "runtimeData", "data", rt,
+				 "dataType", "JSON");
+	if (nonce)
+		json_object_set_new(body, "nonce", json_string(nonce));
+	char *out = cvm_json_dump(body);
+	json_decref(body);
+	return out;
+}
+
+/* RS256 check with OpenSSL only, using the x5c certificate from the service's JWKS. */
+static json_t *independent_verify(struct cvm_attest_service *svc, const char *token)
+{
+	struct cvm_err err = { 0 };
+	json_t *jwks = NULL;
+	assert_int_equal(cvm_attest_service_jwks(svc, &jwks, &err), 0);
+	const char *dot1 = strchr(token, '.');
+	const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+	assert_non_null(dot2);
+	uint8_t *hdr = NULL, *payload = NULL, *sig = NULL;
+	size_t hlen = 0, plen = 0, slen = 0;
+	assert_int_equal(cvm_b64url_decode(token, (size_t)(dot1 - token), &hdr, &hlen, "h", &err), 0);
+	assert_int_equal(cvm_b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), &payload, &plen, "p",
+					   &err), 0);
+	assert_int_equal(cvm_b64url_decode(dot2 + 1, strlen(dot2 + 1), &sig, &slen, "s", &err), 0);
+	json_t *h = json_loadb((const char *)hdr, hlen, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(h, "alg")), "RS256");
+	assert_string_equal(json_string_value(json_object_get(h, "jku")), ISSUER "/certs");
+	const char *kid = json_string_value(json_object_get(h, "kid"));
+	json_t *key = NULL, *k;
+	size_t i;
+	json_array_foreach(json_object_get(jwks, "keys"), i, k)
+		if (strcmp(json_string_value(json_object_get(k, "kid")), kid) == 0)
+			key = k;
+	assert_non_null(key);
+	const char *x5c = json_string_value(json_array_get(json_object_get(key, "x5c"), 0));
+	uint8_t *der = NULL;
+	size_t dl = 0;
+	assert_int_equal(cvm_b64_decode(x5c, strlen(x5c), &der, &dl, "x5c", &err), 0);
+	const unsigned char *p = der;
+	X509 *cert = d2i_X509(NULL, &p, (long)dl);
+	assert_non_null(cert);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, X509_get0_pubkey(cert)), 1);
+	assert_int_equal(EVP_DigestVerify(md, sig, slen, (const uint8_t *)token,
+					  (size_t)(dot2 - token)), 1);
+	EVP_MD_CTX_free(md);
+	X509_free(cert);
+	json_t *claims = json_loadb((const char *)payload, plen, 0, NULL);
+	assert_non_null(claims);
+	free(hdr);
+	free(payload);
+	free(sig);
+	free(der);
+	json_decref(h);
+	json_decref(jwks);
+	return claims;
+}
+
+static void test_azure_evidence_token(void **state)
+{
+	struct fixture *f = *state;
+	struct cvm_err err = { 0 };
+	_cleanup_free_ char *body = azure_body("azure/snp-milan/hcl-report.bin",
+					       "azure/snp-milan/vcek.pem", false, false, "n-123");
+	char *token = NULL;
+	int rc = cvm_attest_service_attest_snp(f->svc, body, strlen(body), &token, &err);
+	if (rc)
+		fprintf(stderr, "%s\n", err.msg);
+	assert_int_equal(rc, 0);
+	json_t *c = independent_verify(f->svc, token);
+	assert_string_equal(json_string_value(json_object_get(c, "iss")), ISSUER);
+	assert_string_equal(json_string_value(json_object_get(c, "nonce")), "n-123");
+	assert_string_equal(json_string_value(json_object_get(c, "x-ms-attestation-type")), "sevsnpvm");
+	assert_string_equal(json_string_value(json_object_get(c, "x-ms-compliance-status")),
+			    "azure-compliant-cvm");
+	assert_string_equal(json_string_value(json_object_get(c, "x-ms-ver")), "1.0");
+	assert_true(json_is_false(json_object_get(c, "x-opencvm-emulated")));
+	assert_true(json_is_false(json_object_get(c, "x-ms-sevsnpvm-is-debuggable")));
+	assert_int_equal(json_integer_value(json_object_get(c, "x-ms-sevsnpvm-vmpl")), 0);
+	json_t *tee = json_object_get(c, "x-ms-isolation-tee");
+	assert_string_equal(json_string_value(json_object_get(tee, "x-ms-attestation-type")),
+			    "sevsnpvm");
+	assert_non_null(json_object_get(tee, "x-ms-sevsnpvm-launchmeasurement"));
+	json_t *keys = cvm_json_path(c, "x-ms-runtime.keys");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(keys, 0), "kid")),
+			    "HCLAkPub");
+	assert_true(json_integer_value(json_object_get(c, "exp")) >
+		    json_integer_value(json_object_get(c, "iat")));
+	const char *rd = json_string_value(json_object_get(c, "x-ms-sevsnpvm-reportdata"));
+	assert_int_equal(strlen(rd), 128);
+	assert_string_equal(rd + 64, "0000000000000000000000000000000000000000000000000000000000000000");
+	json_decref(c);
+	/* Our own verifier agrees; a flipped signature character does not verify. */
+	json_t *claims = NULL;
+	assert_int_equal(cvm_attest_service_verify_token(f->svc, token, &claims, &err), 0);
+	json_decref(claims);
+	size_t tl = strlen(token);
+	token[tl - 5] = token[tl - 5] == 'A' ? 'B' : 'A';
+	assert_int_equal(cvm_attest_service_verify_token(f->svc, token, &claims, &err), -EBADMSG);
+	free(token);
+
+	/* Genoa (Azure) and the v1 evidence as well. */
+	const char *more[][2] = {
+		{ "azure/snp-genoa/genoa-hcl-report.bin", "azure/snp-genoa/vcek-genoa.pem" },
+		{ "azure/snp-milan-v1/evidence-v1-hcl-report.bin",
+		  "azure/snp-milan-v1/evidence-v1-vcek.der" },
+	};
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(more); i++) {
+		_cleanup_free_ char *b = azure_body(more[i][0], more[i][1], false, false, NULL);
+		token = NULL;
+		rc = cvm_attest_service_attest_snp(f->svc, b, strlen(b), &token, &err);
+		if (rc)
+			fprintf(stderr, "%s: %s\n", more[i][0], err.msg);
+		assert_int_equal(rc, 0);
+		free(token);
+	}
+}
+
+static void test_refusals(void **state)
+{
+	struct fixture *f = *state;
+	struct cvm_err err = { 0 };
+	char *token = NULL;
+	/* Runtime data that does not hash into report_data. */
+	_cleanup_free_ char *b1 = azure_body("azure/snp-milan/hcl-report.bin",
+					     "azure/snp-milan/vcek.pem", true, false, NULL);
+	assert_int_equal(cvm_attest_service_attest_snp(f->svc, b1, strlen(b1), &token, &err),
+			 -EBADMSG);
+	assert_non_null(strstr(err.msg, "runtimeData"));
+	/* A tampered report. */
+	_cleanup_free_ char *b2 = azure_body("azure/snp-milan/hcl-report.bin",
+					     "azure/snp-milan/vcek.pem", false, true, NULL);
+	assert_int_equal(cvm_attest_service_attest_snp(f->svc, b2, strlen(b2), &token, &err),
+			 -EBADMSG);
+	assert_non_null(strstr(err.msg, "signature"));
+	/* Malformed bodies name the field. */
+	const char *bad[] = { "{}", "{\"report\": \"!!\"}", "{\"report\": \"e30\"}", "[1]", "" };
+	const char *field[] = { "report", "report", "SnpReport", "body", "body" };
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(bad); i++) {
+		assert_int_equal(cvm_attest_service_attest_snp(f->svc, bad[i], strlen(bad[i]), &token,
+							       &err), -EINVAL);
+		if (!strstr(err.msg, field[i]))
+			fprintf(stderr, "%zu: %s\n", i, err.msg);
+		assert_non_null(strstr(err.msg, field[i]));
+	}
+	/* No runtimeData: refused (nothing would bind a key to the VM). */
+	json_t *j = json_loads(b1, 0, NULL);
+	json_object_del(j, "runtimeData");
+	_cleanup_free_ char *b3 = cvm_json_dump(j);
+	json_decref(j);
+	assert_int_equal(cvm_attest_service_attest_snp(f->svc, b3, strlen(b3), &token, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "runtimeData"));
+	assert_null(token);
+}
+
+static void test_emulated_evidence(void **state)
+{
+	struct fixture *f = *state;
+	struct cvm_err err = { 0 };
+	char emu[128], fp[65];
+	snprintf(emu, sizeof(emu), "%s/emu", f->dir);
+	struct cvm_tee_emu_params params = { .product = CVM_SNP_PRODUCT_MILAN,
+					     .tcb = { .bl = 3, .snp = 8, .ucode = 115 } };
+	memset(params.chip_id, 0x5a, 64);
+	assert_int_equal(cvm_tee_emu_init(emu, &params, fp, &err), 0);
+	/* Runtime data with a wrapping key, bound into report_data. */
+	_cleanup_(cvm_key_freep) struct cvm_key *k = NULL;
+	assert_int_equal(cvm_key_generate_rsa(2048, 0, &k, &err), 0);
+	json_t *jwk = NULL;
+	assert_int_equal(cvm_key_to_jwk(k, false, &jwk, &err), 0);
+	json_object_set_new(jwk, "kid", json_string("TpmEphemeralEncryptionKey"));
+	json_t *rt = json_pack("{s:[o]}", "keys", jwk);
+	_cleanup_free_ char *rts = cvm_json_dump(rt);
+	json_decref(rt);
+	struct cvm_tee_emu_report_in in = { 0 };
+	size_t dl = 0;
+	assert_int_equal(cvm_digest("SHA256", rts, strlen(rts), in.report_data, &dl, &err), 0);
+	uint8_t rep[CVM_SNP_REPORT_SIZE];
+	assert_int_equal(cvm_tee_emu_snp_report(emu, &in, rep, &err), 0);
+	char vp[160];
+	snprintf(vp, sizeof(vp), "%s/vcek.pem", emu);
+	size_t vl = 0;
+	_cleanup_free_ uint8_t *vpem = NULL;
+	assert_int_equal(cvm_file_read(vp, 65536, &vpem, &vl, &err), 0);
+	_cleanup_free_ char *snp = cvm_b64url_encode(rep, sizeof(rep));
+	_cleanup_free_ char *chain = cvm_b64url_encode(vpem, vl);
+	json_t *inner = json_pack("{s:s, s:s}", "SnpReport", snp, "VcekCertChain", chain);
+	_cleanup_free_ char *inner_s = cvm_json_dump(inner);
+	json_decref(inner);
+	_cleanup_free_ char *report = cvm_b64url_encode(inner_s, strlen(inner_s));
+	_cleanup_free_ char *rtb = cvm_b64url_encode(rts, strlen(rts));
+	json_t *body = json_pack("{s:s, s:{s:s, s:s}}", "report", report, "runtimeData", "data", rtb,
+				 "dataType", "JSON");
+	_cleanup_free_ char *bs = cvm_json_dump(body);
+	json_decref(body);
+
+	char *token = NULL;
+	/* The fixture's service trusts only AMD: refused. */
+	assert_int_equal(cvm_attest_service_attest_snp(f->svc, bs, strlen(bs), &token, &err), -EBADMSG);
+	/* A service trusting the emulator root but with the default policy: refused. */
+	_cleanup_roots_ struct cvm_attest_roots *roots = NULL;
+	assert_int_equal(cvm_attest_roots_new_builtin(&roots, &err), 0);
+	assert_int_equal(cvm_attest_roots_add_emulator(roots, emu, fp, &err), 0);
+	struct cvm_attest_service_config cfg = { .issuer = ISSUER, .signing_key = k,
+						 .roots = roots };
+	_cleanup_(cvm_attest_service_freep) struct cvm_attest_service *s2 = NULL;
+	assert_int_equal(cvm_attest_service_new(&cfg, &s2, &err), 0);
+	assert_int_equal(cvm_attest_service_attest_snp(s2, bs, strlen(bs), &token, &err), -EPERM);
+	/* Allowed explicitly: the token says emulated. */
+	struct cvm_snp_policy pol;
+	cvm_snp_policy_default(&pol);
+	pol.allow_emulated = true;
+	cfg.snp_policy = &pol;
+	_cleanup_(cvm_attest_service_freep) struct cvm_attest_service *s3 = NULL;
+	assert_int_equal(cvm_attest_service_new(&cfg, &s3, &err), 0);
+	assert_int_equal(cvm_attest_service_attest_snp(s3, bs, strlen(bs), &token, &err), 0);
+	json_t *c = independent_verify(s3, token);
+	assert_true(json_is_true(json_object_get(c, "x-opencvm-emulated")));
+	assert_string_equal(json_string_value(json_object_get(c, "x-ms-compliance-status")),
+			    "opencvm-emulated");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(
+				    cvm_json_path(c, "x-ms-runtime.keys"), 0), "kid")),
+			    "TpmEphemeralEncryptionKey");
+	json_decref(c);
+	free(token);
+
+	/* An attestation policy on top: issues a claim, adds the policy hash, or denies. */
+	const char *pol_text =
+		"version=1.0;\n"
+		"authorizationrules {\n"
+		"  [type==\"x-ms-sevsnpvm-vmpl\", value==0] => permit();\n"
+		"};\n"
+		"issuancerules {\n"
+		"  c:[type==\"x-ms-sevsnpvm-launchmeasurement\"] => issue(type=\"measurement\", value=c.value);\n"
+		"  => issue(type=\"tier\", value=\"gold\");\n"
+		"};\n";
+	assert_int_equal(cvm_attest_service_set_policy(s3, "SevSnpVm", pol_text, strlen(pol_text),
+						       &err), 0);
+	token = NULL;
+	assert_int_equal(cvm_attest_service_attest_snp(s3, bs, strlen(bs), &token, &err), 0);
+	c = independent_verify(s3, token);
+	assert_string_equal(json_string_value(json_object_get(c, "tier")), "gold");
+	assert_string_equal(json_string_value(json_object_get(c, "measurement")),
+			    json_string_value(json_object_get(c, "x-ms-sevsnpvm-launchmeasurement")));
+	assert_non_null(json_object_get(c, "x-ms-policy-hash"));
+	json_decref(c);
+	free(token);
+	char *got = NULL;
+	assert_int_equal(cvm_attest_service_get_policy(s3, "SevSnpVm", &got, &err), 0);
+	assert_string_equal(got, pol_text);
+	free(got);
+	const char *deny = "version=1.0; authorizationrules { [type==\"x-ms-sevsnpvm-vmpl\", value==0] => deny(); => permit(); };";
+	assert_int_equal(cvm_attest_service_set_policy(s3, "SevSnpVm", deny, strlen(deny), &err), 0);
+	token = NULL;
+	assert_int_equal(cvm_attest_service_attest_snp(s3, bs, strlen(bs), &token, &err), -EPERM);
+	assert_null(token);
+	assert_int_equal(cvm_attest_service_set_policy(s3, "Sgx", deny, strlen(deny), &err), -EINVAL);
+}
+
+static void test_discovery_and_persistence(void **state)
+{
+	struct fixture *f = *state;
+	struct cvm_err err = { 0 };
+	json_t *o = NULL;
+	assert_int_equal(cvm_attest_service_openid(f->svc, &o, &err), 0);
+	assert_string_equal(json_string_value(json_object_get(o, "issuer")), ISSUER);
+	assert_string_equal(json_string_value(json_object_get(o, "jwks_uri")), ISSUER "/certs");
+	json_decref(o);
+	json_t *jwks = NULL;
+	assert_int_equal(cvm_attest_service_jwks(f->svc, &jwks, &err), 0);
+	json_t *keys = json_object_get(jwks, "keys");
+	assert_int_equal(json_array_size(keys), 1);
+	const char *kid = json_string_value(json_object_get(json_array_get(keys, 0), "kid"));
+	assert_non_null(kid);
+	assert_null(json_object_get(json_array_get(keys, 0), "d"));
+	/* A second service on the same key dir reuses the key. */
+	char kd[128];
+	snprintf(kd, sizeof(kd), "%s/keys", f->dir);
+	struct cvm_attest_service_config cfg = { .issuer = ISSUER, .key_dir = kd, .roots = f->roots };
+	_cleanup_(cvm_attest_service_freep) struct cvm_attest_service *s2 = NULL;
+	assert_int_equal(cvm_attest_service_new(&cfg, &s2, &err), 0);
+	json_t *jwks2 = NULL;
+	assert_int_equal(cvm_attest_service_jwks(s2, &jwks2, &err), 0);
+	assert_string_equal(json_string_value(json_object_get(
+				    json_array_get(json_object_get(jwks2, "keys"), 0), "kid")),
+			    kid);
+	json_decref(jwks2);
+	/* Rotation: the old key becomes previous.pem; both are published. */
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "cd '%s' && mv signing.pem previous.pem && mv signing-cert.pem previous-cert.pem", kd);
+	assert_int_equal(system(cmd), 0);
+	_cleanup_(cvm_attest_service_freep) struct cvm_attest_service *s3 = NULL;
+	assert_int_equal(cvm_attest_service_new(&cfg, &s3, &err), 0);
+	assert_int_equal(cvm_attest_service_jwks(s3, &jwks2, &err), 0);
+	assert_int_equal(json_array_size(json_object_get(jwks2, "keys")), 2);
+	json_decref(jwks2);
+	json_decref(jwks);
+	/* Bad configuration. */
+	struct cvm_attest_service *bad = NULL;
+	cfg.issuer = "ftp://x";
+	assert_int_equal(cvm_attest_service_new(&cfg, &bad, &err), -EINVAL);
+	cfg.issuer = ISSUER;
+	cfg.key_dir = NULL;
+	assert_int_equal(cvm_attest_service_new(&cfg, &bad, &err), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_azure_evidence_token),
+		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_emulated_evidence),
+		cmocka_unit_test(test_discovery_and_persistence),
+	};
+	evidence_dir();
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
