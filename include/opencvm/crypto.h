@@ -74,8 +74,11 @@ CVM_EXPORT int cvm_key_to_jwk(const struct cvm_key *k, bool include_private, jso
 			      struct cvm_err *err);
 /* Parse a JWK (BYOK import when require_private; public-only keys for verification / wrapping
  * otherwise: private members are then ignored). kty may be "RSA", "RSA-HSM", "EC", "EC-HSM",
- * "oct", "oct-HSM". Errors name the JWK field ("key.n: ..."), -EINVAL "BadParameter". EC points
- * must be on the curve; RSA private keys must be consistent (checked with EVP_PKEY_check). */
+ * "oct", "oct-HSM". Errors name the JWK field ("key.n: ..."), -EINVAL "BadParameter"
+ * (-ENOTSUP for an unsupported kty/crv). RSA: n 2048..8192 bits, odd e >= 3; a private RSA JWK
+ * needs d, p, q, dp, dq and qi, and their RFC 8017 relations are checked (the message names the
+ * member that does not fit). EC: x, y (and d) exactly the curve's coordinate length, point on the
+ * curve, d matching it. oct: k of 16, 24 or 32 bytes (required even when !require_private). */
 CVM_EXPORT int cvm_key_from_jwk(json_t *jwk, bool require_private, struct cvm_key **out,
 				struct cvm_err *err);
 /* RFC 7638 JWK thumbprint, SHA-256, base64url (malloc'd). oct: {"k","kty"}. */
