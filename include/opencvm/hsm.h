@@ -273,6 +273,9 @@ CVM_EXPORT int cvm_hsm_oauth_token(struct cvm_hsm *h, const char *base_url, cons
  * cvm_hsm_oauth_token; HTTP status from cvm_err_http_status (invalid_client 401, others 400,
  * HsmNotActivated/internal errors keep their status). */
 CVM_EXPORT json_t *cvm_hsm_oauth_error_json(const struct cvm_err *err);
+/* The token-signing key set, for the jwks_uri of the OpenID metadata:
+ * {"keys":[{"kty":"RSA","use":"sig","alg":"RS256","kid","n","e"}]}. Needs activation. */
+CVM_EXPORT int cvm_hsm_oauth_jwks(struct cvm_hsm *h, json_t **out, struct cvm_err *err);
 /* authorization: the Authorization header value ("Bearer <jwt>", scheme case-insensitive).
  * Checks the signature (service token key), exp/nbf (60 s leeway), iss = {base_url}/{tenant}/
  * v2.0 and aud in {base_url, MHSM, VAULT} (trailing slash ignored). Verified tokens are cached

@@ -116,6 +116,17 @@ int hsm_jwks_key(struct cvm_hsm *h, const char *issuer, const char *kid, struct 
 		 struct cvm_err *err);
 void hsm_jwks_free_all(struct cvm_hsm_auth *a);
 
+/* Release policy evaluation without re-validating (the policy came from
+ * cvm_hsm_release_policy_parse). */
+int hsm_policy_names_issuer(json_t *policy, const char *issuer, bool *named,
+			    struct cvm_err *err);
+int hsm_policy_eval(json_t *policy, const char *issuer, json_t *claims, bool *allowed,
+		    struct cvm_err *err);
+
+/* Principal with exactly this client_id; -ENOENT "PrincipalNotFound". */
+int hsm_principal_by_client_id(struct cvm_hsm *h, const char *client_id,
+			       struct hsm_principal **out, struct cvm_err *err);
+
 /* True when two resource/audience URLs are equal ignoring one trailing '/' and ASCII case of
  * scheme and host. */
 bool hsm_url_eq(const char *a, const char *b);

@@ -97,7 +97,7 @@ int hsm_auth(struct cvm_hsm *h, struct cvm_hsm_auth **out, struct cvm_err *err)
 	/* Two threads may race here; one state wins, the other is discarded. The free hook is
 	 * set before publishing so cvm_hsm_free never sees a state without it. */
 	struct cvm_hsm_auth *expected = NULL;
-	h->auth_free = auth_free;
+	__atomic_store_n(&h->auth_free, auth_free, __ATOMIC_RELEASE);
 	if (!__atomic_compare_exchange_n(&h->auth, &expected, a, false, __ATOMIC_ACQ_REL,
 					 __ATOMIC_ACQUIRE)) {
 		auth_free(a);
@@ -707,6 +707,17 @@ int hsm_principal_find(struct cvm_hsm *h, const char *ident, struct hsm_principa
 		return cvm_err_badparam(err, "principal: expected an oid, client_id or name");
 	return principal_query(h, "SELECT " PRINCIPAL_COLS " FROM hsm_principals WHERE oid = ? OR "
 			       "client_id = ? OR name = ?", ident, 3, out, err);
+}
+
+int hsm_principal_by_client_id(struct cvm_hsm *h, const char *client_id,
+			       struct hsm_principal **out, struct cvm_err *err)
+{
+	struct cvm_hsm_auth *a;
+	int r = hsm_auth(h, &a, err);
+	if (r < 0)
+		return r;
+	return principal_query(h, "SELECT " PRINCIPAL_COLS " FROM hsm_principals WHERE "
+			       "client_id = ?", client_id, 1, out, err);
 }
 
 int cvm_hsm_principal_get(struct cvm_hsm *h, const char *ident, struct cvm_principal_info *out,

@@ -30,6 +30,24 @@ json_t *cvm_hsm_oauth_error_json(const struct cvm_err *err)
 			 "error_description", err->msg);
 }
 
+int cvm_hsm_oauth_jwks(struct cvm_hsm *h, json_t **out, struct cvm_err *err)
+{
+	struct cvm_key *key;
+	const char *kid;
+	int r = hsm_token_key(h, &key, &kid, err);
+	if (r < 0)
+		return r;
+	json_t *jwk = NULL;
+	if ((r = cvm_key_to_jwk(key, false, &jwk, err)) < 0)
+		return r;
+	if (json_object_set_new(jwk, "use", json_string("sig")) < 0 ||
+	    json_object_set_new(jwk, "alg", json_string("RS256")) < 0 ||
+	    json_object_set_new(jwk, "kid", json_string(kid)) < 0 ||
+	    !(*out = json_pack("{s:[o]}", "keys", jwk)))
+		return cvm_err_nomem(err);
+	return 0;
+}
+
 /* ---- form parsing ----------------------------------------------------------------------- */
 
 enum form_field { F_GRANT, F_CLIENT_ID, F_SECRET, F_ASSERTION, F_ASSERTION_TYPE, F_SCOPE, F_N };
@@ -193,8 +211,8 @@ static int check_assertion(struct cvm_hsm *h, const char *client_id, const char 
 			   struct hsm_principal **out, struct cvm_err *err)
 {
 	_cleanup_(hsm_principal_freep) struct hsm_principal *p = NULL;
-	int r = hsm_principal_find(h, client_id, &p, err);
-	if (r == -ENOENT || (r == 0 && (strcmp(p->client_id, client_id) != 0 || !p->cert_der)))
+	int r = hsm_principal_by_client_id(h, client_id, &p, err);
+	if (r == -ENOENT || (r == 0 && !p->cert_der))
 		return oauth_err(err, EACCES, "invalid_client",
 				 "AADSTS700016: Application with identifier '%s' was not found or "
 				 "has no certificate credential.", client_id);

@@ -475,13 +475,12 @@ static bool eval_condition(json_t *c, json_t *claims)
 	return eval_list(c, claims);
 }
 
-/* For each authority clause: does it name the issuer, and is it satisfied? */
+/* For each authority clause: does it name the issuer, and is it satisfied? The policy must be
+ * valid (validated by the caller). */
 static int walk_authorities(json_t *policy, const char *issuer, json_t *claims, bool *named,
 			    bool *allowed, struct cvm_err *err)
 {
-	int r = cvm_hsm_release_policy_validate(policy, err);
-	if (r < 0)
-		return r;
+	int r;
 	_cleanup_free_ char *iss = NULL;
 	if ((r = cvm_hsm_authority_normalize(issuer, "target.iss", &iss, err)) < 0)
 		return r;
@@ -507,17 +506,31 @@ static int walk_authorities(json_t *policy, const char *issuer, json_t *claims, 
 	return 0;
 }
 
-int cvm_hsm_release_policy_names_issuer(json_t *policy, const char *issuer, bool *named,
-					struct cvm_err *err)
+int hsm_policy_names_issuer(json_t *policy, const char *issuer, bool *named,
+			    struct cvm_err *err)
 {
 	return walk_authorities(policy, issuer, NULL, named, NULL, err);
 }
 
-int cvm_hsm_release_policy_eval(json_t *policy, const char *issuer, json_t *claims,
-				bool *allowed, struct cvm_err *err)
+int hsm_policy_eval(json_t *policy, const char *issuer, json_t *claims, bool *allowed,
+		    struct cvm_err *err)
 {
 	if (!json_is_object(claims))
 		return cvm_err_badparam(err, "claims: expected an object");
 	bool named;
 	return walk_authorities(policy, issuer, claims, &named, allowed, err);
+}
+
+int cvm_hsm_release_policy_names_issuer(json_t *policy, const char *issuer, bool *named,
+					struct cvm_err *err)
+{
+	int r = cvm_hsm_release_policy_validate(policy, err);
+	return r < 0 ? r : hsm_policy_names_issuer(policy, issuer, named, err);
+}
+
+int cvm_hsm_release_policy_eval(json_t *policy, const char *issuer, json_t *claims,
+				bool *allowed, struct cvm_err *err)
+{
+	int r = cvm_hsm_release_policy_validate(policy, err);
+	return r < 0 ? r : hsm_policy_eval(policy, issuer, claims, allowed, err);
 }

@@ -223,7 +223,7 @@ static int verify_target(struct cvm_hsm *h, struct target *t, json_t *policy, co
 			 int64_t now, struct cvm_err *err)
 {
 	bool named = false;
-	int r = cvm_hsm_release_policy_names_issuer(policy, t->iss, &named, err);
+	int r = hsm_policy_names_issuer(policy, t->iss, &named, err);
 	if (r < 0)
 		return r;
 	if (!named)
@@ -241,7 +241,7 @@ static int verify_target(struct cvm_hsm *h, struct target *t, json_t *policy, co
 	if ((r = cvm_jwt_check_times(t->claims, now, LEEWAY, false, err)) < 0)
 		return cvm_err_prefix(err, "target");
 	bool allowed = false;
-	if ((r = cvm_hsm_release_policy_eval(policy, t->iss, t->claims, &allowed, err)) < 0)
+	if ((r = hsm_policy_eval(policy, t->iss, t->claims, &allowed, err)) < 0)
 		return r;
 	if (!allowed)
 		return cvm_err_set(err, EPERM, "Forbidden",

@@ -73,6 +73,18 @@ static void test_token_secret(void **state)
 	assert_non_null(json_string_value(json_object_get(jws->header, "kid")));
 	cvm_jws_free(jws);
 
+	/* the published key set verifies it */
+	json_t *jwks = NULL;
+	ASSERT_OK(cvm_hsm_oauth_jwks(f.t.h, &jwks, err));
+	json_t *jwk = json_array_get(json_object_get(jwks, "keys"), 0);
+	struct cvm_key *pub = NULL;
+	ASSERT_OK(cvm_key_from_jwk(jwk, false, &pub, err));
+	json_t *vc = NULL;
+	ASSERT_OK(cvm_jwt_verify(tok, strlen(tok), pub, &vc, NULL, err));
+	json_decref(vc);
+	cvm_key_free(pub);
+	json_decref(jwks);
+
 	char oid[37];
 	char *authz = cvm_asprintf("Bearer %s", tok);
 	ASSERT_OK(cvm_hsm_authenticate(f.t.h, authz, BASE, oid, err));
