@@ -130,6 +130,43 @@ static int check_event(const struct cvm_audit_event *ev, struct cvm_err *err)
 	return 0;
 }
 
+#define RECORD_PARAMS 13
+#define INSERT_CHUNK 32 /* rows per INSERT: fewer round trips on PostgreSQL */
+
+/* One multi-row INSERT for records [first, first + k) of a batch; hashes[i] is the hash before
+ * record i and hashes[i + 1] its own. The SQL text depends on k only, so it stays cached. */
+static int insert_chunk(struct cvm_tx *tx, struct cvm_audit_event *const *evs, size_t first,
+			size_t k, int64_t seq0, uint8_t (*hashes)[HASH_LEN], struct cvm_err *err)
+{
+	struct cvm_val v[RECORD_PARAMS * INSERT_CHUNK];
+	_cleanup_buf_ struct cvm_buf sql = { 0 };
+	int r = cvm_buf_append_str(&sql, "INSERT INTO cvm_audit (" RECORD_COLUMNS ") VALUES ");
+	for (size_t j = 0; j < k && r >= 0; j++) {
+		size_t i = first + j;
+		const struct cvm_audit_event *ev = evs[i];
+		struct cvm_val *p = &v[j * RECORD_PARAMS];
+		p[0] = CVM_VAL_I(seq0 + (int64_t)i);
+		p[1] = CVM_VAL_I(ev->time_ms);
+		p[2] = CVM_VAL_S(ev->principal);
+		p[3] = CVM_VAL_S(ev->operation);
+		p[4] = CVM_VAL_S(ev->key_name);
+		p[5] = CVM_VAL_S(ev->key_version);
+		p[6] = CVM_VAL_I(ev->status);
+		p[7] = CVM_VAL_S(ev->result);
+		p[8] = CVM_VAL_S(ev->request_id);
+		p[9] = CVM_VAL_S(ev->source);
+		p[10] = CVM_VAL_S(ev->detail);
+		p[11] = CVM_VAL_B(hashes[i], HASH_LEN);
+		p[12] = CVM_VAL_B(hashes[i + 1], HASH_LEN);
+		r = cvm_buf_append_str(&sql, j ? ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+					       : "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+	}
+	if (r < 0 || !cvm_buf_cstr(&sql))
+		return cvm_err_nomem(err);
+	r = cvm_tx_exec(tx, (const char *)sql.data, v, k * RECORD_PARAMS, NULL, err);
+	return r < 0 ? cvm_err_prefix(err, "audit append") : 0;
+}
+
 /* Appends n records in the caller's transaction: lock the head (before the snapshot when this
  * is the transaction's first statement, so appenders from other processes queue instead of
  * failing serialization), reserve n seqs on the head row, chain and insert the records, store
@@ -149,38 +186,29 @@ static int append_records(struct cvm_tx *tx, struct cvm_audit_event *const *evs,
 		return cvm_err_prefix(err, "audit append");
 	if (cvm_rows_count(head) != 1)
 		return cvm_err_internal(err, "audit append: head row missing (schema not ensured?)");
-	uint8_t prev[HASH_LEN] = { 0 };
 	size_t hlen;
 	const uint8_t *h = cvm_rows_blob(head, 0, 1, &hlen);
 	if (h && hlen != HASH_LEN)
 		return cvm_err_internal(err, "audit append: head hash has %zu bytes", hlen);
+	_cleanup_free_ uint8_t(*hashes)[HASH_LEN] = calloc(n + 1, HASH_LEN);
+	if (!hashes)
+		return cvm_err_nomem(err);
 	if (h)
-		memcpy(prev, h, HASH_LEN);
-	int64_t seq = cvm_rows_int(head, 0, 0) - (int64_t)n;
+		memcpy(hashes[0], h, HASH_LEN);
+	int64_t seq0 = cvm_rows_int(head, 0, 0) - (int64_t)n + 1;
 	for (size_t i = 0; i < n; i++) {
-		const struct cvm_audit_event *ev = evs[i];
-		uint8_t hash[HASH_LEN];
-		r = chain_hash(prev, ++seq, ev, hash, err);
+		r = chain_hash(hashes[i], seq0 + (int64_t)i, evs[i], hashes[i + 1], err);
 		if (r < 0)
 			return r;
-		struct cvm_val v[] = {
-			CVM_VAL_I(seq),			CVM_VAL_I(ev->time_ms),
-			CVM_VAL_S(ev->principal),	CVM_VAL_S(ev->operation),
-			CVM_VAL_S(ev->key_name),	CVM_VAL_S(ev->key_version),
-			CVM_VAL_I(ev->status),		CVM_VAL_S(ev->result),
-			CVM_VAL_S(ev->request_id),	CVM_VAL_S(ev->source),
-			CVM_VAL_S(ev->detail),		CVM_VAL_B(prev, HASH_LEN),
-			CVM_VAL_B(hash, HASH_LEN),
-		};
-		r = cvm_tx_exec(tx, "INSERT INTO cvm_audit (" RECORD_COLUMNS ") "
-				    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-				v, CVM_ARRAY_SIZE(v), NULL, err);
-		if (r < 0)
-			return cvm_err_prefix(err, "audit append");
-		memcpy(prev, hash, HASH_LEN);
-		seqs[i] = seq;
+		seqs[i] = seq0 + (int64_t)i;
 	}
-	struct cvm_val hv = CVM_VAL_B(prev, HASH_LEN);
+	for (size_t i = 0; i < n; i += INSERT_CHUNK) {
+		r = insert_chunk(tx, evs, i, n - i < INSERT_CHUNK ? n - i : INSERT_CHUNK, seq0,
+				 hashes, err);
+		if (r < 0)
+			return r;
+	}
+	struct cvm_val hv = CVM_VAL_B(hashes[n], HASH_LEN);
 	r = cvm_tx_exec(tx, "UPDATE cvm_audit_head SET hash = ? WHERE id = 1", &hv, 1, NULL, err);
 	return r < 0 ? cvm_err_prefix(err, "audit append") : 0;
 }

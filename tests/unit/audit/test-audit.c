@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Runs expr with `err` bound to a fresh error and fails the test with its message. */
@@ -262,6 +263,46 @@ static void test_group_commit_concurrency(void **state)
 	cvm_store_close(s);
 }
 
+/* Appends pile up while a transaction holds the chain head, so the next batch is larger than
+ * one multi-row INSERT (32 rows) and must be split correctly. */
+static void test_large_batches(void **state)
+{
+	struct cvm_store *s = testdb_open(*state, "bigbatch");
+	struct cvm_audit *a = NULL;
+	ASSERT_OK(cvm_audit_open(s, &a, err));
+	struct cvm_tx *blocker = NULL;
+	ASSERT_OK(cvm_tx_begin(s, CVM_TX_WRITE, &blocker, err));
+	ASSERT_OK(cvm_tx_lock(blocker, "cvm_audit_head", err));
+	enum { NT = 70 };
+	pthread_t th[NT];
+	struct appender p[NT];
+	int64_t seqs[NT];
+	for (int i = 0; i < NT; i++) {
+		p[i] = (struct appender){ .a = a, .n = 1, .seqs = &seqs[i] };
+		assert_int_equal(pthread_create(&th[i], NULL, append_thread, &p[i]), 0);
+	}
+	struct timespec ts = { .tv_nsec = 300 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
+	ASSERT_OK(cvm_tx_commit(blocker, err));
+	for (int i = 0; i < NT; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < NT; i++)
+		if (p[i].errors)
+			fail_msg("appender %d: %s", i, p[i].msg);
+	qsort(seqs, NT, sizeof(int64_t), cmp_i64);
+	for (int i = 0; i < NT; i++)
+		assert_int_equal(seqs[i], i + 1);
+	cvm_audit_close(a);
+	expect_intact(s, NT);
+	int64_t count = 0;
+	FILE *devnull = fopen("/dev/null", "w");
+	assert_non_null(devnull);
+	ASSERT_OK(cvm_audit_export(s, 0, devnull, &count, err));
+	fclose(devnull);
+	assert_int_equal(count, NT);
+	cvm_store_close(s);
+}
+
 /* Two store handles with their own writers stand in for two cvmd processes on one database:
  * the head row must serialize them into one chain. */
 static void test_two_processes_one_chain(void **state)
@@ -478,6 +519,7 @@ int main(void)
 		cmocka_unit_test(test_bad_events_refused),
 		cmocka_unit_test(test_append_in_caller_tx),
 		cmocka_unit_test(test_group_commit_concurrency),
+		cmocka_unit_test(test_large_batches),
 		cmocka_unit_test(test_two_processes_one_chain),
 		cmocka_unit_test(test_forked_processes_one_chain),
 		cmocka_unit_test(test_verify_detects_tampering),
