@@ -54,7 +54,7 @@ static int restore(struct cvm_hsm *h, const char *value, json_t **out, struct cv
 static void key_backup_roundtrip(void **state)
 {
 	struct kt t;
-	kt_open(&t, state, "bk-a", 7, false);
+	kt_open(&t, state, "bk_a", 7, false);
 	json_t *v1 = kt_create(&t, "bk", "{\"kty\":\"oct-HSM\",\"tags\":{\"x\":\"y\"}}");
 	json_t *v2 = kt_create(&t, "bk", "{\"kty\":\"oct-HSM\"}");
 	json_t *pol = J("{\"attributes\":{\"expiryTime\":\"P30D\"}}"), *out = NULL;
@@ -70,7 +70,7 @@ static void key_backup_roundtrip(void **state)
 		   NULL);
 
 	struct cvm_store *sb = NULL;
-	struct cvm_hsm *hb = other_hsm(t.db, "bk-b", 0x11, &sb);
+	struct cvm_hsm *hb = other_hsm(t.db, "bk_b", 0x11, &sb);
 	ASSERT_OK(restore(hb, value, &out, err));
 	assert_string_equal(kid_version(out), kid_version(v2));
 	json_decref(out);
@@ -108,13 +108,13 @@ static void key_backup_roundtrip(void **state)
 static void key_backup_refusals(void **state)
 {
 	struct kt t;
-	kt_open(&t, state, "bkr-a", 7, false);
+	kt_open(&t, state, "bkr_a", 7, false);
 	json_decref(kt_create(&t, "bk", "{\"kty\":\"RSA\"}"));
 	json_t *blob = NULL, *out = NULL;
 	ASSERT_OK(cvm_hsm_key_backup(t.h, &caller, "bk", &blob, err));
 	const char *value = json_string_value(json_object_get(blob, "value"));
 	struct cvm_store *sc = NULL;
-	struct cvm_hsm *hc = other_hsm(t.db, "bkr-c", 0x22, &sc);
+	struct cvm_hsm *hc = other_hsm(t.db, "bkr_c", 0x22, &sc);
 	ASSERT_ERR(restore(hc, value, &out, err), EBADMSG, "BadParameter",
 		   "value: backup blob is corrupt or from another security domain");
 	/* tampered: one bit anywhere */
@@ -232,7 +232,7 @@ static void rm_backup(const char *dir)
 static void full_backup_restore(void **state)
 {
 	struct kt t;
-	kt_open(&t, state, "full-a", 7, false);
+	kt_open(&t, state, "full_a", 7, false);
 	json_t *a1 = kt_create(&t, "fa", "{\"kty\":\"oct-HSM\"}");
 	json_decref(kt_create(&t, "fb", "{\"kty\":\"EC\"}"));
 	json_decref(kt_create(&t, "fc", "{\"kty\":\"oct-HSM\"}"));
@@ -247,7 +247,7 @@ static void full_backup_restore(void **state)
 
 	/* into an HSM of the same domain: everything back, replacing what was there */
 	struct cvm_store *sb = NULL;
-	struct cvm_hsm *hb = other_hsm(t.db, "full-b", 0x11, &sb);
+	struct cvm_hsm *hb = other_hsm(t.db, "full_b", 0x11, &sb);
 	json_decref(kt_create(&(struct kt){ .h = hb }, "local", "{\"kty\":\"EC\"}"));
 	ASSERT_OK(cvm_hsm_full_restore(hb, sub, err));
 	json_t *l = NULL;
@@ -261,7 +261,7 @@ static void full_backup_restore(void **state)
 
 	/* another domain: refused, nothing changed */
 	struct cvm_store *sc = NULL;
-	struct cvm_hsm *hc = other_hsm(t.db, "full-c", 0x22, &sc);
+	struct cvm_hsm *hc = other_hsm(t.db, "full_c", 0x22, &sc);
 	json_decref(kt_create(&(struct kt){ .h = hc }, "mine", "{\"kty\":\"EC\"}"));
 	ASSERT_ERR(cvm_hsm_full_restore(hc, sub, err), EBADMSG, "BadParameter",
 		   "another security domain");

@@ -123,7 +123,7 @@ static void create_and_upload(void **state)
 
 	/* a share of another domain (same officers) does not open this one */
 	struct cvm_store *so = NULL;
-	struct cvm_hsm *ho = fresh(db, "sd-other", &so);
+	struct cvm_hsm *ho = fresh(db, "sd_other", &so);
 	json_t *dlo = NULL;
 	ASSERT_OK(cvm_hsm_domain_create(ho, (const char *const *)o.pub, 3, 2, &dlo, err));
 	struct cvm_secret *f0 = share(dlo, o.priv[0]), *f1 = share(dlo, o.priv[1]);
@@ -243,7 +243,7 @@ static void disaster_recovery(void **state)
 
 	/* a brand-new, empty store: officers bring the download and two shares */
 	struct cvm_store *s2 = NULL;
-	struct cvm_hsm *h2 = fresh(db, "sddr-new", &s2);
+	struct cvm_hsm *h2 = fresh(db, "sddr_new", &s2);
 	struct cvm_secret *s0 = share(dl, o.priv[0]), *s2s = share(dl, o.priv[2]);
 	struct cvm_secret *one[1] = { s0 };
 	ASSERT_ERR(cvm_hsm_domain_restore(h2, dl, one, 1, err), EINVAL, "BadParameter", "shares");
