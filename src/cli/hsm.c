@@ -34,6 +34,8 @@ static int hsm_status(struct cli *cli, int argc, char **argv)
 			printf("detail         %s\n", err.msg);
 	}
 	/* A 403 on keys/read only means this identity is an administrator, not a key user. */
+	if (!reachable || !authenticated)
+		return CLI_CONNECT;
 	return r == 0 || err.errnum == EPERM ? CLI_OK : CLI_FAIL;
 }
 

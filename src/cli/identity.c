@@ -62,8 +62,11 @@ static int id_create(struct cli *cli, int argc, char **argv)
 		}
 	}
 	if (cli->json) {
-		if (secret_out)
+		if (secret_out && json_is_string(sec)) {
+			OPENSSL_cleanse((char *)json_string_value(sec), json_string_length(sec));
 			json_object_del(res, "client_secret");
+			sec = NULL;
+		}
 		cli_print_json(res);
 	} else {
 		const char *l[] = {"name", "kind", "object id", "client id"};
@@ -95,7 +98,7 @@ static int id_list(struct cli *cli, int argc, char **argv)
 		cli_print_json(res);
 	} else {
 		const char *h[] = {"NAME", "KIND", "OBJECT ID", "CLIENT ID"};
-		const char *p[] = {"name", "kind", "object_id", "client_id"};
+		const char *p[] = {"name", "kind", "oid", "client_id"};
 		cli_print_table(json_is_array(res) ? res : json_object_get(res, "value"), h, p, 4);
 	}
 	json_decref(res);

@@ -152,7 +152,12 @@ static int resolve_principal(struct cli *cli, const char *who, char **oid, struc
 	json_t *list = json_is_array(res) ? res : json_object_get(res, "value"), *v;
 	size_t i;
 	json_array_foreach(list, i, v) {
-		const char *o = json_string_value(json_object_get(v, "object_id"));
+		/* the list names it "oid", the create response "object_id" */
+		const char *o = json_string_value(json_object_get(v, "oid"));
+		if (!o)
+			o = json_string_value(json_object_get(v, "object_id"));
+		if (!o)
+			continue;
 		const char *c = json_string_value(json_object_get(v, "client_id"));
 		const char *n = json_string_value(json_object_get(v, "name"));
 		if ((o && strcmp(o, who) == 0) || (c && strcmp(c, who) == 0) ||
