@@ -102,7 +102,9 @@ check "rng 32 bytes" bash -o pipefail -c "[[ \$('$CVM' key rng --count 32 | tr -
 check "rng --count 0 is a usage error" test $rc -eq 2
 
 check "audit verify" "$CVM" audit verify "${AUDIT[@]}"
-check "audit export writes JSON lines" bash -o pipefail -c "'$CVM' audit export ${AUDIT[*]} --since 0 | head -1 | jq -e .seq >/dev/null"
+check "audit export --out" "$CVM" audit export "${AUDIT[@]}" --since 0 --out "$TMP/audit.jsonl"
+check "... writes JSON lines with seq and hash" bash -c "head -1 '$TMP/audit.jsonl' | jq -e '.seq and .hash' >/dev/null"
+check "... one line per record" test "$(wc -l <"$TMP/audit.jsonl")" -ge 50
 
 stop_pid "$CVMD_PID"
 out=$("$CVM" hsm status 2>&1); rc=$?
