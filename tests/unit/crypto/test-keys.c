@@ -11,6 +11,7 @@
 #include <opencvm/crypto.h>
 
 #include <openssl/rsa.h>
+#include <pthread.h>
 
 /* Keys shared by the tests: RSA generation is slow under sanitizers. */
 struct fixture {
@@ -527,6 +528,45 @@ static void test_sign_verify(void **state)
 	assert_string_equal(cvm_alg_digest("PS384"), "SHA384");
 }
 
+/* Keys are shared read-only between request threads (the key service caches them). */
+static void *sign_worker(void *arg)
+{
+	struct cvm_key *k = cvm_key_ref(arg);
+	struct cvm_err err = { 0 };
+	uint8_t h[32] = { 7 };
+	uintptr_t failures = 0;
+	for (int i = 0; i < 40; i++) {
+		struct cvm_buf sig = { 0 };
+		bool valid = false;
+		if (cvm_key_sign_digest(k, "ES256", h, 32, &sig, &err) != 0 ||
+		    cvm_key_verify_digest(k, "ES256", h, 32, sig.data, sig.len, &valid, &err) != 0 ||
+		    !valid)
+			failures++;
+		cvm_buf_free(&sig);
+	}
+	cvm_key_free(k);
+	return (void *)failures;
+}
+
+static void test_shared_between_threads(void **state)
+{
+	struct fixture *f = *state;
+	pthread_t t[4];
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, sign_worker, f->p256), 0);
+	for (int i = 0; i < 4; i++) {
+		void *rv = NULL;
+		assert_int_equal(pthread_join(t[i], &rv), 0);
+		assert_int_equal((uintptr_t)rv, 0);
+	}
+	/* the fixture still holds the only reference and the key still works */
+	struct cvm_err err = { 0 };
+	uint8_t h[32] = { 0 };
+	_cleanup_buf_ struct cvm_buf sig = { 0 };
+	assert_int_equal(cvm_key_sign_digest(f->p256, "ES256", h, 32, &sig, &err), 0);
+	assert_int_equal(sig.len, 64);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -538,6 +578,7 @@ int main(void)
 		cmocka_unit_test(test_operations_roundtrip),
 		cmocka_unit_test(test_operations_mismatch),
 		cmocka_unit_test(test_sign_verify),
+		cmocka_unit_test(test_shared_between_threads),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
