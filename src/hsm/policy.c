@@ -274,7 +274,7 @@ int cvm_hsm_authority_normalize(const char *url, const char *what, char **out,
 	size_t hl = hlen;
 	const char *dp = https ? ":443" : ":80";
 	size_t dl = strlen(dp);
-	if (hl > dl && memcmp(host + hl - dl, dp, dl) == 0 && host[hl - dl - 1] != ']')
+	if (hl > dl && memcmp(host + hl - dl, dp, dl) == 0)
 		hl -= dl;
 	for (size_t i = 0; i < hl; i++) {
 		char ch = (char)tolower((unsigned char)host[i]);

@@ -112,6 +112,9 @@ static void test_authority_normalize(void **state)
 		{ "https://host:8443//", "https://host:8443" },
 		{ "http://127.0.0.1:80/", "http://127.0.0.1" },
 		{ "https://login.example/Tenant/v2.0/", "https://login.example/Tenant/v2.0" },
+		{ "https://[::1]:443/", "https://[::1]" },
+		{ "http://[::1]:8080", "http://[::1]:8080" },
+		{ "https://host:4430", "https://host:4430" },
 	};
 	for (size_t i = 0; i < CVM_ARRAY_SIZE(v); i++) {
 		struct cvm_err err = { 0 };
