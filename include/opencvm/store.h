@@ -6,8 +6,8 @@
  * belongs to the thread that began it until commit/rollback.
  *
  * Portable SQL dialect:
- *  - '?' placeholders (translated to $1..$n for PostgreSQL; '?' inside quotes/comments is left
- *    alone).
+ *  - Plain '?' placeholders, no ?NNN or :name (translated to $1..$n for PostgreSQL; '?' inside
+ *    quotes/comments is left alone).
  *  - Column types TEXT, INTEGER (always 64-bit: rewritten to BIGINT on PostgreSQL), BLOB
  *    (rewritten to BYTEA on PostgreSQL). The rewrite applies to every statement, whole words
  *    outside quotes only.
@@ -60,7 +60,13 @@ struct cvm_val {
 	size_t len;
 };
 #define CVM_VAL_I(x) ((struct cvm_val){ .type = CVM_VAL_INT, .i = (x) })
-#define CVM_VAL_S(x) ((struct cvm_val){ .type = (x) ? CVM_VAL_TEXT : CVM_VAL_NULL, .s = (x) })
+/* A function, not a bare conditional: with an array argument gcc warns that its address is
+ * always true (-Waddress). NULL binds SQL NULL. */
+static inline struct cvm_val cvm_val_text(const char *s)
+{
+	return (struct cvm_val){ .type = s ? CVM_VAL_TEXT : CVM_VAL_NULL, .s = s };
+}
+#define CVM_VAL_S(x) cvm_val_text(x)
 #define CVM_VAL_B(p, n) ((struct cvm_val){ .type = CVM_VAL_BLOB, .b = (p), .len = (n) })
 #define CVM_VAL_NIL ((struct cvm_val){ .type = CVM_VAL_NULL })
 
@@ -92,7 +98,9 @@ CVM_EXPORT int cvm_tx_lock(struct cvm_tx *tx, const char *table, struct cvm_err 
 
 /* Statements are prepared once per connection and cached by SQL text: pass constant SQL and
  * put every variable part in params. changes (nullable) receives the number of rows
- * inserted/updated/deleted. */
+ * inserted/updated/deleted. After a statement fails, only rollback is portable: PostgreSQL
+ * aborts the whole transaction (commit then fails with the statement's errno), SQLite undoes
+ * just the statement. Use ON CONFLICT instead of catching -EEXIST to carry on. */
 CVM_EXPORT int cvm_tx_exec(struct cvm_tx *tx, const char *sql, const struct cvm_val *params,
 			   size_t n, int64_t *changes, struct cvm_err *err);
 /* Runs a statement that returns rows (SELECT, ... RETURNING) and materializes all of them. */

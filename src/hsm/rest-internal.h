@@ -38,7 +38,9 @@ struct rest_route {
 /* Table rows: designated initializers so audit_op may be left out. */
 #define ROUTE(m, p, k, b, fl, st, f, ...)                                                    \
 	{ .method = (m), .pattern = (p), .kind = (k), .body = (b), .flags = (fl),          \
-	  .status = (st), .fn = (f), .audit_op = (NULL, ##__VA_ARGS__) }
+	  .status = (st), .fn = (f), .audit_op = ROUTE_OP_(0, ##__VA_ARGS__, NULL) }
+/* Picks the optional audit-op argument or NULL; a constant expression, as static tables need. */
+#define ROUTE_OP_(dummy, op, ...) op
 
 struct cvm_hsm_rest {
 	struct cvm_hsm *h;

@@ -37,10 +37,11 @@
 		struct cvm_err e_ = { 0 };                                                   \
 		struct cvm_err *err = &e_;                                                   \
 		int r_ = (expr);                                                             \
+		const char *sub_ = (substr);                                                 \
 		if (r_ != -(errno_) || strcmp(e_.code, (code_)) ||                           \
-		    ((substr) && !strstr(e_.msg, (const char *)(substr))))                   \
+		    (sub_ && !strstr(e_.msg, sub_)))                                         \
 			fail_msg("%s = %d (%s: %s), expected %d %s '%s'", #expr, r_, e_.code,  \
-				 e_.msg, -(errno_), (code_), (substr) ? (substr) : "");        \
+				 e_.msg, -(errno_), (code_), sub_ ? sub_ : "");        \
 		_Pragma("GCC diagnostic pop");                                               \
 	} while (0)
 
