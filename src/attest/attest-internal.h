@@ -61,3 +61,6 @@ void cvm_attest_policy_slots_free(struct cvm_attest_policy_slot *p);
  * base64url SHA-256 of the policy text, "" when none. -EPERM when not permitted. */
 int cvm_attest_policy_apply(struct cvm_attest_service *s, const char *type, json_t *claims,
 			    json_t *issued, char hash[48], struct cvm_err *err);
+/* Sign service statements (policy results) with the current key; adds iss/iat/nbf/exp. */
+int cvm_attest_service_sign_claims(struct cvm_attest_service *s, json_t *claims, char **jwt,
+				   struct cvm_err *err);

@@ -333,11 +333,11 @@ static int parse_cond(struct lexer *lx, struct cond *c)
 	for (;;) {
 		if (c->n >= POLICY_MAX_PREDS)
 			return lex_error(lx, lx->cur.line, lx->cur.col, "too many predicates");
-		struct pred *p = &c->preds[c->n];
+		/* Counted first so a literal allocated before a later error is freed. */
+		struct pred *p = &c->preds[c->n++];
 		if ((rc = parse_field(lx, &p->field)) < 0 || (rc = parse_op(lx, &p->op)) < 0 ||
 		    (rc = parse_literal(lx, &p->lit)) < 0)
 			return rc;
-		c->n++;
 		if ((p->field != F_VALUE && p->lit.kind != L_STRING) ||
 		    (p->field != F_VALUE && p->op != OP_EQ && p->op != OP_NE))
 			return lex_error(lx, lx->cur.line, lx->cur.col,

@@ -392,6 +392,21 @@ int cvm_attest_issue_snp_token(struct cvm_attest_service *s, const struct cvm_sn
 	return rc;
 }
 
+int cvm_attest_service_sign_claims(struct cvm_attest_service *s, json_t *claims, char **jwt,
+				   struct cvm_err *err)
+{
+	_cleanup_free_ char *jku = cvm_asprintf("%s/certs", s->issuer);
+	_cleanup_json_ json_t *hdr = jku ? json_pack("{s:s, s:s}", "jku", jku, "kid", s->current.kid)
+					 : NULL;
+	int64_t now = cvm_now();
+	if (!hdr || json_object_set_new(claims, "iss", json_string(s->issuer)) ||
+	    json_object_set_new(claims, "iat", json_integer(now)) ||
+	    json_object_set_new(claims, "nbf", json_integer(now)) ||
+	    json_object_set_new(claims, "exp", json_integer(now + s->lifetime)))
+		return cvm_err_nomem(err);
+	return cvm_jwt_sign(s->current.key, "RS256", hdr, claims, jwt, err);
+}
+
 int cvm_attest_service_verify_token(struct cvm_attest_service *s, const char *token,
 				    json_t **claims, struct cvm_err *err)
 {
@@ -479,8 +494,10 @@ int cvm_attest_service_attest_snp(struct cvm_attest_service *s, const char *body
 
 	struct cvm_snp_certs certs = { 0 };
 	rc = cvm_snp_certs_add(&certs, chain, chain_len, err);
-	if (rc < 0)
+	if (rc < 0) {
+		cvm_snp_certs_clear(&certs);
 		return cvm_err_prefix(err, "report.VcekCertChain");
+	}
 	struct cvm_snp_verdict v;
 	rc = cvm_snp_verify(snp, snp_len, &certs, s->roots, &s->verify_opts, &s->snp_policy, &v, err);
 	cvm_snp_certs_clear(&certs);

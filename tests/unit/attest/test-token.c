@@ -12,7 +12,12 @@
 #include <cmocka.h>
 
 #include <opencvm/attest.h>
+#include <opencvm/http.h>
 #include <opencvm/json.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -413,6 +418,116 @@ static void test_discovery_and_persistence(void **state)
 	assert_int_equal(cvm_attest_service_new(&cfg, &bad, &err), -EINVAL);
 }
 
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t al = sizeof(a);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static json_t *call(const char *method, const char *url, const char *body, long want)
+{
+	struct cvm_http_client_opts o = { .allow_plain_http_loopback = true };
+	struct cvm_http_result res = { 0 };
+	struct cvm_err err = { 0 };
+	const char *hdrs[] = { "Content-Type: application/json", NULL };
+	assert_int_equal(cvm_http_request(&o, method, url, hdrs, body, body ? strlen(body) : 0, &res,
+					  &err), 0);
+	if (res.status != want)
+		fprintf(stderr, "%s %s -> %ld %.*s\n", method, url, res.status, (int)res.body.len,
+			(const char *)res.body.data);
+	assert_int_equal(res.status, want);
+	json_t *j = json_loadb((const char *)res.body.data, res.body.len, 0, NULL);
+	cvm_http_result_free(&res);
+	assert_non_null(j);
+	return j;
+}
+
+static void test_rest(void **state)
+{
+	struct fixture *f = *state;
+	struct cvm_err err = { 0 };
+	int port = free_port();
+	char listen[64], base[64], url[256];
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+	struct cvm_attest_service_config cfg = { .issuer = base, .key_dir = NULL, .roots = f->roots };
+	_cleanup_(cvm_key_freep) struct cvm_key *k = NULL;
+	assert_int_equal(cvm_key_generate_rsa(2048, 0, &k, &err), 0);
+	cfg.signing_key = k;
+	_cleanup_(cvm_attest_service_freep) struct cvm_attest_service *svc = NULL;
+	assert_int_equal(cvm_attest_service_new(&cfg, &svc, &err), 0);
+	struct cvm_http_config hc = { .listen = listen, .threads = 2 };
+	struct cvm_http_server *srv = NULL;
+	assert_int_equal(cvm_http_server_new(&hc, &srv, &err), 0);
+	assert_int_equal(cvm_attest_register_routes(svc, srv, &err), 0);
+	assert_int_equal(cvm_http_server_start(srv, &err), 0);
+
+	/* Discovery: the issuer is the URL clients use, and the JWKS is where it says. */
+	snprintf(url, sizeof(url), "%s/.well-known/openid-configuration", base);
+	json_t *oidc = call("GET", url, NULL, 200);
+	assert_string_equal(json_string_value(json_object_get(oidc, "issuer")), base);
+	json_t *jwks = call("GET", json_string_value(json_object_get(oidc, "jwks_uri")), NULL, 200);
+	assert_int_equal(json_array_size(json_object_get(jwks, "keys")), 1);
+	json_decref(jwks);
+	json_decref(oidc);
+
+	_cleanup_free_ char *body = azure_body("azure/snp-genoa/genoa-hcl-report.bin",
+					       "azure/snp-genoa/vcek-genoa.pem", false, false, "abc");
+	snprintf(url, sizeof(url), "%s/attest/SevSnpVm?api-version=2022-08-01", base);
+	json_t *r = call("POST", url, body, 200);
+	const char *token = json_string_value(json_object_get(r, "token"));
+	assert_non_null(token);
+	json_t *claims = NULL;
+	assert_int_equal(cvm_attest_service_verify_token(svc, token, &claims, &err), 0);
+	assert_string_equal(json_string_value(json_object_get(claims, "iss")), base);
+	assert_string_equal(json_string_value(json_object_get(claims, "nonce")), "abc");
+	json_decref(claims);
+	json_decref(r);
+	/* Failure twins: api-version, runtime data binding. */
+	snprintf(url, sizeof(url), "%s/attest/SevSnpVm?api-version=1999-01-01", base);
+	r = call("POST", url, body, 400);
+	assert_non_null(strstr(json_string_value(cvm_json_path(r, "error.message")), "api-version"));
+	json_decref(r);
+	_cleanup_free_ char *bad = azure_body("azure/snp-genoa/genoa-hcl-report.bin",
+					      "azure/snp-genoa/vcek-genoa.pem", true, false, NULL);
+	snprintf(url, sizeof(url), "%s/attest/SevSnpVm?api-version=2022-08-01", base);
+	r = call("POST", url, bad, 400);
+	assert_string_equal(json_string_value(cvm_json_path(r, "error.code")), "BadParameter");
+	json_decref(r);
+
+	/* Policies: none yet (404), PUT as MAA's unsigned JWS, GET it back, bad text (400). */
+	snprintf(url, sizeof(url), "%s/policies/SevSnpVm?api-version=2022-08-01", base);
+	r = call("GET", url, NULL, 404);
+	json_decref(r);
+	const char *text = "version=1.0; authorizationrules { => permit(); };";
+	_cleanup_free_ char *tb = cvm_b64url_encode(text, strlen(text));
+	_cleanup_free_ char *payload = cvm_asprintf("{\"AttestationPolicy\":\"%s\"}", tb);
+	_cleanup_free_ char *pb = cvm_b64url_encode(payload, strlen(payload));
+	_cleanup_free_ char *jws = cvm_asprintf("\"eyJhbGciOiJub25lIn0.%s.\"", pb);
+	r = call("PUT", url, jws, 200);
+	assert_int_equal(cvm_attest_service_verify_token(svc, json_string_value(json_object_get(r, "token")),
+							 &claims, &err), 0);
+	assert_string_equal(json_string_value(json_object_get(claims, "x-ms-policy-result")), "Updated");
+	json_decref(claims);
+	json_decref(r);
+	r = call("GET", url, NULL, 200);
+	assert_string_equal(json_string_value(json_object_get(r, "policy")), text);
+	json_decref(r);
+	r = call("PUT", url, "version=1.0; issuancerules { => permit(); };", 400);
+	assert_non_null(strstr(json_string_value(cvm_json_path(r, "error.message")), "policy:1:"));
+	json_decref(r);
+	snprintf(url, sizeof(url), "%s/policies/Nope?api-version=2022-08-01", base);
+	r = call("GET", url, NULL, 400);
+	json_decref(r);
+	cvm_http_server_free(srv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -420,6 +535,7 @@ int main(void)
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_emulated_evidence),
 		cmocka_unit_test(test_discovery_and_persistence),
+		cmocka_unit_test(test_rest),
 	};
 	evidence_dir();
 	return cmocka_run_group_tests(tests, setup, teardown);
