@@ -161,3 +161,78 @@ struct cvm_disk_info {
 };
 CVM_EXPORT int cvm_disk_info(const char *path, struct cvm_disk_info *out, struct cvm_err *err);
 CVM_EXPORT void cvm_disk_info_clear(struct cvm_disk_info *info);
+
+/* ---- Disk Encryption Sets and the disk registry (persisted through store.h) ---------------
+ * A DES names the key that wraps its disks' secrets. key_url with a version pins that version;
+ * without one the DES follows the key's latest version (rotation re-wraps disks when it
+ * changes). Type "ConfidentialVmEncryptedWithPlatformKey" = key in the platform's own key
+ * service instance, "ConfidentialVmEncryptedWithCustomerKey" = the customer's HSM key. The
+ * identity (object id) uses the key on the DES's behalf: it must hold the Crypto Service
+ * Encryption User role on the key (data actions keys/read, keys/wrap/action,
+ * keys/unwrap/action); cvm_des_create asks the authz callback and refuses otherwise. */
+enum cvm_des_type { CVM_DES_PLATFORM_KEY, CVM_DES_CUSTOMER_KEY };
+CVM_EXPORT const char *cvm_des_type_name(enum cvm_des_type t);
+/* Accepts the full Azure names and the short "platform" / "customer". */
+CVM_EXPORT int cvm_des_type_parse(const char *s, enum cvm_des_type *out, struct cvm_err *err);
+
+struct cvm_des {
+	char *name;       /* 1..80 of [A-Za-z0-9_-] */
+	char *key_url;    /* http(s)://host/keys/<name>[/<version>] */
+	char *alg;        /* wrap algorithm: "RSA-OAEP-256" (RSA keys) | "A256KW" (oct keys) */
+	enum cvm_des_type type;
+	char *identity;   /* object id of the identity that uses the key */
+	int64_t created, updated;
+};
+CVM_EXPORT void cvm_des_clear(struct cvm_des *d);
+CVM_EXPORT bool cvm_des_follows_latest(const struct cvm_des *d);
+
+/* Role check for a DES identity; wired by the daemon/CLI to the key service's RBAC. Returns 0
+ * when identity may wrap and unwrap with key_url, -EPERM with a message naming the role
+ * otherwise. */
+struct cvm_des_authz {
+	int (*check)(void *ctx, const char *identity, const char *key_url, struct cvm_err *err);
+	void *ctx;
+};
+
+struct cvm_store;
+/* Creates the tables on first use (module "disk", schema version 1). */
+CVM_EXPORT int cvm_des_create(struct cvm_store *s, const struct cvm_des *in,
+			      const struct cvm_des_authz *authz, struct cvm_err *err);
+CVM_EXPORT int cvm_des_get(struct cvm_store *s, const char *name, struct cvm_des *out,
+			   struct cvm_err *err);
+/* *out is an array of n entries; free with cvm_des_list_free. Ordered by name. */
+CVM_EXPORT int cvm_des_list(struct cvm_store *s, struct cvm_des **out, size_t *n,
+			    struct cvm_err *err);
+CVM_EXPORT void cvm_des_list_free(struct cvm_des *list, size_t n);
+/* Refused (-EBUSY) while registered disks use the DES. */
+CVM_EXPORT int cvm_des_delete(struct cvm_store *s, const char *name, struct cvm_err *err);
+
+/* Registry of confidential disks: name -> image path, DES, kind, size, kid of the current
+ * wrap. `cvm disk create/encrypt` register; rotate updates kid; list/show read it. */
+struct cvm_disk_rec {
+	char *name;       /* same rules as a DES name */
+	char *path;
+	char *des;        /* NULL for temp disks */
+	enum cvm_disk_kind kind;
+	uint64_t size;    /* image bytes */
+	char *kid;        /* NULL for temp disks */
+	int64_t created, updated;
+};
+CVM_EXPORT void cvm_disk_rec_clear(struct cvm_disk_rec *r);
+/* -EEXIST when the name is taken, -ENOENT when rec->des names no DES. */
+CVM_EXPORT int cvm_disk_rec_add(struct cvm_store *s, const struct cvm_disk_rec *rec,
+				struct cvm_err *err);
+CVM_EXPORT int cvm_disk_rec_get(struct cvm_store *s, const char *name, struct cvm_disk_rec *out,
+				struct cvm_err *err);
+/* des NULL = all disks. */
+CVM_EXPORT int cvm_disk_rec_list(struct cvm_store *s, const char *des, struct cvm_disk_rec **out,
+				 size_t *n, struct cvm_err *err);
+CVM_EXPORT void cvm_disk_rec_list_free(struct cvm_disk_rec *list, size_t n);
+CVM_EXPORT int cvm_disk_rec_delete(struct cvm_store *s, const char *name, struct cvm_err *err);
+
+/* Rotate a registered disk to its DES's key (the latest version when the DES follows latest):
+ * re-wrap via cvm_disk_rotate when the kid would change, then record the new kid. Sets
+ * *rotated to whether anything changed. */
+CVM_EXPORT int cvm_disk_rotate_registered(struct cvm_store *s, const char *name,
+					  const struct cvm_disk_keywrap *kw, bool *rotated,
+					  struct cvm_err *err);
