@@ -320,9 +320,15 @@ static int version_insert_tx(struct cvm_tx *tx, void *vctx, struct cvm_err *err)
 	}
 	struct cvm_val ins[] = { CVM_VAL_S(nv->name), CVM_VAL_S(nv->version), CVM_VAL_I(nv->now),
 				 CVM_VAL_I(nv->now) };
-	return cvm_tx_exec(tx, "INSERT INTO hsm_keys (name, current_version, deleted, created, "
-			       "updated) VALUES (?, ?, 0, ?, ?)",
-			   ins, 4, NULL, err);
+	r = cvm_tx_exec(tx, "INSERT INTO hsm_keys (name, current_version, deleted, created, "
+			    "updated) VALUES (?, ?, 0, ?, ?)",
+			ins, 4, NULL, err);
+	/* Another process created the first version of this name meanwhile (PostgreSQL): retry,
+	 * the next attempt sees its row and adds this version on top. */
+	if (r == -EEXIST)
+		return cvm_err_set(err, EAGAIN, "Conflict", "key %s: created concurrently",
+				   nv->name);
+	return r;
 }
 
 int cvm_hsm_version_insert(struct cvm_hsm *h, struct cvm_hsm_newver *nv, struct cvm_err *err)

@@ -3,6 +3,7 @@
  * PostgreSQL. */
 #include "keystest.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
 static size_t b64len(json_t *o, const char *field)
@@ -473,6 +474,53 @@ static void store_has_no_plaintext(void **state)
 	kt_close(&t);
 }
 
+struct racer {
+	struct cvm_hsm *h;
+	int failures;
+	struct cvm_err err;
+};
+
+static void *race_create(void *arg)
+{
+	struct racer *r = arg;
+	for (int i = 0; i < 3; i++) {
+		json_t *b = json_pack("{s:s}", "kty", "oct-HSM"), *out = NULL;
+		if (cvm_hsm_key_create(r->h, &caller, "race", b, &out, &r->err) < 0)
+			r->failures++;
+		json_decref(out);
+		json_decref(b);
+	}
+	return NULL;
+}
+
+/* Concurrent creates of one new name (several HSM handles, as several cvmd processes would
+ * have): every version lands, none is lost to a unique-key race. */
+static void concurrent_creates(void **state)
+{
+	struct kt t;
+	kt_open(&t, state, "race", 7, false);
+	struct racer r[4] = { 0 };
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++) {
+		r[i].h = kt_hsm(t.store, 7, false);
+		struct cvm_secret *k = test_domain_key(0x11);
+		ASSERT_OK(cvm_hsm_domain_unlock(r[i].h, k, err));
+		cvm_secret_free(k);
+		assert_int_equal(pthread_create(&th[i], NULL, race_create, &r[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		if (r[i].failures)
+			fail_msg("thread %d: %s: %s", i, r[i].err.code, r[i].err.msg);
+		cvm_hsm_free(r[i].h);
+	}
+	json_t *vers = NULL;
+	ASSERT_OK(cvm_hsm_key_versions(t.h, &caller, "race", 25, NULL, NULL, &vers, err));
+	assert_int_equal(json_array_size(json_object_get(vers, "value")), 12);
+	json_decref(vers);
+	kt_close(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -486,6 +534,7 @@ int main(void)
 		cmocka_unit_test(rng_bytes),
 		cmocka_unit_test(not_activated),
 		cmocka_unit_test(store_has_no_plaintext),
+		cmocka_unit_test(concurrent_creates),
 	};
 	return testdb_run("hsm-keys", tests, CVM_ARRAY_SIZE(tests));
 }

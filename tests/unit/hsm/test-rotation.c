@@ -3,6 +3,8 @@
  * SQLite and (CVM_TEST_POSTGRES) PostgreSQL. */
 #include "keystest.h"
 
+#include <pthread.h>
+
 #define DAY 86400
 
 static void policy_validation(void **state)
@@ -218,6 +220,69 @@ static void tick_notifies_once(void **state)
 	kt_close(&t);
 }
 
+struct ticker {
+	struct cvm_hsm *h;
+	int64_t now;
+	int done;
+	struct cvm_err err;
+};
+
+static void *tick_thread(void *arg)
+{
+	struct ticker *tk = arg;
+	tk->done = cvm_hsm_tick(tk->h, tk->now, &tk->err);
+	return NULL;
+}
+
+/* Several processes tick at the same instant: each due rotation happens exactly once. */
+static void concurrent_ticks(void **state)
+{
+	struct kt t;
+	kt_open(&t, state, "tickrace", 7, false);
+	json_t *pol = J("{\"lifetimeActions\":[{\"trigger\":{\"timeAfterCreate\":\"P7D\"},"
+			"\"action\":{\"type\":\"Rotate\"}}]}");
+	int64_t created = 0;
+	for (int i = 0; i < 5; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "r%d", i);
+		json_t *b = kt_create(&t, name, "{\"kty\":\"EC\"}"), *out = NULL;
+		created = json_integer_value(cvm_json_path(b, "attributes.created"));
+		json_decref(b);
+		ASSERT_OK(cvm_hsm_rotation_policy_put(t.h, &caller, name, pol, &out, err));
+		json_decref(out);
+	}
+	json_decref(pol);
+	struct ticker tk[3] = { 0 };
+	pthread_t th[3];
+	for (int i = 0; i < 3; i++) {
+		tk[i].h = kt_hsm(t.store, 7, false);
+		tk[i].now = created + 8 * DAY;
+		struct cvm_secret *k = test_domain_key(0x11);
+		ASSERT_OK(cvm_hsm_domain_unlock(tk[i].h, k, err));
+		cvm_secret_free(k);
+	}
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, tick_thread, &tk[i]), 0);
+	int total = 0;
+	for (int i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		if (tk[i].done < 0)
+			fail_msg("tick %d: %s: %s", i, tk[i].err.code, tk[i].err.msg);
+		total += tk[i].done;
+		cvm_hsm_free(tk[i].h);
+	}
+	assert_int_equal(total, 5);
+	for (int i = 0; i < 5; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "r%d", i);
+		json_t *vers = NULL;
+		ASSERT_OK(cvm_hsm_key_versions(t.h, &caller, name, 0, NULL, NULL, &vers, err));
+		assert_int_equal(json_array_size(json_object_get(vers, "value")), 2);
+		json_decref(vers);
+	}
+	kt_close(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -225,6 +290,7 @@ int main(void)
 		cmocka_unit_test(manual_rotate),
 		cmocka_unit_test(tick_rotates_when_due),
 		cmocka_unit_test(tick_notifies_once),
+		cmocka_unit_test(concurrent_ticks),
 	};
 	return testdb_run("hsm-rotation", tests, CVM_ARRAY_SIZE(tests));
 }
