@@ -239,6 +239,18 @@ static char *listen_base_url(const char *listen)
 	return cvm_asprintf("https://%s", listen);
 }
 
+/* Handlers block while their audit record commits (group commit: one fsync serves every
+ * record that arrived meanwhile), so throughput needs many requests in flight, i.e. more
+ * workers than cores. */
+static unsigned worker_threads(unsigned configured)
+{
+	if (configured)
+		return configured;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned t = n > 0 ? (unsigned)n * 8 : 16;
+	return t < 16 ? 16 : (t > 256 ? 256 : t);
+}
+
 /* ---- scheduler --------------------------------------------------------------------------------- */
 
 struct scheduler {
@@ -488,7 +500,7 @@ int cvmd_run(struct cvmd_config *c, struct cvm_err *err)
 			.listen = c->listen,
 			.tls_cert_pem = s.cert_pem,
 			.tls_key_pem = s.key_pem,
-			.threads = c->threads,
+			.threads = worker_threads(c->threads),
 			.max_body = CVM_HSM_REST_MAX_BODY,
 		};
 		r = cvm_http_server_new(&hc, &s.srv, err);
