@@ -103,7 +103,8 @@ CVM_EXPORT int cvm_hsm_domain_create_with_key(struct cvm_hsm *h, const struct cv
 CVM_EXPORT int cvm_hsm_domain_unlock(struct cvm_hsm *h, const struct cvm_secret *key32,
 				     struct cvm_err *err);
 /* Activate from >= quorum decrypted shares; the recombined key must match the stored check
- * value, otherwise -EPERM "Forbidden" (too few shares, a wrong share, another domain). */
+ * value, otherwise -EPERM "Forbidden" (too few shares, a wrong share, another domain). Fewer
+ * than 2 shares, duplicates or malformed shares: -EINVAL "BadParameter". */
 CVM_EXPORT int cvm_hsm_domain_upload(struct cvm_hsm *h, struct cvm_secret *const *shares,
 				     size_t n, struct cvm_err *err);
 /* Same for an HSM whose store has no domain yet (disaster recovery into an empty store before a
@@ -111,7 +112,8 @@ CVM_EXPORT int cvm_hsm_domain_upload(struct cvm_hsm *h, struct cvm_secret *const
 CVM_EXPORT int cvm_hsm_domain_restore(struct cvm_hsm *h, json_t *download,
 				      struct cvm_secret *const *shares, size_t n,
 				      struct cvm_err *err);
-/* For officers/CLI: decrypt the share encrypted to this officer (matched by SPKI SHA-256). */
+/* For officers/CLI: decrypt the share encrypted to this officer (matched by SPKI SHA-256);
+ * -ENOENT "NotFound" when the download holds no share for this key. */
 CVM_EXPORT int cvm_hsm_domain_decrypt_share(json_t *download, const char *officer_private_pem,
 					    struct cvm_secret **share, struct cvm_err *err);
 
