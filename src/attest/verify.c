@@ -26,6 +26,9 @@ struct cvm_attest_roots {
 struct cvm_snp_chain {
 	X509 *vek;
 	EVP_PKEY *vek_pub; /* borrowed from vek */
+	/* Fetched once: per-report verification then skips OpenSSL's algorithm lookups. */
+	EVP_MD *sha384;
+	EVP_PKEY_CTX *verify_ctx; /* verify-initialized template, duplicated per report */
 	struct cvm_snp_vek_ext ext;
 	enum cvm_snp_product product;
 	bool emulated;
@@ -250,6 +253,8 @@ void cvm_snp_chain_free(struct cvm_snp_chain *c)
 	if (!c)
 		return;
 	X509_free(c->vek);
+	EVP_MD_free(c->sha384);
+	EVP_PKEY_CTX_free(c->verify_ctx);
 	free(c);
 }
 
@@ -379,33 +384,41 @@ int cvm_snp_chain_verify(const struct cvm_snp_certs *certs, const struct cvm_att
 		return cvm_err_nomem(err);
 	c->vek = certs->vek;
 	c->vek_pub = pub;
+	c->sha384 = EVP_MD_fetch(NULL, "SHA384", NULL);
+	c->verify_ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pub, NULL);
+	if (!c->sha384 || !c->verify_ctx || EVP_PKEY_verify_init(c->verify_ctx) != 1)
+		return cvm_err_openssl(err, EIO, "snp.chain: verification context");
 	*out = CVM_TAKE(c);
 	return 0;
 }
 
 /* ---- report ------------------------------------------------------------------------------ */
 
-static int verify_signature(const uint8_t *report, EVP_PKEY *pub, const struct cvm_snp_report *r,
-			    struct cvm_err *err)
+static int verify_signature(const uint8_t *report, const struct cvm_snp_chain *chain,
+			    const struct cvm_snp_report *r, struct cvm_err *err)
 {
 	int rc = -EBADMSG;
 	uint8_t *der = NULL;
+	uint8_t digest[48];
+	unsigned int dlen = 0;
 	ECDSA_SIG *sig = ECDSA_SIG_new();
 	BIGNUM *br = BN_lebin2bn(r->sig_r, 72, NULL), *bs = BN_lebin2bn(r->sig_s, 72, NULL);
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	if (!sig || !br || !bs || !md || !ECDSA_SIG_set0(sig, br, bs)) {
+	/* The template context is shared by threads: each report works on its own copy. */
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_dup(chain->verify_ctx);
+	if (!sig || !br || !bs || !ctx || !ECDSA_SIG_set0(sig, br, bs)) {
+		if (sig && br && bs && ctx)
+			br = bs = NULL;
 		BN_free(br);
 		BN_free(bs);
 		rc = cvm_err_nomem(err);
 		goto out;
 	}
 	int dl = i2d_ECDSA_SIG(sig, &der);
-	if (dl <= 0) {
-		rc = cvm_err_nomem(err);
+	if (dl <= 0 || EVP_Digest(report, CVM_SNP_SIGNED_SIZE, digest, &dlen, chain->sha384, NULL) != 1) {
+		rc = cvm_err_openssl(err, EIO, "snp.report.signature");
 		goto out;
 	}
-	if (EVP_DigestVerifyInit(md, NULL, EVP_sha384(), NULL, pub) != 1 ||
-	    EVP_DigestVerify(md, der, (size_t)dl, report, CVM_SNP_SIGNED_SIZE) != 1) {
+	if (EVP_PKEY_verify(ctx, der, (size_t)dl, digest, dlen) != 1) {
 		ERR_clear_error();
 		rc = cvm_err_set(err, EBADMSG, "Unauthorized",
 				 "snp.report.signature: does not verify with the VEK");
@@ -415,7 +428,7 @@ static int verify_signature(const uint8_t *report, EVP_PKEY *pub, const struct c
 out:
 	ECDSA_SIG_free(sig);
 	OPENSSL_free(der);
-	EVP_MD_CTX_free(md);
+	EVP_PKEY_CTX_free(ctx);
 	return rc;
 }
 
@@ -484,7 +497,7 @@ int cvm_snp_verify_with_chain(const uint8_t *report, size_t len,
 	if (v.signer == CVM_SNP_SIGNER_VCEK &&
 	    (rc = check_hwid(&chain->ext, &v.report, v.product, err)) < 0)
 		return rc;
-	if ((rc = verify_signature(report, chain->vek_pub, &v.report, err)) < 0)
+	if ((rc = verify_signature(report, chain, &v.report, err)) < 0)
 		return rc;
 	v.vek = chain->ext;
 	v.emulated = chain->emulated;
