@@ -428,6 +428,24 @@ static int empty_body(json_t **body, json_t **owned, struct cvm_err *err)
 	return *body ? 0 : cvm_err_nomem(err);
 }
 
+/* Early, cheap refusal of a soft-deleted name before generating key material (an RSA-4096
+ * generation takes a while); the insert transaction checks again. */
+static int refuse_deleted_name(struct cvm_hsm *h, const char *name, struct cvm_err *err)
+{
+	_cleanup_tx_ struct cvm_tx *tx = NULL;
+	_cleanup_rows_ struct cvm_rows *rows = NULL;
+	struct cvm_val p[] = { CVM_VAL_S(name) };
+	int r;
+	if ((r = cvm_tx_begin(h->store, CVM_TX_READ, &tx, err)) < 0 ||
+	    (r = cvm_tx_query(tx, "SELECT deleted FROM hsm_keys WHERE name = ?", p, 1, &rows,
+			      err)) < 0 ||
+	    (r = cvm_tx_commit(CVM_TAKE(tx), err)) < 0)
+		return r;
+	if (cvm_rows_count(rows) == 1 && cvm_rows_int(rows, 0, 0))
+		return cvm_hsm_err_deleted_conflict(err, name);
+	return 0;
+}
+
 int cvm_hsm_key_create(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
 		       json_t *body, json_t **out, struct cvm_err *err)
 {
@@ -444,6 +462,7 @@ int cvm_hsm_key_create(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const 
 	cvm_hsm_kty_type(kty, &nv.type);
 	_cleanup_key_ struct cvm_key *k = NULL;
 	if ((r = parse_version_fields(body, body, "key_ops", &nv, err)) < 0 ||
+	    (r = refuse_deleted_name(h, name, err)) < 0 ||
 	    (r = gen_key(body, nv.type, kty, &k, err)) < 0 ||
 	    (r = cvm_hsm_newver_from_key(h, &nv, reported_kty(nv.type, strstr(kty, "-HSM")), k,
 					 err)) < 0 ||
