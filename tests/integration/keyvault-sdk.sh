@@ -28,6 +28,15 @@ check "dev-info has every field" jq -e '.base_url and .tenant and .ca_cert and .
 check "dev-info base_url names the picked port" grep -q '"base_url":"https://127.0.0.1:[1-9][0-9]*"' "$TMP/dev.json"
 check "client secret is not in the log" bash -c "! grep -qF \"\$(jq -r .client_secret '$TMP/dev.json')\" '$TMP/dev.log'"
 
+# the attestation service rides along in --dev when cvmd is built with it
+if [[ -d $TMP/dev/tee-emulator ]]; then
+  DEV_BASE=$(jq -r .base_url "$TMP/dev.json")
+  check "attestation OpenID metadata names cvmd as issuer" \
+    jq -e --arg b "$DEV_BASE" '.issuer == $b and .jwks_uri == ($b + "/certs")' \
+    <(curl -s --cacert "$(jq -r .ca_cert "$TMP/dev.json")" "$DEV_BASE/.well-known/openid-configuration") >/dev/null
+  check "dev mode trusts the TEE emulator root explicitly (logged)" grep -q 'event=attest_emulator_trusted' "$TMP/dev.log"
+fi
+
 # 2. a configured instance with purge protection
 PP=$TMP/pp
 mkdir -p "$PP"
