@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* vm: confidential VM lifecycle. Size catalogue (data file sizes.json), VM objects in the store
+ * with a validated, audited state machine, the QEMU/OVMF/swtpm command lines (pure functions:
+ * argv arrays, never shell strings), the VMGS sealing of vTPM and UEFI variable state, and the
+ * host side of the emulated TEE the guest reaches over virtio-serial.
+ *
+ * Errors: 0 or negative errno (util.h); -EINVAL bad input (message names the field), -ENOENT no
+ * such VM/size, -EEXIST name taken, -EBUSY the state forbids the operation ("InvalidState"). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <opencvm/attest.h>
+#include <opencvm/util.h>
+
+struct cvm_store;
+
+/* ==== size catalogue ======================================================================== */
+
+enum cvm_vm_security { CVM_VM_SEC_STANDARD, CVM_VM_SEC_TRUSTED_LAUNCH, CVM_VM_SEC_CONFIDENTIAL };
+enum cvm_vm_tee { CVM_VM_TEE_NONE, CVM_VM_TEE_SEV_SNP, CVM_VM_TEE_TDX, CVM_VM_TEE_EMULATED };
+
+/* "Standard" | "TrustedLaunch" | "ConfidentialVM" */
+CVM_EXPORT const char *cvm_vm_security_name(enum cvm_vm_security s);
+CVM_EXPORT int cvm_vm_security_parse(const char *s, enum cvm_vm_security *out, struct cvm_err *err);
+/* "none" | "sev-snp" | "tdx" | "emulated" */
+CVM_EXPORT const char *cvm_vm_tee_name(enum cvm_vm_tee t);
+CVM_EXPORT int cvm_vm_tee_parse(const char *s, enum cvm_vm_tee *out, struct cvm_err *err);
+
+struct cvm_vm_size {
+	char name[64];       /* "Standard_DC2as_v5" */
+	char family[32];     /* "DCasv5" */
+	int vcpus;           /* 1..1024 */
+	int64_t memory_mib;  /* 512..16 TiB */
+	int gpus;            /* 0.. */
+	bool temp_disk;      /* "d" sizes carry a local temp disk */
+	enum cvm_vm_tee tee; /* CVM_VM_TEE_NONE: not a confidential size */
+};
+struct cvm_vm_sizes {
+	struct cvm_vm_size *v;
+	size_t n;
+};
+/* sizes.json: {"version":1,"sizes":[{"name","family","vcpus","memory_gib","gpus"?,
+ * "temp_disk"?,"tee":"sev-snp"|"tdx"|"none"}]}. Strict: unknown members, duplicate names and
+ * out-of-range values are refused, naming the entry. */
+CVM_EXPORT int cvm_vm_sizes_parse(const uint8_t *buf, size_t len, struct cvm_vm_sizes *out,
+				  struct cvm_err *err);
+CVM_EXPORT int cvm_vm_sizes_load(const char *path, struct cvm_vm_sizes *out, struct cvm_err *err);
+/* The catalogue path: explicit (non-NULL) wins, then the installed data file, then the source
+ * tree's copy (for running from a build dir). *out is malloc'd. -ENOENT when none exists. */
+CVM_EXPORT int cvm_vm_sizes_locate(const char *explicit_path, char **out, struct cvm_err *err);
+CVM_EXPORT void cvm_vm_sizes_clear(struct cvm_vm_sizes *s);
+/* Case-insensitive lookup; NULL when unknown. */
+CVM_EXPORT const struct cvm_vm_size *cvm_vm_sizes_find(const struct cvm_vm_sizes *s,
+							const char *name);
+/* May a VM of this security type (and TEE, for ConfidentialVM) use size? -EINVAL otherwise
+ * with a message listing the allowed sizes. tee NONE means "the size's own TEE". */
+CVM_EXPORT int cvm_vm_sizes_check(const struct cvm_vm_sizes *s, const char *size,
+				  enum cvm_vm_security sec, enum cvm_vm_tee tee,
+				  struct cvm_err *err);
+
+/* ==== VM objects and the state machine ====================================================== */
+
+enum cvm_vm_state {
+	CVM_VM_CREATING,
+	CVM_VM_STOPPED,
+	CVM_VM_STARTING,
+	CVM_VM_ATTESTING,
+	CVM_VM_RUNNING,
+	CVM_VM_STOPPING,
+	CVM_VM_FAILED,
+};
+CVM_EXPORT const char *cvm_vm_state_name(enum cvm_vm_state s); /* "creating", ... */
+CVM_EXPORT int cvm_vm_state_parse(const char *s, enum cvm_vm_state *out, struct cvm_err *err);
+/* creating->stopped|failed, stopped->starting, starting->attesting|stopping|failed,
+ * attesting->running|stopping|failed, running->stopping|failed, stopping->stopped|failed,
+ * failed->stopped|stopping. */
+CVM_EXPORT bool cvm_vm_transition_allowed(enum cvm_vm_state from, enum cvm_vm_state to);
+
+#define CVM_VM_MAX_DATA_DISKS 16
+struct cvm_vm {
+	char *name;         /* 1..64 of [A-Za-z0-9_-], starts alphanumeric */
+	char *size;
+	enum cvm_vm_security security;
+	enum cvm_vm_tee tee;
+	char *os_disk;      /* disk registry name (disk.h), required for ConfidentialVM */
+	char *data_disks[CVM_VM_MAX_DATA_DISKS];
+	size_t n_data_disks;
+	bool temp_disk;     /* fresh random key each boot */
+	char *vmgs;         /* VMGS disk name; NULL until provisioned */
+	char *des;          /* Disk Encryption Set name */
+	char *identity;     /* orchestrator identity (object id) holding the Release User role */
+	char *network;      /* e.g. "user,hostfwd=tcp:127.0.0.1:8080-:80"; NULL = none */
+	enum cvm_vm_state state;
+	char *state_reason; /* last failure or transition reason, NULL when none */
+	int64_t generation; /* bumped by every transition */
+	int64_t created, updated;
+};
+CVM_EXPORT void cvm_vm_clear(struct cvm_vm *vm);
+CVM_EXPORT bool cvm_vm_name_valid(const char *name);
+/* JSON view for the CLI and REST (new reference). */
+CVM_EXPORT int cvm_vm_to_json(const struct cvm_vm *vm, json_t **out, struct cvm_err *err);
+
+/* Create: validates the object (name, size against the catalogue and the security type, a
+ * ConfidentialVM needs a TEE, an OS disk and a DES) and stores it in state "creating"; audited
+ * as "vms/create". The caller provisions, then moves it to stopped (or failed). */
+CVM_EXPORT int cvm_vm_create(struct cvm_store *s, const struct cvm_vm_sizes *sizes,
+			     const struct cvm_vm *in, const char *principal, struct cvm_err *err);
+CVM_EXPORT int cvm_vm_get(struct cvm_store *s, const char *name, struct cvm_vm *out,
+			  struct cvm_err *err);
+/* Ordered by name; free with cvm_vm_list_free. */
+CVM_EXPORT int cvm_vm_list(struct cvm_store *s, struct cvm_vm **out, size_t *n,
+			   struct cvm_err *err);
+CVM_EXPORT void cvm_vm_list_free(struct cvm_vm *list, size_t n);
+/* Move name to state `to`. When expect is non-NULL the current state must equal *expect
+ * (compare-and-set against concurrent orchestrators). Allowed transitions commit together with
+ * their audit record ("vms/state", detail {"from","to","reason"}); refused ones return -EBUSY
+ * ("InvalidState", naming both states) and are audited with that result. reason may be NULL. */
+CVM_EXPORT int cvm_vm_transition(struct cvm_store *s, const char *name,
+				 const enum cvm_vm_state *expect, enum cvm_vm_state to,
+				 const char *reason, const char *principal, struct cvm_err *err);
+/* Delete: only in stopped or failed (-EBUSY otherwise); audited as "vms/delete". */
+CVM_EXPORT int cvm_vm_delete(struct cvm_store *s, const char *name, const char *principal,
+			     struct cvm_err *err);
+
+/* ==== launch: QEMU and swtpm command lines ================================================== */
+
+enum cvm_vm_accel { CVM_VM_ACCEL_TCG, CVM_VM_ACCEL_KVM };
+/* KVM when /dev/kvm can be opened read-write, TCG otherwise. */
+CVM_EXPORT enum cvm_vm_accel cvm_vm_accel_detect(void);
+
+struct cvm_vm_launch {
+	const char *qemu;           /* binary; NULL = "qemu-system-x86_64" */
+	const char *name;           /* VM name (QEMU -name guest=) */
+	int vcpus;
+	int64_t memory_mib;
+	enum cvm_vm_accel accel;
+	enum cvm_vm_tee tee;        /* SEV_SNP / TDX: real hardware objects; EMULATED: virtio-serial */
+	/* Firmware. With pflash (NONE/EMULATED): ovmf_code read-only + the VM's own ovmf_vars copy.
+	 * SEV-SNP/TDX: ovmf_code is the (stateless) firmware passed with -bios. */
+	const char *ovmf_code;
+	const char *ovmf_vars;
+	bool secure_boot;           /* q35 SMM on (required by the Secure Boot OVMF build) */
+	/* Direct kernel boot (optional; SEV-SNP kernel-hashes measures these). */
+	const char *kernel, *initrd, *append;
+	const char *swtpm_sock;     /* swtpm data socket; NULL = no vTPM */
+	const char *os_disk;        /* raw image */
+	const char *const *data_disks;
+	size_t n_data_disks;
+	const char *temp_disk;      /* raw image, NULL = none */
+	const char *tee_sock;       /* EMULATED: unix socket of the host TEE service */
+	const char *serial_log;     /* console written here */
+	const char *qmp_sock;       /* QMP control socket, NULL = none */
+	const char *netdev;         /* e.g. "user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80" or NULL */
+	/* SEV-SNP */
+	uint64_t snp_policy;        /* 0 = 0x30000 (SMT allowed, debug off) */
+	const char *snp_id_block;   /* base64, both or neither */
+	const char *snp_id_auth;
+	const char *snp_host_data;  /* base64 of 32 bytes, or NULL */
+	/* TDX */
+	uint64_t tdx_attributes;    /* 0 = default; bit 0 (debug) refused */
+};
+/* Build the QEMU argv (NULL-terminated, malloc'd; free with cvm_argv_free). Validates the
+ * combination (-EINVAL naming the field). */
+CVM_EXPORT int cvm_vm_qemu_argv(const struct cvm_vm_launch *l, char ***argv, struct cvm_err *err);
+/* swtpm socket --tpm2 with state in state_dir, data socket sock, control socket ctrl_sock. */
+CVM_EXPORT int cvm_vm_swtpm_argv(const char *swtpm, const char *state_dir, const char *sock,
+				 const char *ctrl_sock, const char *log_file, char ***argv,
+				 struct cvm_err *err);
+/* swtpm_setup: manufacture the vTPM once (EK created) in state_dir. */
+CVM_EXPORT int cvm_vm_swtpm_setup_argv(const char *swtpm_setup, const char *state_dir,
+				       char ***argv, struct cvm_err *err);
+CVM_EXPORT void cvm_argv_free(char **argv);
+/* Render argv for logs/tests: arguments joined by '\n' (malloc'd). */
+CVM_EXPORT char *cvm_argv_join(char *const *argv, const char *sep);
+
+/* ==== VMGS: vTPM state + UEFI variables sealed at rest ======================================
+ * A VMGS blob holds the swtpm state directory's regular files and the VM's OVMF VARS file,
+ * sealed with cvm_seal (AES-256-GCM) under a 32-byte key the orchestrator obtains through the
+ * key release path; the AAD binds it to the VM name. Plain layout before sealing:
+ *   "OCVMGS01" ‖ u32 count ‖ count × (u16 name_len ‖ name ‖ u32 data_len ‖ data)   (big-endian)
+ * Names are plain file names ([A-Za-z0-9._-], no "/" or ".."); "ovmf-vars.fd" is the VARS file. */
+#define CVM_VMGS_VARS_NAME "ovmf-vars.fd"
+#define CVM_VMGS_MAX_FILES 64
+#define CVM_VMGS_MAX_FILE (64u * 1024u * 1024u)
+/* Seal state_dir's files plus vars_file into out_path (atomic write, 0600). */
+CVM_EXPORT int cvm_vmgs_seal(const char *state_dir, const char *vars_file, const char *vm_name,
+			     const struct cvm_secret *key, const char *out_path,
+			     struct cvm_err *err);
+/* Unseal in_path into state_dir (created 0700) and vars_file. -EBADMSG wrong key/VM/tampered. */
+CVM_EXPORT int cvm_vmgs_unseal(const char *in_path, const char *vm_name,
+			       const struct cvm_secret *key, const char *state_dir,
+			       const char *vars_file, struct cvm_err *err);
+/* The plain-layout parser (exposed for tests and the fuzz harness): calls fn for each file. */
+typedef int (*cvm_vmgs_file_fn)(void *ctx, const char *name, const uint8_t *data, size_t len,
+				struct cvm_err *err);
+CVM_EXPORT int cvm_vmgs_parse(const uint8_t *buf, size_t len, cvm_vmgs_file_fn fn, void *ctx,
+			      struct cvm_err *err);
+
+/* ==== emulated TEE, host side ===============================================================
+ * Line protocol on the virtio-serial port (org.opencvm.tee.0):
+ *   guest: "SNP_REPORT <128 hex digits of report_data>\n"
+ *   host:  "OK <2368 hex digits of the 1184-byte report>\n" | "ERR <message>\n"
+ *   guest: "VCEK\n"  host: "OK <hex of the PEM chain VCEK+ASK+ARK>\n"
+ * The measurement, host_data and policy come from the host's template (the launch the
+ * orchestrator configured), never from the guest. */
+struct cvm_vm_tee_emu {
+	const char *emu_dir;                    /* cvm_tee_emu_init directory */
+	struct cvm_tee_emu_report_in tmpl;      /* report_data is overwritten per request */
+};
+/* Handle one request line (without the newline); *reply is malloc'd, newline-terminated.
+ * Returns 0 when a reply (OK or ERR) was produced. */
+CVM_EXPORT int cvm_vm_tee_emu_handle(const struct cvm_vm_tee_emu *e, const char *line,
+				     char **reply, struct cvm_err *err);
+/* Serve requests on fd until EOF. */
+CVM_EXPORT int cvm_vm_tee_emu_serve(const struct cvm_vm_tee_emu *e, int fd, struct cvm_err *err);
