@@ -302,6 +302,9 @@ int cvm_hsm_backup_open(const struct cvm_secret *backup_key, const uint8_t *buf,
 int cvm_hsm_key_backup(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
 		       json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	int r = cvm_hsm_check_name(name, err);
 	if (r < 0)
 		return r;
@@ -455,6 +458,9 @@ static int verify_versions(struct cvm_hsm *h, struct cvm_hsm_backup *b, struct c
 int cvm_hsm_key_restore(struct cvm_hsm *h, const struct cvm_hsm_caller *c, json_t *body,
 			json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	const char *value;
 	int r;
 	if (!body || !json_is_object(body))
@@ -524,6 +530,9 @@ static int read_hsm_id(struct cvm_tx *tx, char out[37], struct cvm_err *err)
 
 int cvm_hsm_full_backup(struct cvm_hsm *h, const char *dir, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	if (!dir || !dir[0])
 		return cvm_err_badparam(err, "dir: a backup directory is required");
 	_cleanup_tx_ struct cvm_tx *tx = NULL;
@@ -635,6 +644,9 @@ static int verify_manifest(struct cvm_hsm *h, json_t *man, const uint8_t *data, 
 
 int cvm_hsm_full_restore(struct cvm_hsm *h, const char *dir, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	if (!dir || !dir[0])
 		return cvm_err_badparam(err, "dir: a backup directory is required");
 	_cleanup_free_ char *dpath = cvm_path_join(dir, "keys.json");

@@ -115,6 +115,9 @@ const char *cvm_hsm_base_url(const struct cvm_hsm_caller *c);
 int cvm_hsm_check_name(const char *name, struct cvm_err *err);
 /* -EBUSY "HsmNotActivated" unless activated. Caller holds domain_lock (shared). */
 int cvm_hsm_require_active(struct cvm_hsm *h, struct cvm_err *err);
+/* Same, taking the lock itself: the entry check of every public key call (an HSM without its
+ * security domain serves no key data at all, like a Managed HSM before activation). */
+int cvm_hsm_check_active(struct cvm_hsm *h, struct cvm_err *err);
 /* Seal/unseal private material under seal_key with AAD "name|version". Caller holds
  * domain_lock (shared) and checked activation. */
 int cvm_hsm_seal_private(struct cvm_hsm *h, const char *name, const char *version,

@@ -449,6 +449,9 @@ static int refuse_deleted_name(struct cvm_hsm *h, const char *name, struct cvm_e
 int cvm_hsm_key_create(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
 		       json_t *body, json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	static const char *const ktys[] = { "EC", "EC-HSM", "RSA", "RSA-HSM", "oct", "oct-HSM",
 					    NULL };
 	_cleanup_json_ json_t *owned = NULL;
@@ -479,6 +482,9 @@ int cvm_hsm_key_create(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const 
 int cvm_hsm_key_import(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
 		       json_t *body, json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	_cleanup_json_ json_t *owned = NULL;
 	int r = cvm_hsm_check_name(name, err);
 	if (r < 0 || (r = empty_body(&body, &owned, err)) < 0)
@@ -516,6 +522,9 @@ int cvm_hsm_key_import(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const 
 int cvm_hsm_key_get(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
 		    const char *version, json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	return bundle_of(h, c, name, version, out, err);
 }
 
@@ -605,6 +614,9 @@ static int update_tx(struct cvm_tx *tx, void *vctx, struct cvm_err *err)
 int cvm_hsm_key_update(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
 		       const char *version, json_t *body, json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	_cleanup_json_ json_t *owned = NULL;
 	_cleanup_keyver_ struct cvm_hsm_keyver *kv = NULL;
 	int r = empty_body(&body, &owned, err);
@@ -709,6 +721,9 @@ int cvm_hsm_key_list(struct cvm_hsm *h, const struct cvm_hsm_caller *c, int maxr
 		     const char *skiptoken, const char *api_version, json_t **out,
 		     struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	int limit;
 	char after[CVM_HSM_NAME_MAX + 1];
 	int r = cvm_hsm_page_args(maxresults, skiptoken, false, &limit, after, err);
@@ -748,6 +763,9 @@ int cvm_hsm_key_versions(struct cvm_hsm *h, const struct cvm_hsm_caller *c, cons
 			 int maxresults, const char *skiptoken, const char *api_version,
 			 json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	int limit;
 	char after[CVM_HSM_NAME_MAX + 1];
 	_cleanup_keyver_ struct cvm_hsm_keyver *cur = NULL;

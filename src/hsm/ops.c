@@ -128,6 +128,9 @@ int cvm_hsm_key_op(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char
 		   const char *version, const char *op, json_t *body, json_t **out,
 		   struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	size_t i;
 	for (i = 0; i < CVM_ARRAY_SIZE(ops); i++)
 		if (op && strcasecmp(op, ops[i].path) == 0)

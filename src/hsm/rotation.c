@@ -193,6 +193,9 @@ static int load_policy(struct cvm_hsm *h, const char *name, json_t **policy, str
 int cvm_hsm_rotation_policy_get(struct cvm_hsm *h, const struct cvm_hsm_caller *c,
 				const char *name, json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	_cleanup_json_ json_t *pol = NULL;
 	int r = load_policy(h, name, &pol, err);
 	if (r < 0)
@@ -221,6 +224,9 @@ static int put_tx(struct cvm_tx *tx, void *vctx, struct cvm_err *err)
 int cvm_hsm_rotation_policy_put(struct cvm_hsm *h, const struct cvm_hsm_caller *c,
 				const char *name, json_t *body, json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	_cleanup_json_ json_t *prev = NULL, *pol = NULL;
 	int r = load_policy(h, name, &prev, err);
 	if (r < 0 || (r = parse_policy(body, prev, cvm_now(), &pol, err)) < 0)
@@ -299,6 +305,9 @@ int cvm_hsm_rotate_at(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const c
 int cvm_hsm_key_rotate(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
 		       json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	char version[33];
 	int r = cvm_hsm_check_name(name, err);
 	if (r < 0 || (r = cvm_hsm_rotate_at(h, c, name, NULL, cvm_now(), version, err)) < 0)

@@ -135,6 +135,14 @@ int cvm_hsm_require_active(struct cvm_hsm *h, struct cvm_err *err)
 	return 0;
 }
 
+int cvm_hsm_check_active(struct cvm_hsm *h, struct cvm_err *err)
+{
+	pthread_rwlock_rdlock(&h->domain_lock);
+	int r = cvm_hsm_require_active(h, err);
+	pthread_rwlock_unlock(&h->domain_lock);
+	return r;
+}
+
 static char *seal_aad(const char *name, const char *version)
 {
 	return cvm_asprintf("%s|%s", name, version);

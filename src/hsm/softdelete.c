@@ -58,6 +58,9 @@ static int delete_tx(struct cvm_tx *tx, void *vctx, struct cvm_err *err)
 int cvm_hsm_key_delete(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
 		       json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	int r = cvm_hsm_check_name(name, err);
 	if (r < 0)
 		return r;
@@ -73,6 +76,9 @@ int cvm_hsm_key_delete(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const 
 int cvm_hsm_deleted_get(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
 			json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	return deleted_bundle(h, c, name, out, err);
 }
 
@@ -80,6 +86,9 @@ int cvm_hsm_deleted_list(struct cvm_hsm *h, const struct cvm_hsm_caller *c, int 
 			 const char *skiptoken, const char *api_version, json_t **out,
 			 struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	int limit;
 	char after[CVM_HSM_NAME_MAX + 1];
 	int r = cvm_hsm_page_args(maxresults, skiptoken, false, &limit, after, err);
@@ -135,6 +144,9 @@ static int recover_tx(struct cvm_tx *tx, void *vctx, struct cvm_err *err)
 int cvm_hsm_deleted_recover(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
 			    json_t **out, struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	int r = cvm_hsm_check_name(name, err);
 	if (r < 0 || (r = cvm_store_transact(h->store, CVM_TX_WRITE, recover_tx, (void *)name,
 					     err)) < 0)
@@ -193,6 +205,9 @@ static int purge_tx(struct cvm_tx *tx, void *vctx, struct cvm_err *err)
 int cvm_hsm_deleted_purge(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char *name,
 			  struct cvm_err *err)
 {
+	int active = cvm_hsm_check_active(h, err);
+	if (active < 0)
+		return active;
 	int r = cvm_hsm_check_name(name, err);
 	if (r < 0)
 		return r;

@@ -399,6 +399,25 @@ static void not_activated(void **state)
 	assert_true(cvm_hsm_activated(h));
 	ASSERT_OK(cvm_hsm_key_create(h, &caller, "k", b, &out, err));
 	json_decref(out);
+	/* a second process over the same store serves no key data until it is activated too */
+	struct cvm_hsm *cold = kt_hsm(s, 7, false);
+	out = NULL;
+	ASSERT_ERR(cvm_hsm_key_get(cold, &caller, "k", NULL, &out, err), EBUSY, "HsmNotActivated",
+		   NULL);
+	ASSERT_ERR(cvm_hsm_key_list(cold, &caller, 0, NULL, NULL, &out, err), EBUSY,
+		   "HsmNotActivated", NULL);
+	ASSERT_ERR(cvm_hsm_key_delete(cold, &caller, "k", &out, err), EBUSY, "HsmNotActivated",
+		   NULL);
+	ASSERT_ERR(cvm_hsm_rotation_policy_get(cold, &caller, "k", &out, err), EBUSY,
+		   "HsmNotActivated", NULL);
+	ASSERT_ERR(cvm_hsm_key_backup(cold, &caller, "k", &out, err), EBUSY, "HsmNotActivated",
+		   NULL);
+	assert_null(out);
+	json_t *rb = J("{\"count\":4}");
+	ASSERT_OK(cvm_hsm_rng(cold, rb, &out, err)); /* randomness needs no domain */
+	json_decref(out);
+	json_decref(rb);
+	cvm_hsm_free(cold);
 	json_decref(b);
 	cvm_secret_free(k);
 	cvm_hsm_free(h);
