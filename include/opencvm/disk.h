@@ -127,12 +127,22 @@ CVM_EXPORT int cvm_disk_encrypt_image(const char *src, const char *dst,
 				      const struct cvm_disk_wrap_params *wp,
 				      const struct cvm_disk_opts *opts, struct cvm_err *err);
 
+/* On resume the interrupted run's sector and chunk size are kept whatever opts say. */
+
 /* Decrypt the data area of a LUKS2 AES-XTS image (ours or one cryptsetup made) into a new raw
  * file dst (-EEXIST when it exists), using the keyslot passphrase. Only threads, chunk_size,
  * progress and checkpoint_ms of opts are used (opts may be NULL). */
 CVM_EXPORT int cvm_disk_decrypt_image(const char *src, const char *dst,
 				      const struct cvm_secret *passphrase,
 				      const struct cvm_disk_opts *opts, struct cvm_err *err);
+
+/* Check an image without writing anything: a valid, complete LUKS2 header with a supported
+ * layout, and a passphrase that opens a keyslot (libcryptsetup checks it against the volume key
+ * digest). When src (the raw image it was made from) is given, also decrypt `samples` sectors
+ * — the first, the last and evenly spread ones between (0 = 64) — and compare them with the
+ * source: -EBADMSG naming the first sector that differs. */
+CVM_EXPORT int cvm_disk_verify(const char *path, const struct cvm_secret *passphrase,
+			       const char *src, unsigned samples, struct cvm_err *err);
 
 /* Read the opencvm-hsm token of an image, unwrap the secret through kw, and check that it opens
  * the keyslot the token names. Refuses incomplete images (-EBUSY). */

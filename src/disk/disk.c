@@ -584,6 +584,71 @@ int cvm_disk_decrypt_image(const char *src, const char *dst, const struct cvm_se
 	return r;
 }
 
+static int compare_sector(int img, int src, uint64_t off, uint32_t ss, uint64_t idx,
+			  const uint8_t *vk, struct cvm_err *err)
+{
+	uint8_t ct[4096], pt[4096], want[4096];
+	ssize_t a = pread(img, ct, ss, (off_t)(off + idx * ss));
+	ssize_t b = pread(src, want, ss, (off_t)(idx * ss));
+	if (a != (ssize_t)ss || b != (ssize_t)ss)
+		return cvm_err_set(err, EIO, "InternalError", "verify: cannot read sector %llu",
+				   (unsigned long long)idx);
+	int r = cvm_xts_sector(vk, false, idx * ss / 512, ct, pt, ss, err);
+	if (r < 0)
+		return r;
+	bool same = CRYPTO_memcmp(pt, want, ss) == 0;
+	OPENSSL_cleanse(pt, sizeof(pt));
+	OPENSSL_cleanse(want, sizeof(want));
+	if (!same)
+		return cvm_err_set(err, EBADMSG, "BadParameter",
+				   "verify: sector %llu does not decrypt to the source",
+				   (unsigned long long)idx);
+	return 0;
+}
+
+int cvm_disk_verify(const char *path, const struct cvm_secret *passphrase, const char *src,
+		    unsigned samples, struct cvm_err *err)
+{
+	if (!path || !passphrase)
+		return cvm_err_badparam(err, "path, passphrase: required");
+	_cleanup_luks_ struct cvm_luks l = { 0 };
+	int r;
+	if ((r = cvm_luks_open(path, &l, err)) < 0 || (r = require_complete(&l, path, err)) < 0)
+		return r;
+	_cleanup_close_ int img = open(path, O_RDONLY | O_CLOEXEC);
+	if (img < 0)
+		return sys_err(err, "open", path);
+	struct stat st;
+	uint64_t fsize, off, len;
+	uint32_t ss;
+	if ((r = file_size_fd(img, path, &fsize, &st, err)) < 0 ||
+	    (r = cvm_luks_check_layout(&l, fsize, &off, &len, &ss, err)) < 0)
+		return r;
+	_cleanup_secret_ struct cvm_secret *vk = NULL;
+	if ((r = cvm_luks_volume_key(&l, CRYPT_ANY_SLOT, passphrase, &vk, err)) < 0 || !src)
+		return r;
+	_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return sys_err(err, "open source", src);
+	uint64_t ssize;
+	if ((r = file_size_fd(in, src, &ssize, &st, err)) < 0)
+		return r;
+	if (ssize != len)
+		return cvm_err_set(err, EBADMSG, "BadParameter",
+				   "verify: source is %llu bytes, the encrypted volume %llu",
+				   (unsigned long long)ssize, (unsigned long long)len);
+	uint64_t nsec = len / ss, n = samples ? samples : 64;
+	if (n > nsec)
+		n = nsec;
+	for (uint64_t i = 0; i < n; i++) {
+		/* first and last always, the rest evenly spread */
+		uint64_t idx = n == 1 ? 0 : i * (nsec - 1) / (n - 1);
+		if ((r = compare_sector(img, in, off, ss, idx, vk->data, err)) < 0)
+			return r;
+	}
+	return 0;
+}
+
 int cvm_disk_unlock_secret(const char *path, const struct cvm_disk_keywrap *kw,
 			   struct cvm_secret **secret, struct cvm_err *err)
 {

@@ -88,6 +88,11 @@ check "detached header for our data area" cryptsetup luksFormat --type luks2 --h
 check "cryptsetup reencrypt --decrypt of our data area" cryptsetup reencrypt --decrypt --header "$W/dec.hdr" \
 	--key-file "$W/enc.key" --force-offline-reencrypt -q "$W/enc.payload"
 check "cryptsetup's decryption equals the source" cmp "$W/enc.payload" "$W/src.raw"
+check "verify: every sector decrypts to the source" "$TOOL" verify "$W/enc.img" "$W/enc.key" "$W/src.raw" 16384
+cp "$W/src.raw" "$W/mod.raw"
+printf 'X' | dd of="$W/mod.raw" bs=1 seek=$((32 * 1024 * 1024 + 5)) conv=notrunc status=none
+check_err "verify: one changed source byte is caught" "sector 8192 does not decrypt" "$TOOL" verify "$W/enc.img" "$W/enc.key" "$W/mod.raw" 16384
+rm -f "$W/mod.raw"
 check "our decrypt" "$TOOL" decrypt "$W/enc.img" "$W/dec.raw" "$W/enc.key"
 check "our decryption equals the source" cmp "$W/dec.raw" "$W/src.raw"
 rm -f "$W/enc.payload" "$W/ref.raw" "$W/dec.raw"
@@ -121,28 +126,31 @@ done
 rm -f "$W/cs.out" "$W/cs.img" "$W/cs.plain"
 
 # ---- 5. SIGKILL at random points, then resume ---------------------------------------------
-head -c 32 /dev/urandom >/dev/null
 python3 -c "import sys; sys.stdout.buffer.write(bytes((i * 37 + 11) % 256 for i in range(64)))" >"$W/fixed.vk"
-head -c $((192 * 1024 * 1024)) /dev/urandom >"$W/k.raw"
+head -c $((320 * 1024 * 1024)) /dev/urandom >"$W/k.raw"
 K_SHA=$(sha "$W/k.raw")
 kills=0
-for attempt in 1 2 3 4 5 6 7 8; do
-	"$TOOL" encrypt "$W/k.raw" "$W/k.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES" threads=2 chunk=1048576 \
+for attempt in $(seq 1 12); do
+	"$TOOL" encrypt "$W/k.raw" "$W/k.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES" threads=2 chunk=262144 \
 		ckpt_ms=20 vkfile="$W/fixed.vk" 2>"$W/k.err" &
 	pid=$!
-	sleep "0.$((RANDOM % 6 + 2))"
-	if kill -KILL "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
+	sleep "0.$((RANDOM % 4 + 1))"
+	kill -KILL "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
-	[ -e "$W/k.img" ] && break
-	if [ $kills -ge 3 ]; then break; fi
+	if [ -e "$W/k.img" ]; then
+		rm -f "$W/k.img" # finished before the kill: that run does not count, start over
+		kills=0
+		continue
+	fi
+	[ -e "$W/k.img.partial" ] || continue # killed before the header existed: nothing to resume
+	kills=$((kills + 1))
+	[ $kills -ge 3 ] && break
 done
-check "killed the encryption $kills time(s)" test "$kills" -ge 1
-if [ ! -e "$W/k.img" ]; then
-	check "interrupted image is not at the destination name" test ! -e "$W/k.img"
-	check "interrupted image is detectably incomplete" sh -c "'$TOOL' info '$W/k.img.partial' | grep -q complete=0"
-	check_err "an incomplete image is refused" "has not finished" "$TOOL" unlock "$W/k.img.partial" "$KEYS" "$W/x.key"
-fi
-check "resume completes" "$TOOL" encrypt "$W/k.raw" "$W/k.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES" threads=2 chunk=1048576 vkfile="$W/fixed.vk"
+check "killed the same encryption $kills times in a row" test "$kills" -ge 3
+check "interrupted image is not at the destination name" test ! -e "$W/k.img"
+check "interrupted image is detectably incomplete" sh -c "'$TOOL' info '$W/k.img.partial' | grep -q complete=0"
+check_err "an incomplete image is refused" "has not finished" "$TOOL" unlock "$W/k.img.partial" "$KEYS" "$W/x.key"
+check "resume completes" "$TOOL" encrypt "$W/k.raw" "$W/k.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES" threads=2 vkfile="$W/fixed.vk"
 check "no partial file left" test ! -e "$W/k.img.partial"
 check "uninterrupted run" "$TOOL" encrypt "$W/k.raw" "$W/k2.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES" threads=1 vkfile="$W/fixed.vk"
 check "resumed data area identical to an uninterrupted run" cmp <(payload "$W/k.img") <(payload "$W/k2.img")

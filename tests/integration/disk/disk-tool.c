@@ -7,6 +7,7 @@
  *   disk-tool encrypt SRC DST KEYDIR KEY_URL ALG DES [threads=N] [chunk=N] [sector=N]
  *                     [ckpt_ms=N] [vkfile=PATH] [progress]
  *   disk-tool decrypt IMG OUT KEYFILE [threads=N]
+ *   disk-tool verify IMG KEYFILE [SRC [SAMPLES]]
  *   disk-tool unlock IMG KEYDIR OUTFILE        (writes the 32-byte secret, mode 0600)
  *   disk-tool rotate IMG KEYDIR KEY_URL ALG
  *   disk-tool info IMG
@@ -156,6 +157,16 @@ int main(int argc, char **argv)
 			return 1;
 		r = cvm_disk_decrypt_image(argv[2], argv[3], s, &o, &err) < 0 ? fail(&err) : 0;
 		cvm_secret_free(s);
+	} else if (strcmp(cmd, "verify") == 0 && argc >= 4 && argc <= 6) {
+		struct cvm_secret *s = NULL;
+		uint64_t samples = 0;
+		if (argc == 6 && parse_u64(argv[5], &samples) < 0)
+			return 2;
+		if (read_secret(argv[3], 0, &s))
+			return 1;
+		r = cvm_disk_verify(argv[2], s, argc >= 5 ? argv[4] : NULL, (unsigned)samples, &err);
+		cvm_secret_free(s);
+		r = r < 0 ? fail(&err) : 0;
 	} else if (strcmp(cmd, "unlock") == 0 && argc == 5) {
 		struct testkw tw;
 		struct cvm_disk_keywrap kw;

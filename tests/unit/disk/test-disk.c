@@ -483,12 +483,26 @@ static void test_encrypt_roundtrip(void **state)
 	sha256_file(src, h1);
 	assert_memory_equal(h0, h1, 32);
 
+	/* verify against the source: every sector, then failure twins */
+	assert_int_equal(cvm_disk_verify(img, s, src, 0, &err), 0);
+	assert_int_equal(cvm_disk_verify(img, s, src, (unsigned)(len / 4096), &err), 0);
+	assert_int_equal(cvm_disk_verify(img, s, NULL, 0, &err), 0);
+	_cleanup_free_ char *other = path_in(fx, "other.raw");
+	plain[len - 1] ^= 1;
+	write_file(other, plain, len);
+	plain[len - 1] ^= 1;
+	assert_int_equal(cvm_disk_verify(img, s, other, 2, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "sector 1535 does not decrypt"));
+	write_file(other, plain, len - 4096);
+	assert_int_equal(cvm_disk_verify(img, s, other, 2, &err), -EBADMSG);
+
 	/* twins: destination exists; decrypt target exists; wrong passphrase */
 	assert_int_equal(cvm_disk_encrypt_image(src, img, &fx->wp, &o, &err), -EEXIST);
 	assert_int_equal(cvm_disk_decrypt_image(img, back, s, &o, &err), -EEXIST);
 	unlink(back);
 	s->data[0] ^= 1;
 	assert_int_equal(cvm_disk_decrypt_image(img, back, s, &o, &err), -EPERM);
+	assert_int_equal(cvm_disk_verify(img, s, src, 0, &err), -EPERM);
 	assert_int_equal(access(back, F_OK), -1);
 }
 
@@ -586,6 +600,13 @@ static void test_bad_images(void **state)
 	assert_int_equal(cvm_disk_decrypt_image(bad, out, s, NULL, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "truncated image"));
 	assert_int_equal(access(out, F_OK), -1);
+
+	/* a damaged data area is caught by verify */
+	copy_file(img, bad);
+	corrupt(bad, CVM_DISK_DATA_OFFSET + 4096 * 5 + 7, 3);
+	assert_int_equal(cvm_disk_verify(bad, s, src, 256, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "sector 5 "));
+	assert_int_equal(cvm_disk_verify(img, s, src, 256, &err), 0);
 
 	/* an image with the progress token is refused */
 	copy_file(img, bad);
