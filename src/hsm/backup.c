@@ -291,9 +291,9 @@ int cvm_hsm_backup_open(const struct cvm_secret *backup_key, const uint8_t *buf,
 	if (cvm_unseal(backup_key, BLOB_AAD, strlen(BLOB_AAD), buf + BLOB_MAGIC_LEN,
 		       len - BLOB_MAGIC_LEN, &pt, &e2) < 0)
 		return cvm_err_set(err, EBADMSG, "BadParameter", CORRUPT_MSG);
-	int r = cvm_hsm_backup_parse_payload(pt->data, pt->len, out, err);
-	if (r < 0)
-		return cvm_err_set(err, EBADMSG, "BadParameter", CORRUPT_MSG " (%s)", err->msg);
+	struct cvm_err perr = { 0 };
+	if (cvm_hsm_backup_parse_payload(pt->data, pt->len, out, &perr) < 0)
+		return cvm_err_set(err, EBADMSG, "BadParameter", CORRUPT_MSG " (%s)", perr.msg);
 	return 0;
 }
 
