@@ -93,6 +93,13 @@ struct cvm_disk_opts {
 	void *progress_ctx;
 	/* Checkpoint interval in milliseconds (0 = 1000). */
 	unsigned checkpoint_ms;
+	/* encrypt only: leave chunks that are entirely holes in a sparse source unwritten (holes in
+	 * the image too). Faster and the image stays sparse, but (1) the guest reads those sectors
+	 * as pseudorandom bytes (zeros decrypted), not zeros, so only use it when nothing relies on
+	 * never-written sectors reading as zeros (a file system's free space, not a partition table
+	 * or metadata area the source left sparse); (2) the host can see which regions of the source
+	 * were empty. Default off: every sector is encrypted and the ciphertext reveals nothing. */
+	bool skip_holes;
 	/* Tests only: use this volume key (64 bytes) instead of a random one, so two runs give the
 	 * same ciphertext. Never set in production: the volume key must be fresh per disk. */
 	const struct cvm_secret *volume_key;

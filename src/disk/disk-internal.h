@@ -23,6 +23,7 @@ struct cvm_xts_job {
 	uint32_t sector_size;
 	const uint8_t *key; /* CVM_DISK_VOLUME_KEY_LEN bytes */
 	bool encrypt;
+	bool skip_holes;    /* leave chunks that are wholly holes in in_fd unwritten */
 	unsigned threads;
 	size_t chunk;
 	unsigned checkpoint_ms;

@@ -112,6 +112,14 @@ static int do_chunk(struct engine *e, EVP_CIPHER_CTX *ctx, uint8_t *buf, uint64_
 	const struct cvm_xts_job *job = e->job;
 	uint64_t off = idx * job->chunk;
 	size_t len = (size_t)(job->len - off < job->chunk ? job->len - off : job->chunk);
+	if (job->skip_holes) {
+		/* the next data at or after the chunk start lies beyond it: the chunk is a hole (the
+		 * file offset lseek moves is unused: all I/O here is pread/pwrite) */
+		off_t data = lseek(job->in_fd, (off_t)(job->in_off + off), SEEK_DATA);
+		if ((data < 0 && errno == ENXIO) ||
+		    (data >= 0 && (uint64_t)data >= job->in_off + off + len))
+			return 0;
+	}
 	int r = full_pread(job->in_fd, buf, len, job->in_off + off, err);
 	if (r < 0)
 		return cvm_err_prefix(err, "source");

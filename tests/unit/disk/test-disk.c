@@ -537,6 +537,57 @@ static void test_encrypt_512_with_mbr(void **state)
 	assert_int_equal(access(opart, F_OK), -1);
 }
 
+static bool all_zero(const uint8_t *d, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (d[i])
+			return false;
+	return true;
+}
+
+static void test_sparse_source(void **state)
+{
+	struct fx *fx = *state;
+	_cleanup_free_ char *src = path_in(fx, "sparse.raw"), *all = path_in(fx, "all.img"),
+			    *skip = path_in(fx, "skip.img"), *b1 = path_in(fx, "all.back"),
+			    *b2 = path_in(fx, "skip.back");
+	size_t len = 64 * MIB;
+	int fd = open(src, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_int_equal(ftruncate(fd, (off_t)len), 0);
+	uint8_t data[8192];
+	memset(data, 0x5c, sizeof(data));
+	assert_int_equal(pwrite(fd, data, sizeof(data), 8 * MIB), (ssize_t)sizeof(data));
+	assert_int_equal(pwrite(fd, data, 4096, (off_t)len - 4096), 4096);
+	close(fd);
+	struct cvm_err err = { 0 };
+	struct cvm_disk_opts o = { .chunk_size = MIB, .threads = 2 };
+	/* default: every sector encrypted, holes included; decrypts to the exact source */
+	assert_int_equal(cvm_disk_encrypt_image(src, all, &fx->wp, &o, &err), 0);
+	struct stat st;
+	assert_int_equal(stat(all, &st), 0);
+	assert_true((uint64_t)st.st_blocks * 512 >= len);
+	_cleanup_secret_ struct cvm_secret *s1 = NULL, *s2 = NULL;
+	assert_int_equal(cvm_disk_unlock_secret(all, &fx->kw, &s1, &err), 0);
+	assert_int_equal(cvm_disk_decrypt_image(all, b1, s1, NULL, &err), 0);
+	size_t n1;
+	_cleanup_free_ uint8_t *p1 = read_all(b1, &n1), *orig = read_all(src, &n1);
+	assert_memory_equal(p1, orig, len);
+
+	/* skip_holes: only the two data chunks are written; holes decrypt to pseudorandom bytes */
+	o.skip_holes = true;
+	assert_int_equal(cvm_disk_encrypt_image(src, skip, &fx->wp, &o, &err), 0);
+	assert_int_equal(stat(skip, &st), 0);
+	assert_true((uint64_t)st.st_blocks * 512 <= CVM_DISK_DATA_OFFSET + 2 * MIB + 64 * 1024);
+	assert_int_equal(cvm_disk_unlock_secret(skip, &fx->kw, &s2, &err), 0);
+	assert_int_equal(cvm_disk_decrypt_image(skip, b2, s2, NULL, &err), 0);
+	size_t n2;
+	_cleanup_free_ uint8_t *p2 = read_all(b2, &n2);
+	assert_memory_equal(p2 + 8 * MIB, orig + 8 * MIB, MIB);
+	assert_memory_equal(p2 + len - MIB, orig + len - MIB, MIB);
+	assert_false(all_zero(p2, 4096));
+	assert_false(all_zero(p2 + 20 * MIB, 4096));
+}
+
 static void corrupt(const char *path, off_t off, size_t n)
 {
 	int fd = open(path, O_RDWR);
@@ -787,6 +838,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_create_200g_sparse, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encrypt_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encrypt_512_with_mbr, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sparse_source, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_images, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigkill_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotate, setup, teardown),
