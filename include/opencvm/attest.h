@@ -334,6 +334,122 @@ struct cvm_tee_emu_report_in {
 CVM_EXPORT int cvm_tee_emu_snp_report(const char *dir, const struct cvm_tee_emu_report_in *in,
 				      uint8_t out[CVM_SNP_REPORT_SIZE], struct cvm_err *err);
 
+/* ==== Intel TDX quotes (v4, v5) ==============================================================
+ * Quote = 48-byte header, TD report body (v4: 584 bytes at 48; v5: u16 type, u32 size, body at
+ * 54), u32 signature data length, ECDSA-P256 quote signature (r||s big-endian) by the
+ * attestation key, the key (X||Y), certification data type 6 (QE report, its PCK signature, QE
+ * auth data, type 5 PEM PCK chain). Trailing bytes after the signature data are ignored. */
+struct cvm_tdx_body {
+	uint8_t tee_tcb_svn[16];
+	uint8_t mrseam[48];
+	uint8_t mrsignerseam[48];
+	uint64_t seam_attributes;
+	uint64_t td_attributes;   /* bit 0: DEBUG */
+	uint64_t xfam;
+	uint8_t mrtd[48];
+	uint8_t mrconfigid[48];
+	uint8_t mrowner[48];
+	uint8_t mrownerconfig[48];
+	uint8_t rtmr[4][48];
+	uint8_t report_data[64];
+	bool td15;                /* v5 body type 3 */
+	uint8_t tee_tcb_svn2[16];
+	uint8_t mrservicetd[48];
+};
+struct cvm_tdx_qe_report {
+	uint8_t cpusvn[16];
+	uint32_t miscselect;
+	uint8_t attributes[16];
+	uint8_t mrenclave[32];
+	uint8_t mrsigner[32];
+	uint16_t isvprodid;
+	uint16_t isvsvn;
+	uint8_t report_data[64];
+};
+struct cvm_tdx_quote {
+	uint16_t version;
+	uint16_t att_key_type;
+	uint32_t tee_type;
+	uint16_t qe_svn, pce_svn;
+	uint8_t qe_vendor_id[16];
+	uint8_t user_data[20];
+	uint16_t body_type;       /* v4: 2 */
+	uint32_t body_size;
+	struct cvm_tdx_body body;
+	size_t signed_len;        /* bytes covered by the quote signature */
+	uint8_t signature[64];
+	uint8_t attest_key[64];
+	uint8_t qe_report_raw[384];
+	struct cvm_tdx_qe_report qe_report;
+	uint8_t qe_report_sig[64];
+	size_t qe_auth_off, qe_auth_len;   /* into the parsed buffer */
+	size_t pck_chain_off, pck_chain_len;
+	size_t quote_len;         /* bytes used; the rest of the buffer is ignored */
+};
+CVM_EXPORT int cvm_tdx_quote_parse(const uint8_t *buf, size_t len, struct cvm_tdx_quote *out,
+				   struct cvm_err *err);
+CVM_EXPORT int cvm_tdx_quote_to_json(const struct cvm_tdx_quote *q, json_t **out,
+				     struct cvm_err *err);
+
+/* go-tdx-guest validate knobs. */
+struct cvm_tdx_policy {
+	uint16_t min_qe_svn, min_pce_svn;
+	uint8_t min_tee_tcb_svn[16];     /* component-wise */
+	bool allow_debug;                /* TD_ATTRIBUTES.DEBUG; default false */
+	bool check_qe_vendor_id, check_mrseam, check_td_attributes, check_xfam,
+		check_mrconfigid, check_mrowner, check_mrownerconfig, check_report_data;
+	bool check_rtmr[4];
+	uint8_t qe_vendor_id[16];
+	uint8_t mrseam[48];
+	uint64_t td_attributes, xfam;
+	uint8_t mrconfigid[48], mrowner[48], mrownerconfig[48];
+	uint8_t rtmr[4][48];
+	uint8_t report_data[64];
+	const uint8_t (*mrtds)[48];      /* allow-list; n == 0: any */
+	size_t n_mrtds;
+	/* TCB statuses accepted when collateral was evaluated ("UpToDate", ...; NULL-terminated;
+	 * NULL = UpToDate, SWHardeningNeeded, ConfigurationNeeded,
+	 * ConfigurationAndSWHardeningNeeded). */
+	const char *const *allowed_tcb_status;
+};
+CVM_EXPORT void cvm_tdx_policy_default(struct cvm_tdx_policy *p);
+
+struct cvm_tdx_verify_opts {
+	int64_t now;                     /* 0 = current time */
+	X509 *root;                      /* NULL = built-in Intel SGX Root CA (pinned) */
+	X509_CRL *pck_crl;               /* optional, signed by the PCK CA */
+	/* Collateral (PCS JSON bodies) and the chain that signed them (PEM, TCB signing cert +
+	 * root). Without the chain the collateral is used only when collateral_trusted says the
+	 * operator vouches for the files (fetched over authenticated TLS, pinned in config). */
+	const char *tcb_info;
+	size_t tcb_info_len;
+	const char *qe_identity;
+	size_t qe_identity_len;
+	const char *collateral_chain;
+	size_t collateral_chain_len;
+	X509 *collateral_root;           /* root for collateral_chain; NULL = same as root */
+	bool collateral_trusted;
+	bool check_collateral_dates;     /* refuse collateral past nextUpdate (default off: files) */
+};
+struct cvm_tdx_verdict {
+	struct cvm_tdx_quote quote;
+	uint8_t fmspc[6];
+	uint8_t pck_cpusvn[16];
+	uint16_t pck_pcesvn;
+	char tcb_status[40];             /* "" when no TCB info was given */
+	char qe_tcb_status[40];          /* "" when no QE identity was given */
+};
+CVM_EXPORT int cvm_tdx_verify(const uint8_t *buf, size_t len,
+			      const struct cvm_tdx_verify_opts *opts,
+			      const struct cvm_tdx_policy *policy, struct cvm_tdx_verdict *out,
+			      struct cvm_err *err);
+CVM_EXPORT int cvm_tdx_policy_check(const struct cvm_tdx_verdict *v,
+				    const struct cvm_tdx_policy *policy, struct cvm_err *err);
+/* x-ms-tdx-* claims (MAA names: x-ms-tdx-mrtd, -rtmr0..3, -mrseam, -reportdata, -tdattributes,
+ * -xfam, -mrconfigid, -mrowner, -mrownerconfig, -is-debuggable, -tcb-status). */
+CVM_EXPORT int cvm_tdx_verdict_claims(const struct cvm_tdx_verdict *v, json_t *obj,
+				      struct cvm_err *err);
+
 /* ==== MAA policy language (text format, version 1.0) =========================================
  * See src/attest/policy.c for the grammar. Parse errors read "policy:LINE:COL: what". */
 struct cvm_maa_policy;

@@ -64,3 +64,6 @@ int cvm_attest_policy_apply(struct cvm_attest_service *s, const char *type, json
 /* Sign service statements (policy results) with the current key; adds iss/iat/nbf/exp. */
 int cvm_attest_service_sign_claims(struct cvm_attest_service *s, json_t *claims, char **jwt,
 				   struct cvm_err *err);
+
+extern const char cvm_intel_sgx_root_pem[];
+extern const char cvm_intel_sgx_root_sha256[];
