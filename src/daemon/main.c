@@ -12,6 +12,7 @@ static void usage(FILE *f)
 	      "       cvmd --dev [--listen ADDR:PORT] [--dev-info FILE] [--store URL]\n"
 	      "                  [--state-dir DIR] [--log-level LEVEL]\n"
 	      "       cvmd --verify-audit (--config FILE | --store URL)\n"
+	      "       cvmd --check-config --config FILE\n"
 	      "See cvmd(8).\n",
 	      f);
 }
@@ -25,7 +26,8 @@ static int set_opt(char **dst, const char *v)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_DEV = 256, OPT_DEV_INFO, OPT_STORE, OPT_STATE, OPT_VERIFY, OPT_LEVEL, OPT_LISTEN };
+	enum { OPT_DEV = 256, OPT_DEV_INFO, OPT_STORE, OPT_STATE, OPT_VERIFY, OPT_LEVEL, OPT_LISTEN,
+	       OPT_CHECK };
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "dev", no_argument, NULL, OPT_DEV },
@@ -34,6 +36,7 @@ int main(int argc, char **argv)
 		{ "store", required_argument, NULL, OPT_STORE },
 		{ "state-dir", required_argument, NULL, OPT_STATE },
 		{ "verify-audit", no_argument, NULL, OPT_VERIFY },
+		{ "check-config", no_argument, NULL, OPT_CHECK },
 		{ "log-level", required_argument, NULL, OPT_LEVEL },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -42,7 +45,7 @@ int main(int argc, char **argv)
 	struct cvm_err err = { 0 };
 	const char *config_path = NULL, *listen = NULL, *dev_info = NULL, *store = NULL;
 	const char *state_dir = NULL, *level = NULL;
-	bool dev = false, verify = false;
+	bool dev = false, verify = false, check = false;
 	int c, r = 0;
 
 	cvmd_config_init(&cfg);
@@ -55,13 +58,14 @@ int main(int argc, char **argv)
 		case OPT_STORE: store = optarg; break;
 		case OPT_STATE: state_dir = optarg; break;
 		case OPT_VERIFY: verify = true; break;
+		case OPT_CHECK: check = true; break;
 		case OPT_LEVEL: level = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (optind != argc || (dev && config_path) || (!dev && !config_path && !(verify && store)) ||
-	    (!dev && (dev_info || state_dir))) {
+	    (!dev && (dev_info || state_dir)) || (check && (!config_path || verify))) {
 		usage(stderr);
 		return 2;
 	}
@@ -96,7 +100,9 @@ int main(int argc, char **argv)
 	if (r == 0 && !(verify && cfg.store && !cfg.state_dir))
 		r = cvmd_config_finish(&cfg, &err);
 	cvm_log_set_level(cfg.log_level);
-	if (r == 0)
+	if (r == 0 && check)
+		printf("config: ok\n");
+	else if (r == 0)
 		r = verify ? cvmd_verify_audit(&cfg, &err) : cvmd_run(&cfg, &err);
 	if (r < 0) {
 		cvm_log_error("cvmd_failed", "code=%s error=\"%s\"", err.code, err.msg);

@@ -118,7 +118,56 @@ check "recoveryLevel still not purgeable with purge_protection = false in the co
   bash -c "! jq -r .attributes.recoveryLevel '$TMP/resp.json' | grep -q Purgeable"
 check "purge still refused (403)" [ "$(api DELETE '/deletedkeys/pp2?api-version=7.5' "$otok")" = 403 ]
 check "purge refusal is Forbidden" [ "$(jq -r .error.code "$TMP/resp.json")" = Forbidden ]
+# full backup / restore through REST (the administrator's role covers them)
+bdir=$PP/state/backups
+check "full backup with a foreign container is refused (400 naming storageResourceUri)" \
+  [ "$(api POST '/backup?api-version=7.5' "$tok" '{"storageResourceUri":"https://acct.blob.example/c"}')" = 400 ]
+check "... naming the field" grep -q storageResourceUri "$TMP/resp.json"
+check "full backup (202)" [ "$(api POST '/backup?api-version=7.5' "$tok" "{\"storageResourceUri\":\"file://$bdir\"}")" = 202 ]
+job=$(jq -r .jobId "$TMP/resp.json")
+check "backup job succeeded ($job)" [ "$(jq -r .status "$TMP/resp.json")" = Succeeded ]
+check "backup job status (200)" [ "$(api GET "/backup/$job/pending?api-version=7.5" "$tok")" = 200 ]
+check "unknown job (404)" [ "$(api GET "/backup/mhsm-nope/pending?api-version=7.5" "$tok")" = 404 ]
+check "recover pp2 after the backup" [ "$(api POST '/deletedkeys/pp2/recover?api-version=7.5' "$otok")" = 200 ]
+check "pp2 is live" [ "$(api GET '/keys/pp2?api-version=7.5' "$otok")" = 200 ]
+check "full restore (202)" [ "$(api PUT '/restore?api-version=7.5' "$tok" "{\"folderToRestore\":\"$job\"}")" = 202 ]
+check "after the restore pp2 is deleted again, as in the backup (404)" [ "$(api GET '/keys/pp2?api-version=7.5' "$otok")" = 404 ]
+check "restore of a path outside the backup dir is refused (400)" \
+  [ "$(api PUT '/restore?api-version=7.5' "$tok" '{"folderToRestore":"../../etc"}')" = 400 ]
+check "a key user cannot start a full backup (403)" \
+  [ "$(api POST '/backup?api-version=7.5' "$otok" "{\"storageResourceUri\":\"file://$bdir\"}")" = 403 ]
+# kid base URL: a usable Host header is echoed, an unusable one falls back to the listen URL
+st=$(curl -s -o "$TMP/resp.json" -w '%{http_code}' --cacert "$PP/state/tls-cert.pem" -H "Authorization: Bearer $otok" \
+  -H 'Host: bad_host' "$PP_BASE/keys/pp3/create?api-version=7.5" -H 'content-type: application/json' --data '{"kty":"EC"}')
+check "unusable Host header: kid uses the configured base URL" grep -q "\"kid\":\"$PP_BASE/keys/pp3/" "$TMP/resp.json"
+# tokens name their issuer from the Host too, so ask for one through the same name
+htok=$(curl -s --cacert "$PP/state/tls-cert.pem" -H 'Host: hsm.example:8443' "$PP_BASE/$PP_TENANT/oauth2/v2.0/token" \
+  --data-urlencode grant_type=client_credentials --data-urlencode "client_id=$o_id" \
+  --data-urlencode "client_secret=$o_sec" --data-urlencode scope=https://managedhsm.azure.net/.default | jq -r .access_token)
+st=$(curl -s -o "$TMP/resp.json" -w '%{http_code}' --cacert "$PP/state/tls-cert.pem" -H "Authorization: Bearer $htok" \
+  -H 'Host: hsm.example:8443' "$PP_BASE/keys/pp3?api-version=7.5")
+check "usable Host header: kid names it" grep -q '"kid":"https://hsm.example:8443/keys/pp3/' "$TMP/resp.json"
 stop_pid "$PP_PID"
+
+# config errors name the line; no state is touched
+printf 'listen = 127.0.0.1:0\nstate_dir = %s\nsoft_delete_days = 3\n' "$TMP/bad" >"$TMP/bad.conf"
+out=$("$CVMD" --config "$TMP/bad.conf" 2>&1); rc=$?
+check "bad config: exit 1 naming line 3 ($out)" bash -c "[ $rc = 1 ] && grep -q 'line 3: soft_delete_days' <<<\"\$1\"" _ "$out"
+printf 'listen = 127.0.0.1:0\nstate_dir = %s\nunknown_key = 1\n' "$TMP/bad" >"$TMP/bad.conf"
+out=$("$CVMD" --config "$TMP/bad.conf" 2>&1); rc=$?
+check "unknown config key refused ($out)" bash -c "[ $rc = 1 ] && grep -q 'unknown key' <<<\"\$1\"" _ "$out"
+check "the example config parses" bash -c "sed 's#^state_dir = .*#state_dir = $TMP/ex#' '$SRC/contrib/cvmd.conf.example' >'$TMP/ex.conf' && \
+  '$CVMD' --check-config --config '$TMP/ex.conf' | grep -q 'config: ok'"
+
+# --dev without --dev-info: JSON on stdout, temp state removed on SIGTERM
+"$CVMD" --dev --listen 127.0.0.1:0 >"$TMP/stdout.json" 2>"$TMP/dev2.log" &
+D2=$!; CVMD_PIDS+=("$D2")
+wait_file "$TMP/stdout.json" 120 "$D2"
+check "dev JSON on stdout" jq -e '.base_url and .client_secret' "$TMP/stdout.json" >/dev/null
+d2state=$(dirname "$(jq -r .ca_cert "$TMP/stdout.json")")
+check "throw-away state dir exists while running" [ -d "$d2state" ]
+stop_pid "$D2"
+check "throw-away state dir removed at exit" [ ! -e "$d2state" ]
 
 # 5. graceful stop and audit chain
 stop_pid "$DEV_PID"; rc=$?
