@@ -125,7 +125,7 @@ CVM_DEFINE_CLEANUP(struct cvm_rows, cvm_rows_free)
 #define _cleanup_store_ _cleanup_(cvm_store_closep)
 
 /* Run fn in a transaction of the given mode, retrying the whole transaction on -EAGAIN
- * (serialization failure, deadlock, SQLITE_BUSY) from fn or from commit, up to 10 attempts
+ * (serialization failure, deadlock, SQLITE_BUSY) from fn or from commit, up to 16 attempts
  * with jittered exponential backoff. Commits when fn returns 0, rolls back otherwise and
  * returns fn's result. fn may run more than once: it must not keep side effects outside the
  * transaction from a failed attempt. */

@@ -358,7 +358,8 @@ static int pg_commit(void *impl, void *conn, struct cvm_err *err)
 	else if (strcmp(PQcmdStatus(res), "COMMIT") != 0)
 		/* The server answers ROLLBACK when an earlier statement failed. */
 		r = cvm_err_set(err, pc->failed ? pc->failed : EIO,
-				pc->failed == EAGAIN ? "Conflict" : "InternalError",
+				pc->failed == EAGAIN || pc->failed == EEXIST ? "Conflict"
+									      : "InternalError",
 				"store: COMMIT: transaction was aborted by an earlier error");
 	PQclear(res);
 	pg_release(impl, pc);

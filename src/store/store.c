@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#define TRANSACT_MAX_ATTEMPTS 10
+#define TRANSACT_MAX_ATTEMPTS 16
 #define BACKOFF_BASE_US 1000
 #define BACKOFF_MAX_US 250000
 
