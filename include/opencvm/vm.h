@@ -127,8 +127,9 @@ CVM_EXPORT int cvm_vm_delete(struct cvm_store *s, const char *name, const char *
 /* ==== launch: QEMU and swtpm command lines ================================================== */
 
 enum cvm_vm_accel { CVM_VM_ACCEL_TCG, CVM_VM_ACCEL_KVM };
-/* KVM when /dev/kvm can be opened read-write, TCG otherwise. */
-CVM_EXPORT enum cvm_vm_accel cvm_vm_accel_detect(void);
+/* KVM when /dev/kvm can be opened read-write (and, with need_smm, reports KVM_CAP_X86_SMM:
+ * the Secure Boot OVMF build needs SMM, which nested KVM often lacks), TCG otherwise. */
+CVM_EXPORT enum cvm_vm_accel cvm_vm_accel_detect(bool need_smm);
 
 struct cvm_vm_launch {
 	const char *qemu;           /* binary; NULL = "qemu-system-x86_64" */
@@ -144,7 +145,7 @@ struct cvm_vm_launch {
 	bool secure_boot;           /* q35 SMM on (required by the Secure Boot OVMF build) */
 	/* Direct kernel boot (optional; SEV-SNP kernel-hashes measures these). */
 	const char *kernel, *initrd, *append;
-	const char *swtpm_sock;     /* swtpm data socket; NULL = no vTPM */
+	const char *swtpm_sock;     /* swtpm control socket; NULL = no vTPM */
 	const char *os_disk;        /* raw image */
 	const char *const *data_disks;
 	size_t n_data_disks;
@@ -164,9 +165,12 @@ struct cvm_vm_launch {
 /* Build the QEMU argv (NULL-terminated, malloc'd; free with cvm_argv_free). Validates the
  * combination (-EINVAL naming the field). */
 CVM_EXPORT int cvm_vm_qemu_argv(const struct cvm_vm_launch *l, char ***argv, struct cvm_err *err);
-/* swtpm socket --tpm2 with state in state_dir, data socket sock, control socket ctrl_sock. */
-CVM_EXPORT int cvm_vm_swtpm_argv(const char *swtpm, const char *state_dir, const char *sock,
-				 const char *ctrl_sock, const char *log_file, char ***argv,
+/* swtpm socket --tpm2 with state in state_dir and its control channel on ctrl_sock: QEMU's
+ * tpm-emulator backend connects there (its chardev path is this socket = swtpm_sock above)
+ * and passes the data channel over it. swtpm exits when QEMU disconnects. NULL swtpm =
+ * "swtpm"; log_file and pid_file may be NULL. */
+CVM_EXPORT int cvm_vm_swtpm_argv(const char *swtpm, const char *state_dir, const char *ctrl_sock,
+				 const char *log_file, const char *pid_file, char ***argv,
 				 struct cvm_err *err);
 /* swtpm_setup: manufacture the vTPM once (EK created) in state_dir. */
 CVM_EXPORT int cvm_vm_swtpm_setup_argv(const char *swtpm_setup, const char *state_dir,
