@@ -114,16 +114,32 @@ struct cvm_store *testdb_open(struct testdb *db, const char *name)
 	return s;
 }
 
+/* CVM_TEST_STORE=sqlite|postgres picks one engine (scripts/test runs the suite once per
+ * engine); unset, SQLite runs and PostgreSQL too when CVM_TEST_POSTGRES is set. */
 int testdb_run(const char *suite, const struct CMUnitTest *tests, size_t n)
 {
+	const char *only = getenv("CVM_TEST_STORE");
+	const char *pg = getenv("CVM_TEST_POSTGRES");
+	bool want_sqlite = !only || !*only || strcmp(only, "sqlite") == 0;
+	bool want_pg = !only || !*only || strcmp(only, "postgres") == 0;
 	char name[96];
-	snprintf(name, sizeof(name), "%s-sqlite", suite);
-	int r = _cmocka_run_group_tests(name, tests, n, testdb_setup_sqlite, testdb_teardown);
-	if (getenv("CVM_TEST_POSTGRES") && *getenv("CVM_TEST_POSTGRES")) {
+	int r = 0;
+	if (only && *only && !want_sqlite && !want_pg) {
+		fprintf(stderr, "CVM_TEST_STORE must be sqlite or postgres\n");
+		return 1;
+	}
+	if (want_sqlite) {
+		snprintf(name, sizeof(name), "%s-sqlite", suite);
+		r |= _cmocka_run_group_tests(name, tests, n, testdb_setup_sqlite, testdb_teardown);
+	}
+	if (want_pg && pg && *pg) {
 		snprintf(name, sizeof(name), "%s-postgres", suite);
 		r |= _cmocka_run_group_tests(name, tests, n, testdb_setup_postgres, testdb_teardown);
-	} else {
+	} else if (want_pg) {
 		printf("# CVM_TEST_POSTGRES not set: %s PostgreSQL group skipped\n", suite);
+		/* Asked for PostgreSQL only but given no server: that is a setup error. */
+		if (!want_sqlite)
+			r = 1;
 	}
 	return r;
 }
