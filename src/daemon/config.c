@@ -22,7 +22,7 @@ void cvmd_config_init(struct cvmd_config *c)
 void cvmd_config_free(struct cvmd_config *c)
 {
 	char **strs[] = { &c->listen, &c->state_dir, &c->store, &c->tls_cert, &c->tls_key,
-			  &c->tenant, &c->base_url, &c->resource, &c->domain_key_file,
+			  &c->base_url, &c->domain_key_file,
 			  &c->admin_file, &c->attest_emulator_root, &c->dev_info };
 	for (size_t i = 0; i < CVM_ARRAY_SIZE(strs); i++) {
 		free(*strs[i]);
@@ -98,8 +98,7 @@ static int apply(struct cvmd_config *c, const char *key, const char *v, unsigned
 	} strs[] = {
 		{ "listen", &c->listen },       { "state_dir", &c->state_dir },
 		{ "store", &c->store },         { "tls_cert", &c->tls_cert },
-		{ "tls_key", &c->tls_key },     { "tenant", &c->tenant },
-		{ "base_url", &c->base_url },   { "resource", &c->resource },
+		{ "tls_key", &c->tls_key },     { "base_url", &c->base_url },
 		{ "domain_key_file", &c->domain_key_file },
 		{ "admin_credentials_file", &c->admin_file },
 		{ "attest_emulator_root", &c->attest_emulator_root },
@@ -212,15 +211,5 @@ int cvmd_config_finish(struct cvmd_config *c, struct cvm_err *err)
 	}
 	if (!c->tls_cert != !c->tls_key)
 		return cvm_err_badparam(err, "tls_cert, tls_key: give both paths or neither (auto)");
-	if (!c->tenant) {
-		/* A fixed tenant id keeps tokens valid across restarts when none is configured. */
-		if (set_str(&c->tenant, "00000000-0000-0000-0000-000000000000", err) < 0)
-			return -ENOMEM;
-	}
-	for (const char *p = c->tenant; *p; p++)
-		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.')
-			return cvm_err_badparam(err, "tenant: only letters, digits, '-' and '.' allowed");
-	if (!c->resource && set_str(&c->resource, "https://managedhsm.azure.net", err) < 0)
-		return -ENOMEM;
 	return 0;
 }

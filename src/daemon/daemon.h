@@ -13,9 +13,7 @@ struct cvmd_config {
 	char *store;             /* store URL; NULL = sqlite:<state_dir>/cvmd.db */
 	char *tls_cert, *tls_key; /* PEM paths; both NULL ("auto") = self-signed in state_dir */
 	bool svc_hsm, svc_attest;
-	char *tenant;            /* tenant id (uuid) used by the token endpoint and challenges */
 	char *base_url;          /* external base URL used when the Host header is unusable */
-	char *resource;          /* OAuth resource / token audience */
 	int soft_delete_days;    /* 7..90 */
 	bool purge_protection;
 	enum cvm_log_level log_level;
