@@ -136,6 +136,18 @@ CVM_EXPORT int cvm_disk_encrypt_image(const char *src, const char *dst,
 
 /* On resume the interrupted run's sector and chunk size are kept whatever opts say. */
 
+/* Full volume-key change (for a compromised key or secret): a new image at dst with a fresh
+ * volume key and a fresh secret wrapped per wp, whose data is src's data re-encrypted in one
+ * pass (decrypted and encrypted in memory; plaintext never reaches a file). src is any
+ * complete LUKS2 aes-xts-plain64 image (ours or cryptsetup's) opened with passphrase; its
+ * sector size is kept. Resumable exactly like cvm_disk_encrypt_image (<dst>.partial). The old
+ * image is left alone: delete it once the new one is verified. Offline: the VM must not be
+ * writing to src. */
+CVM_EXPORT int cvm_disk_rekey(const char *src, const char *dst,
+			      const struct cvm_secret *passphrase,
+			      const struct cvm_disk_wrap_params *wp,
+			      const struct cvm_disk_opts *opts, struct cvm_err *err);
+
 /* Decrypt the data area of a LUKS2 AES-XTS image (ours or one cryptsetup made) into a new raw
  * file dst (-EEXIST when it exists), using the keyslot passphrase. Only threads, chunk_size,
  * progress and checkpoint_ms of opts are used (opts may be NULL). */

@@ -23,6 +23,9 @@ struct cvm_xts_job {
 	uint32_t sector_size;
 	const uint8_t *key; /* CVM_DISK_VOLUME_KEY_LEN bytes */
 	bool encrypt;
+	/* rekey: when set, each unit is first decrypted with rekey_from (same IV), then encrypted
+	 * with key (encrypt must be true) */
+	const uint8_t *rekey_from;
 	bool skip_holes;    /* leave chunks that are wholly holes in in_fd unwritten */
 	unsigned threads;
 	size_t chunk;

@@ -433,6 +433,80 @@ static int encrypt_fresh(struct build *b, const struct cvm_disk_wrap_params *wp,
 	return r;
 }
 
+/* The shared path of encrypt and rekey: a new image at dst (via <dst>.partial, resumable) whose
+ * data area is `size` bytes of in_fd from in_off, encrypted with a fresh volume key. With
+ * old_vk the source is ciphertext under old_vk: each chunk is decrypted and re-encrypted in
+ * memory, so no plaintext ever reaches a file. */
+static int encrypt_into(int in, const char *src, uint64_t in_off, uint64_t size,
+			const struct cvm_secret *old_vk, const struct cvm_disk_progress *want,
+			const char *dst, const struct cvm_disk_wrap_params *wp,
+			const struct cvm_disk_opts *opts, struct cvm_err *err)
+{
+	int r;
+	struct build b = { .dst = dst, .fd = -1, .partial = cvm_asprintf("%s.partial", dst) };
+	if (!b.partial)
+		return cvm_err_nomem(err);
+	bool resumed = false;
+	r = resume_open(&b, wp, want, opts, err);
+	if (r == 2) {
+		r = build_finish(&b, err);
+		build_clear(&b);
+		return r;
+	}
+	if (r == 1) {
+		resumed = true;
+	} else if (r == 0) {
+		(void)unlink(b.partial);
+		b.prog = *want;
+		r = encrypt_fresh(&b, wp, opts, err);
+		if (r < 0) {
+			(void)unlink(b.partial); /* nothing of value yet */
+			build_clear(&b);
+			return r;
+		}
+	}
+	if (r < 0) {
+		build_clear(&b);
+		return r;
+	}
+	struct cvm_xts_job job = {
+		.in_fd = in,
+		.out_fd = b.fd,
+		.in_off = in_off,
+		.out_off = CVM_DISK_DATA_OFFSET,
+		.len = size,
+		.start = b.prog.done,
+		.sector_size = b.prog.sector_size,
+		.key = b.vk->data,
+		.encrypt = true,
+		.rekey_from = old_vk ? old_vk->data : NULL,
+		.skip_holes = opts && opts->skip_holes,
+		.threads = opts ? opts->threads : 0,
+		.chunk = b.prog.chunk,
+		.checkpoint_ms = opts ? opts->checkpoint_ms : 0,
+		.progress = opts ? opts->progress : NULL,
+		.progress_ctx = opts ? opts->progress_ctx : NULL,
+		.checkpoint = checkpoint_cb,
+		.checkpoint_ctx = &b,
+	};
+	uint64_t t0 = cvm_monotonic_ns();
+	r = cvm_xts_run(&job, err);
+	if (r < 0)
+		cvm_err_prefix(err, "%s %s (interrupted work kept in %s; rerun to resume)",
+			       old_vk ? "rekey" : "encrypt", src, b.partial);
+	if (r >= 0)
+		r = build_finish(&b, err);
+	if (r >= 0) {
+		uint64_t ms = (cvm_monotonic_ns() - t0) / 1000000u;
+		cvm_log_info(old_vk ? "disk_rekeyed" : "disk_encrypted",
+			     "src=%s dst=%s bytes=%llu ms=%llu resumed=%d", src, dst,
+			     (unsigned long long)size, (unsigned long long)ms, resumed);
+	}
+	build_clear(&b);
+	return r;
+}
+
+
 int cvm_disk_encrypt_image(const char *src, const char *dst,
 			   const struct cvm_disk_wrap_params *wp, const struct cvm_disk_opts *opts,
 			   struct cvm_err *err)
@@ -474,65 +548,49 @@ int cvm_disk_encrypt_image(const char *src, const char *dst,
 		return cvm_err_badparam(err, "source %s: size is not a multiple of sector size %u",
 					src, want.sector_size);
 
-	struct build b = { .dst = dst, .fd = -1, .partial = cvm_asprintf("%s.partial", dst) };
-	if (!b.partial)
-		return cvm_err_nomem(err);
-	bool resumed = false;
-	r = resume_open(&b, wp, &want, opts, err);
-	if (r == 2) {
-		r = build_finish(&b, err);
-		build_clear(&b);
+	return encrypt_into(in, src, 0, size, NULL, &want, dst, wp, opts, err);
+}
+
+int cvm_disk_rekey(const char *src, const char *dst, const struct cvm_secret *passphrase,
+		   const struct cvm_disk_wrap_params *wp, const struct cvm_disk_opts *opts,
+		   struct cvm_err *err)
+{
+	if (!src || !dst || !passphrase)
+		return cvm_err_badparam(err, "src, dst, passphrase: required");
+	int r = check_wrap_params(wp, err);
+	if (r < 0 || (r = check_opts(opts, err)) < 0)
 		return r;
-	}
-	if (r == 1) {
-		resumed = true;
-	} else if (r == 0) {
-		(void)unlink(b.partial);
-		b.prog = want;
-		r = encrypt_fresh(&b, wp, opts, err);
-		if (r < 0) {
-			(void)unlink(b.partial); /* nothing of value yet */
-			build_clear(&b);
-			return r;
-		}
-	}
-	if (r < 0) {
-		build_clear(&b);
+	if (opts && opts->skip_holes)
+		return cvm_err_badparam(err, "skip_holes: not meaningful for rekey");
+	_cleanup_luks_ struct cvm_luks l = { 0 };
+	if ((r = cvm_luks_open(src, &l, err)) < 0 || (r = require_complete(&l, src, err)) < 0)
 		return r;
-	}
-	struct cvm_xts_job job = {
-		.in_fd = in,
-		.out_fd = b.fd,
-		.in_off = 0,
-		.out_off = CVM_DISK_DATA_OFFSET,
-		.len = size,
-		.start = b.prog.done,
-		.sector_size = b.prog.sector_size,
-		.key = b.vk->data,
-		.encrypt = true,
-		.skip_holes = opts && opts->skip_holes,
-		.threads = opts ? opts->threads : 0,
-		.chunk = b.prog.chunk,
-		.checkpoint_ms = opts ? opts->checkpoint_ms : 0,
-		.progress = opts ? opts->progress : NULL,
-		.progress_ctx = opts ? opts->progress_ctx : NULL,
-		.checkpoint = checkpoint_cb,
-		.checkpoint_ctx = &b,
+	_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return sys_err(err, "open", src);
+	struct stat st;
+	uint64_t fsize, off, len;
+	uint32_t ss;
+	if ((r = file_size_fd(in, src, &fsize, &st, err)) < 0 ||
+	    (r = cvm_luks_check_layout(&l, fsize, &off, &len, &ss, err)) < 0)
+		return r;
+	if (opts && opts->sector_size && opts->sector_size != ss)
+		return cvm_err_badparam(err, "sector_size: rekey keeps the source's %u", ss);
+	_cleanup_secret_ struct cvm_secret *old_vk = NULL;
+	if ((r = cvm_luks_volume_key(&l, CRYPT_ANY_SLOT, passphrase, &old_vk, err)) < 0)
+		return r;
+	cvm_luks_close(&l);
+	if ((r = check_dst_free(dst, err)) < 0)
+		return r;
+	struct cvm_disk_progress want = {
+		.total = len,
+		.source_size = fsize,
+		.source_mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000ull +
+				   (uint64_t)st.st_mtim.tv_nsec,
+		.chunk = opts && opts->chunk_size ? opts->chunk_size : 4u * 1024u * 1024u,
+		.sector_size = ss,
 	};
-	uint64_t t0 = cvm_monotonic_ns();
-	r = cvm_xts_run(&job, err);
-	if (r < 0)
-		cvm_err_prefix(err, "encrypt %s (interrupted work kept in %s; rerun to resume)", src,
-			       b.partial);
-	if (r >= 0)
-		r = build_finish(&b, err);
-	if (r >= 0) {
-		uint64_t ms = (cvm_monotonic_ns() - t0) / 1000000u;
-		cvm_log_info("disk_encrypted", "src=%s dst=%s bytes=%llu ms=%llu resumed=%d", src,
-			     dst, (unsigned long long)size, (unsigned long long)ms, resumed);
-	}
-	build_clear(&b);
-	return r;
+	return encrypt_into(in, src, off, len, old_vk, &want, dst, wp, opts, err);
 }
 
 /* ---- decrypt, unlock, rotate, info ------------------------------------------------------------ */

@@ -86,8 +86,8 @@ static int full_pwrite(int fd, const uint8_t *buf, size_t len, uint64_t off, str
 	return 0;
 }
 
-static int transform(EVP_CIPHER_CTX *ctx, const struct cvm_xts_job *job, uint8_t *buf,
-		     size_t len, uint64_t region_off, struct cvm_err *err)
+static int transform(EVP_CIPHER_CTX *ctx, EVP_CIPHER_CTX *from, const struct cvm_xts_job *job,
+		     uint8_t *buf, size_t len, uint64_t region_off, struct cvm_err *err)
 {
 	/* dm-crypt counts the plain64 IV in 512-byte units whatever the LUKS2 sector size (no
 	 * iv_large_sectors for LUKS2), so a 4096-byte sector's IV advances by 8. */
@@ -98,6 +98,11 @@ static int transform(EVP_CIPHER_CTX *ctx, const struct cvm_xts_job *job, uint8_t
 		for (int i = 0; i < 8; i++)
 			iv[i] = (uint8_t)(sector >> (8 * i));
 		int outl = 0;
+		if (from && (!EVP_CipherInit_ex(from, NULL, NULL, NULL, iv, -1) ||
+			     !EVP_CipherUpdate(from, buf + off, &outl, buf + off,
+					       (int)job->sector_size) ||
+			     (size_t)outl != job->sector_size))
+			return cvm_err_openssl(err, EIO, "aes-256-xts (old key)");
 		if (!EVP_CipherInit_ex(ctx, NULL, NULL, NULL, iv, -1) ||
 		    !EVP_CipherUpdate(ctx, buf + off, &outl, buf + off, (int)job->sector_size) ||
 		    (size_t)outl != job->sector_size)
@@ -106,8 +111,8 @@ static int transform(EVP_CIPHER_CTX *ctx, const struct cvm_xts_job *job, uint8_t
 	return 0;
 }
 
-static int do_chunk(struct engine *e, EVP_CIPHER_CTX *ctx, uint8_t *buf, uint64_t idx,
-		    struct cvm_err *err)
+static int do_chunk(struct engine *e, EVP_CIPHER_CTX *ctx, EVP_CIPHER_CTX *from, uint8_t *buf,
+		    uint64_t idx, struct cvm_err *err)
 {
 	const struct cvm_xts_job *job = e->job;
 	uint64_t off = idx * job->chunk;
@@ -123,7 +128,7 @@ static int do_chunk(struct engine *e, EVP_CIPHER_CTX *ctx, uint8_t *buf, uint64_
 	int r = full_pread(job->in_fd, buf, len, job->in_off + off, err);
 	if (r < 0)
 		return cvm_err_prefix(err, "source");
-	r = transform(ctx, job, buf, len, off, err);
+	r = transform(ctx, from, job, buf, len, off, err);
 	if (r < 0)
 		return r;
 	r = full_pwrite(job->out_fd, buf, len, job->out_off + off, err);
@@ -158,10 +163,13 @@ static void *worker(void *arg)
 	struct cvm_err err = { 0 };
 	uint8_t *buf = NULL;
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	EVP_CIPHER_CTX *from = job->rekey_from ? EVP_CIPHER_CTX_new() : NULL;
 	int r = 0;
-	if (!ctx || posix_memalign((void **)&buf, 4096, job->chunk) != 0)
+	if (!ctx || (job->rekey_from && !from) ||
+	    posix_memalign((void **)&buf, 4096, job->chunk) != 0)
 		r = cvm_err_nomem(&err);
-	else if (!EVP_CipherInit_ex(ctx, EVP_aes_256_xts(), NULL, job->key, NULL, job->encrypt))
+	else if (!EVP_CipherInit_ex(ctx, EVP_aes_256_xts(), NULL, job->key, NULL, job->encrypt) ||
+		 (from && !EVP_CipherInit_ex(from, EVP_aes_256_xts(), NULL, job->rekey_from, NULL, 0)))
 		r = cvm_err_openssl(&err, EIO, "aes-256-xts key setup");
 	if (r < 0)
 		finish_chunk(e, 0, r, &err);
@@ -174,10 +182,11 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&e->lock);
 		if (stop)
 			break;
-		r = do_chunk(e, ctx, buf, idx, &err);
+		r = do_chunk(e, ctx, from, buf, idx, &err);
 		finish_chunk(e, idx, r, &err);
 	}
 	EVP_CIPHER_CTX_free(ctx);
+	EVP_CIPHER_CTX_free(from);
 	if (buf) {
 		/* plaintext passed through this buffer */
 		OPENSSL_cleanse(buf, job->chunk);
@@ -208,6 +217,8 @@ static int check_job(const struct cvm_xts_job *job, struct cvm_err *err)
 	if (job->start > job->len || (job->start % job->chunk && job->start != job->len))
 		return cvm_err_badparam(err, "resume offset %llu: not a chunk boundary",
 					(unsigned long long)job->start);
+	if (job->rekey_from && !job->encrypt)
+		return cvm_err_badparam(err, "rekey: the target direction must be encrypt");
 	if (job->threads == 0 || job->threads > MAX_THREADS)
 		return cvm_err_badparam(err, "threads: must be 1..%u", MAX_THREADS);
 	return 0;

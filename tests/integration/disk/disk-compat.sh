@@ -9,6 +9,7 @@
 #  - cryptsetup's own offline decryption (reencrypt --decrypt, detached header) of our data
 #    area gives the source back; and an image cryptsetup formatted and encrypted is readable
 #    by our decrypt;
+#  - rekey of a cryptsetup image into ours; verify against the source;
 #  - marker scan, 200 GiB sparse disk, SIGKILL + resume, rotation, and failure twins.
 # Usage: disk-compat.sh /path/to/disk-tool
 set -u
@@ -122,8 +123,15 @@ for ss in 512 4096; do
 	rm -f "$W/cs.out"
 	check "our decrypt reads cryptsetup's image ($ss)" "$TOOL" decrypt "$W/cs.img" "$W/cs.out" "$W/cs.key"
 	check "cryptsetup's image decrypts to the source ($ss)" cmp -n $((24 * 1024 * 1024)) "$W/cs.out" "$W/cs.plain"
+	# rekey it into a confidential disk of ours: new volume key, secret wrapped by the DES key
+	rm -f "$W/rk.img" "$W/rk.out"
+	check "rekey cryptsetup's image into ours ($ss)" "$TOOL" rekey "$W/cs.img" "$W/rk.img" "$W/cs.key" "$KEYS" "$URL" RSA-OAEP-256 "$DES"
+	unlock "$W/rk.img" "$W/rk.key"
+	check "rekeyed image opens with the new secret in cryptsetup ($ss)" cryptsetup open --test-passphrase --key-file "$W/rk.key" "$W/rk.img"
+	check_fails "the old key file no longer opens it ($ss)" cryptsetup open --test-passphrase --key-file "$W/cs.key" "$W/rk.img"
+	check "rekeyed image keeps the data ($ss)" sh -c "'$TOOL' decrypt '$W/rk.img' '$W/rk.out' '$W/rk.key' && cmp -n $((24 * 1024 * 1024)) '$W/rk.out' '$W/cs.plain'"
 done
-rm -f "$W/cs.out" "$W/cs.img" "$W/cs.plain"
+rm -f "$W/cs.out" "$W/cs.img" "$W/cs.plain" "$W/rk.img" "$W/rk.out"
 
 # ---- 5. SIGKILL at random points, then resume ---------------------------------------------
 python3 -c "import sys; sys.stdout.buffer.write(bytes((i * 37 + 11) % 256 for i in range(64)))" >"$W/fixed.vk"

@@ -7,6 +7,7 @@
  *   disk-tool encrypt SRC DST KEYDIR KEY_URL ALG DES [threads=N] [chunk=N] [sector=N]
  *                     [ckpt_ms=N] [vkfile=PATH] [progress]
  *   disk-tool decrypt IMG OUT KEYFILE [threads=N]
+ *   disk-tool rekey SRC DST KEYFILE KEYDIR KEY_URL ALG DES
  *   disk-tool verify IMG KEYFILE [SRC [SAMPLES]]
  *   disk-tool unlock IMG KEYDIR OUTFILE        (writes the 32-byte secret, mode 0600)
  *   disk-tool rotate IMG KEYDIR KEY_URL ALG
@@ -156,6 +157,17 @@ int main(int argc, char **argv)
 		if (read_secret(argv[4], 0, &s))
 			return 1;
 		r = cvm_disk_decrypt_image(argv[2], argv[3], s, &o, &err) < 0 ? fail(&err) : 0;
+		cvm_secret_free(s);
+	} else if (strcmp(cmd, "rekey") == 0 && argc == 9) {
+		struct testkw tw;
+		struct cvm_disk_keywrap kw;
+		testkw_init(&tw, argv[5], &kw);
+		struct cvm_disk_wrap_params wp = { .kw = &kw, .key_url = argv[6], .alg = argv[7],
+						   .des = argv[8] };
+		struct cvm_secret *s = NULL;
+		if (read_secret(argv[4], 0, &s))
+			return 1;
+		r = cvm_disk_rekey(argv[2], argv[3], s, &wp, NULL, &err) < 0 ? fail(&err) : 0;
 		cvm_secret_free(s);
 	} else if (strcmp(cmd, "verify") == 0 && argc >= 4 && argc <= 6) {
 		struct cvm_secret *s = NULL;

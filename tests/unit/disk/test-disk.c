@@ -767,6 +767,81 @@ static void test_sigkill_resume(void **state)
 	assert_int_equal(access(cpart, F_OK), 0);
 }
 
+static struct cvm_secret *vk_of(const char *img, const struct cvm_secret *pass)
+{
+	struct cvm_luks l;
+	struct cvm_err err = { 0 };
+	struct cvm_secret *vk = NULL;
+	assert_int_equal(cvm_luks_open(img, &l, &err), 0);
+	assert_int_equal(cvm_luks_volume_key(&l, CRYPT_ANY_SLOT, pass, &vk, &err), 0);
+	cvm_luks_close(&l);
+	return vk;
+}
+
+static void test_rekey(void **state)
+{
+	struct fx *fx = *state;
+	_cleanup_free_ char *src = path_in(fx, "rk.raw"), *img = path_in(fx, "rk.img"),
+			    *new1 = path_in(fx, "rk1.img"), *new2 = path_in(fx, "rk2.img"),
+			    *back = path_in(fx, "rk.back");
+	_cleanup_free_ char *part1 = cvm_asprintf("%s.partial", new1);
+	size_t len = 24 * MIB;
+	_cleanup_free_ uint8_t *plain = make_source(src, len, false);
+	struct cvm_err err = { 0 };
+	assert_int_equal(cvm_disk_encrypt_image(src, img, &fx->wp, NULL, &err), 0);
+	_cleanup_secret_ struct cvm_secret *s0 = NULL, *s1 = NULL;
+	assert_int_equal(cvm_disk_unlock_secret(img, &fx->kw, &s0, &err), 0);
+	uint8_t h0[32], h1[32];
+	sha256_file(img, h0);
+
+	/* interrupted rekey, resumed; and an uninterrupted one with the same new volume key */
+	uint8_t vkb[64];
+	for (int i = 0; i < 64; i++)
+		vkb[i] = (uint8_t)(i * 11 + 5);
+	_cleanup_secret_ struct cvm_secret *vk = cvm_secret_from(vkb, 64);
+	struct killer k = { .at = len / 3 };
+	struct cvm_disk_opts o = { .threads = 2, .chunk_size = 64 * 1024, .checkpoint_ms = 1,
+				   .volume_key = vk, .progress = kill_cb, .progress_ctx = &k };
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		cvm_disk_rekey(img, new1, s0, &fx->wp, &o, &err);
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(access(part1, F_OK), 0);
+	o.progress = NULL;
+	assert_int_equal(cvm_disk_rekey(img, new1, s0, &fx->wp, &o, &err), 0);
+	assert_int_equal(cvm_disk_rekey(img, new2, s0, &fx->wp, &o, &err), 0);
+	size_t l1, l2;
+	_cleanup_free_ uint8_t *d1 = read_all(new1, &l1), *d2 = read_all(new2, &l2);
+	assert_int_equal(l1, l2);
+	assert_memory_equal(d1 + CVM_DISK_DATA_OFFSET, d2 + CVM_DISK_DATA_OFFSET,
+			    l1 - CVM_DISK_DATA_OFFSET);
+	assert_int_equal(count_marker(d1, l1), 0);
+
+	/* new secret, new volume key, same data; the old image untouched */
+	assert_int_equal(cvm_disk_unlock_secret(new1, &fx->kw, &s1, &err), 0);
+	assert_false(cvm_secret_eq(s0, s1->data, s1->len));
+	_cleanup_secret_ struct cvm_secret *vk0 = vk_of(img, s0), *vk1 = vk_of(new1, s1);
+	assert_false(cvm_secret_eq(vk0, vk1->data, vk1->len));
+	assert_int_equal(cvm_disk_verify(new1, s1, src, 512, &err), 0);
+	assert_int_equal(cvm_disk_decrypt_image(new1, back, s1, NULL, &err), 0);
+	size_t bl;
+	_cleanup_free_ uint8_t *pt = read_all(back, &bl);
+	assert_memory_equal(pt, plain, len);
+	sha256_file(img, h1);
+	assert_memory_equal(h0, h1, 32);
+	/* twins: the old secret does not open the new image; a wrong passphrase opens nothing */
+	assert_int_equal(cvm_disk_verify(new1, s0, NULL, 0, &err), -EPERM);
+	_cleanup_free_ char *new3 = path_in(fx, "rk3.img");
+	s0->data[3] ^= 1;
+	assert_int_equal(cvm_disk_rekey(img, new3, s0, &fx->wp, NULL, &err), -EPERM);
+	assert_int_equal(access(new3, F_OK), -1);
+}
+
 /* ---- rotation --------------------------------------------------------------------------- */
 
 static void test_rotate(void **state)
@@ -841,6 +916,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sparse_source, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_images, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigkill_resume, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rekey, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotate, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
