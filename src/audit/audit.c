@@ -127,6 +127,13 @@ static int check_event(const struct cvm_audit_event *ev, struct cvm_err *err)
 		return r;
 	if (ev->time_ms < 0)
 		return cvm_err_badparam(err, "audit event: time_ms must be >= 0");
+	if (ev->detail) {
+		json_error_t je;
+		json_t *j = json_loads(ev->detail, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+		if (!j)
+			return cvm_err_badparam(err, "audit event: detail must be JSON text");
+		json_decref(j);
+	}
 	return 0;
 }
 

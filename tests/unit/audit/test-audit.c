@@ -112,7 +112,7 @@ static void test_bad_events_refused(void **state)
 	memset(long_field, 'a', CVM_AUDIT_FIELD_MAX + 1);
 	long_field[CVM_AUDIT_FIELD_MAX + 1] = 0;
 	struct cvm_audit_event ok = event(1);
-	struct cvm_audit_event bad[6];
+	struct cvm_audit_event bad[8];
 	for (size_t i = 0; i < CVM_ARRAY_SIZE(bad); i++)
 		bad[i] = ok;
 	bad[0].operation = NULL;
@@ -121,14 +121,21 @@ static void test_bad_events_refused(void **state)
 	bad[3].principal = long_field;
 	bad[4].time_ms = -1;
 	bad[5].source = long_field;
+	bad[6].detail = "not json";
+	bad[7].detail = "{\"a\":1,\"a\":2}";
 	assert_int_equal(cvm_audit_append(a, NULL, &seq, &err), -EINVAL);
+	static const char *const field[] = { "operation", "result", "detail", "principal",
+					     "time_ms", "source", "detail", "detail" };
 	for (size_t i = 0; i < CVM_ARRAY_SIZE(bad); i++) {
 		assert_int_equal(cvm_audit_append(a, &bad[i], &seq, &err), -EINVAL);
 		assert_string_equal(err.code, "BadParameter");
+		assert_non_null(strstr(err.msg, field[i]));
 	}
-	assert_non_null(strstr(err.msg, "source"));
+	assert_non_null(strstr(err.msg, "detail must be JSON"));
 	/* At the limits exactly, events are accepted. */
 	long_field[CVM_AUDIT_FIELD_MAX] = 0;
+	memset(long_detail, ' ', CVM_AUDIT_DETAIL_MAX);
+	memcpy(long_detail + CVM_AUDIT_DETAIL_MAX / 2, "[1]", 3);
 	long_detail[CVM_AUDIT_DETAIL_MAX] = 0;
 	ok.principal = long_field;
 	ok.detail = long_detail;
