@@ -44,7 +44,7 @@ struct cvm_audit_event {
 	const char *result;      /* required: "ok" or the error code */
 	const char *request_id;  /* nullable */
 	const char *source;      /* client address, nullable */
-	const char *detail;      /* optional JSON text, never key material */
+	const char *detail;      /* nullable; valid JSON text (else -EINVAL), never key material */
 };
 
 /* Field limits (bytes); longer fields are refused with -EINVAL. */
