@@ -450,6 +450,83 @@ CVM_EXPORT int cvm_tdx_policy_check(const struct cvm_tdx_verdict *v,
 CVM_EXPORT int cvm_tdx_verdict_claims(const struct cvm_tdx_verdict *v, json_t *obj,
 				      struct cvm_err *err);
 
+/* ==== vTPM quotes and Azure HCL reports ======================================================
+ * TPMS_ATTEST (TPM 2.0 Part 2, 10.12.12) of type TPM_ST_ATTEST_QUOTE. Big-endian fields. */
+#define CVM_TPM_MAX_BANKS 4
+struct cvm_tpm_quote {
+	uint8_t signer_name[68];   /* qualifiedSigner (TPM2B_NAME contents) */
+	size_t signer_name_len;
+	uint8_t extra_data[64];    /* the nonce */
+	size_t extra_data_len;
+	uint64_t clock;
+	uint32_t reset_count, restart_count;
+	uint8_t safe;
+	uint64_t firmware_version;
+	size_t n_banks;
+	uint16_t bank_alg[CVM_TPM_MAX_BANKS]; /* 0x000b SHA-256, 0x000c SHA-384, 0x0004 SHA-1 */
+	uint8_t bank_select[CVM_TPM_MAX_BANKS][4];   /* PCR bitmaps (PCR0 = bit 0 of byte 0) */
+	uint8_t pcr_digest[64];
+	size_t pcr_digest_len;
+};
+CVM_EXPORT int cvm_tpm_quote_parse(const uint8_t *buf, size_t len, struct cvm_tpm_quote *out,
+				   struct cvm_err *err);
+/* Checks the quote signature (RSASSA-PKCS1-v1_5 or RSA-PSS, SHA-256, raw signature bytes) with
+ * the attestation key, that pcrDigest equals the hash of the selected SHA-256 PCR values taken
+ * from pcrs[0..23] in selection order, and, when nonce is non-NULL, extraData == nonce. */
+CVM_EXPORT int cvm_tpm_quote_verify(const uint8_t *msg, size_t len, const uint8_t *sig,
+				    size_t sig_len, EVP_PKEY *ak, const uint8_t (*pcrs)[32],
+				    size_t n_pcrs, const uint8_t *nonce, size_t nonce_len,
+				    struct cvm_tpm_quote *out, struct cvm_err *err);
+
+/* Azure CVM HCL report (vTPM NV index 0x01400001): "HCLA" header, hardware report at 0x20
+ * (SNP 1184 bytes or TDREPORT 1024 bytes), IGVM request data at 0x4C0, runtime-data JSON at
+ * 0x4D4. Pointers refer into the parsed buffer. */
+struct cvm_hcl_report {
+	uint32_t version, report_size, request_type, status;
+	uint32_t report_type;        /* 2 SNP, 4 TDX */
+	uint32_t hash_type;          /* 1 SHA-256, 2 SHA-384, 3 SHA-512 */
+	const uint8_t *hw_report;
+	size_t hw_len;
+	const uint8_t *runtime;      /* runtime data JSON bytes exactly as stored */
+	size_t runtime_len;
+};
+CVM_EXPORT int cvm_hcl_report_parse(const uint8_t *buf, size_t len, struct cvm_hcl_report *out,
+				    struct cvm_err *err);
+/* The hardware report's REPORT_DATA must be hash(runtime data) followed by zeros. */
+CVM_EXPORT int cvm_hcl_check_binding(const struct cvm_hcl_report *h, struct cvm_err *err);
+/* The runtime data's key with this kid ("HCLAkPub", "HCLEkPub") as an EVP_PKEY (new ref). */
+CVM_EXPORT int cvm_hcl_runtime_key(const struct cvm_hcl_report *h, const char *kid,
+				   EVP_PKEY **out, struct cvm_err *err);
+
+/* End to end for an Azure SEV-SNP CVM: SNP report (chain, signature, policy), runtime-data
+ * binding, TPM quote signed by HCLAkPub over the given PCRs (and nonce when given). */
+struct cvm_azure_evidence {
+	const uint8_t *hcl;
+	size_t hcl_len;
+	const uint8_t *tpm_quote, *tpm_sig;
+	size_t tpm_quote_len, tpm_sig_len;
+	const uint8_t (*pcrs)[32];   /* 24 SHA-256 PCR values */
+	size_t n_pcrs;
+	const uint8_t *nonce;
+	size_t nonce_len;
+	const uint8_t *td_quote;     /* TDX CVMs: the TD quote for the TDREPORT */
+	size_t td_quote_len;
+};
+struct cvm_azure_verdict {
+	uint32_t report_type;        /* 2 SNP, 4 TDX */
+	struct cvm_snp_verdict snp;
+	struct cvm_tdx_verdict tdx;
+	struct cvm_tpm_quote tpm;
+};
+CVM_EXPORT int cvm_azure_verify(const struct cvm_azure_evidence *ev,
+				const struct cvm_snp_certs *certs,
+				const struct cvm_attest_roots *roots,
+				const struct cvm_snp_verify_opts *snp_opts,
+				const struct cvm_snp_policy *snp_policy,
+				const struct cvm_tdx_verify_opts *tdx_opts,
+				const struct cvm_tdx_policy *tdx_policy,
+				struct cvm_azure_verdict *out, struct cvm_err *err);
+
 /* ==== MAA policy language (text format, version 1.0) =========================================
  * See src/attest/policy.c for the grammar. Parse errors read "policy:LINE:COL: what". */
 struct cvm_maa_policy;
