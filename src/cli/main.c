@@ -17,6 +17,9 @@ static const struct {
 	{"role", cli_role, "role definitions and assignments (Managed HSM local RBAC)"},
 	{"identity", cli_identity, "principals and their credentials; fetch a token"},
 	{"audit", cli_audit, "verify and export the hash-chained audit log"},
+#ifdef CVM_HAVE_MIGRATE
+	{"migrate", cli_migrate, "assess disk images offline; convert MBR/BIOS disks to GPT/UEFI"},
+#endif
 };
 
 static void usage(FILE *f)

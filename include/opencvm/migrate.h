@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* migrate: the migration factory. Reads a server's disk offline (no boot, no mount) to judge
+ * whether it can become a confidential VM, and converts MBR/BIOS disks to GPT/UEFI on a copy.
+ *
+ * Partition tables are parsed by our own length-checked parsers (fuzzed) and cross-checked
+ * with libblkid/libfdisk; ext2/3/4 root filesystems are read (and for mbr2gpt, /etc/fstab is
+ * rewritten) through libext2fs at the partition's byte offset, so nothing is ever mounted.
+ *
+ * Errors: -EINVAL "BadParameter" bad arguments or malformed table, -EBADMSG CRC/signature
+ * mismatch, -ENOENT missing file, -EEXIST destination exists, -ENOTSUP a layout we refuse to
+ * convert (the message says why), -ENOSPC no room for an ESP (the message says where space must
+ * come from), -EIO I/O or library failure. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <opencvm/util.h>
+
+/* ---- partition tables ------------------------------------------------------------------- */
+#define CVM_MBR_SECTOR 512u
+#define CVM_GPT_HEADER_MIN 92u
+#define CVM_GPT_MAX_ENTRIES 1024u   /* we refuse larger arrays (spec minimum is 128) */
+#define CVM_PT_MAX_PARTS 128u       /* partitions we report (GPT entries in use, MBR incl. logical) */
+#define CVM_MBR_MAX_LOGICAL 60u     /* EBR chain length we follow before calling it a loop */
+
+enum cvm_pt_kind { CVM_PT_NONE, CVM_PT_MBR, CVM_PT_GPT };
+CVM_EXPORT const char *cvm_pt_kind_name(enum cvm_pt_kind k); /* "none" | "mbr" | "gpt" */
+
+/* One MBR partition table entry (primary table or an EBR). */
+struct cvm_mbr_entry {
+	uint8_t status;    /* 0x80 = active (bootable) */
+	uint8_t type;
+	uint32_t start_lba;
+	uint32_t nsectors;
+};
+/* A parsed MBR sector. Entries with type 0 are kept (slot positions matter), nsectors 0 too. */
+struct cvm_mbr {
+	uint32_t disk_signature;
+	struct cvm_mbr_entry e[4];
+};
+/* buf is at least one 512-byte sector; checks the 0x55AA signature and that every used entry
+ * has a non-zero start and length (an entry with type != 0 and nsectors == 0 is malformed). */
+CVM_EXPORT int cvm_mbr_parse(const uint8_t *buf, size_t len, struct cvm_mbr *out,
+			     struct cvm_err *err);
+
+struct cvm_gpt_header {
+	uint32_t header_size;
+	uint64_t my_lba, alternate_lba;
+	uint64_t first_usable, last_usable;
+	uint8_t disk_guid[16];
+	uint64_t entries_lba;
+	uint32_t num_entries, entry_size;
+	uint32_t entries_crc;
+};
+/* buf is one logical sector (sector_size bytes, 512 or 4096) holding a GPT header: checks the
+ * signature, revision 1.0, header_size in [92, sector_size], the header CRC32, entry_size a
+ * multiple of 128 (<= 4096), num_entries <= CVM_GPT_MAX_ENTRIES, first_usable <= last_usable. */
+CVM_EXPORT int cvm_gpt_header_parse(const uint8_t *buf, size_t len, uint32_t sector_size,
+				    struct cvm_gpt_header *out, struct cvm_err *err);
+
+struct cvm_part {
+	unsigned number;        /* 1-based, as Linux names them (sda1); GPT: entry index + 1 */
+	uint64_t start_lba;     /* in logical sectors */
+	uint64_t nsectors;
+	/* MBR */
+	uint8_t mbr_type;
+	bool bootable;
+	bool logical;           /* inside an extended partition */
+	/* GPT */
+	uint8_t type_guid[16];  /* on-disk byte order (mixed endian) */
+	uint8_t part_guid[16];
+	uint64_t attrs;
+	char name[72 * 3 + 1];  /* UTF-8 of the UTF-16LE name */
+};
+/* buf holds the whole entry array (num_entries * entry_size bytes, CRC-checked against the
+ * header). Entries with a zero type GUID are skipped. Every used entry must lie within
+ * [first_usable, last_usable] with first <= last, and no two may overlap. */
+CVM_EXPORT int cvm_gpt_entries_parse(const struct cvm_gpt_header *h, const uint8_t *buf,
+				     size_t len, struct cvm_part *parts, size_t max, size_t *n,
+				     struct cvm_err *err);
+
+struct cvm_ptable {
+	enum cvm_pt_kind kind;
+	uint32_t sector_size;     /* logical sector size the table was found at */
+	uint64_t disk_bytes;
+	uint32_t mbr_signature;   /* MBR disk signature (MBR disks) */
+	uint8_t disk_guid[16];    /* GPT */
+	uint64_t first_usable, last_usable;
+	bool backup_gpt_ok;       /* GPT: backup header present, valid, and matching */
+	bool hybrid_mbr;          /* GPT whose MBR has entries besides the 0xEE one */
+	size_t nparts;
+	struct cvm_part parts[CVM_PT_MAX_PARTS];
+};
+/* Read and validate the partition table of a raw image (or block device): MBR with its EBR
+ * chain, or protective MBR + primary GPT (backup checked; a corrupt primary with a valid
+ * backup is reported as an error naming it). Partitions must lie inside the disk. */
+CVM_EXPORT int cvm_ptable_read(const char *path, struct cvm_ptable *out, struct cvm_err *err);
+CVM_EXPORT int cvm_ptable_read_fd(int fd, struct cvm_ptable *out, struct cvm_err *err);
+
+/* Well-known partition kinds. */
+CVM_EXPORT bool cvm_part_is_esp(const struct cvm_ptable *t, const struct cvm_part *p);
+CVM_EXPORT bool cvm_part_is_bios_boot(const struct cvm_ptable *t, const struct cvm_part *p);
+CVM_EXPORT bool cvm_part_is_ldm(const struct cvm_ptable *t, const struct cvm_part *p);
+CVM_EXPORT bool cvm_part_is_extended(const struct cvm_ptable *t, const struct cvm_part *p);
+/* "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" form of an on-disk GUID; out >= 37 bytes. */
+CVM_EXPORT void cvm_guid_format(const uint8_t g[16], char out[37]);
+CVM_EXPORT int cvm_guid_parse(const char *s, uint8_t out[16], struct cvm_err *err);
+
+/* ---- assessment ------------------------------------------------------------------------- */
+/* The target's OS-disk limit (4 TiB, the largest OS disk a confidential VM boots from). */
+#define CVM_MIGRATE_MAX_OS_DISK (4ull << 40)
+
+enum cvm_check_status { CVM_CHECK_PASS, CVM_CHECK_WARN, CVM_CHECK_FAIL };
+CVM_EXPORT const char *cvm_check_status_name(enum cvm_check_status s); /* "pass"|"warn"|"fail" */
+
+enum cvm_verdict { CVM_VERDICT_READY, CVM_VERDICT_READY_WITH_REMEDIATION, CVM_VERDICT_NOT_READY };
+/* "ready" | "ready-with-remediation" | "not-ready" */
+CVM_EXPORT const char *cvm_verdict_name(enum cvm_verdict v);
+
+struct cvm_finding {
+	char check[32];        /* "partition-table", "dynamic-disk", ... */
+	enum cvm_check_status status;
+	char *detail;          /* what was found */
+	char *remediation;     /* the exact step; "" when status is pass */
+};
+
+/* Facts the checks were made from (also in the JSON report under "facts"). */
+struct cvm_assess_facts {
+	char format[16];           /* "raw" | "qcow2" | ... (as qemu-img names it) */
+	uint64_t disk_bytes;
+	enum cvm_pt_kind table;
+	char firmware[8];          /* "uefi" | "bios" | "unknown" */
+	int esp_part, root_part;   /* partition numbers, 0 = none */
+	char os_id[32], os_version[32], os_pretty[128];
+	char kernel[64];           /* newest kernel version with a /boot/config-* */
+};
+
+struct cvm_assess_report {
+	enum cvm_verdict verdict;
+	struct cvm_assess_facts facts;
+	size_t n;
+	struct cvm_finding *findings;
+};
+CVM_EXPORT void cvm_assess_report_clear(struct cvm_assess_report *r);
+
+struct cvm_assess_opts {
+	uint64_t max_os_disk;      /* 0 = CVM_MIGRATE_MAX_OS_DISK */
+	const char *tmpdir;        /* where non-raw images are converted; NULL = $TMPDIR or /tmp */
+};
+
+/* Assess one disk image. Images in other formats than raw are converted to a sparse raw
+ * temporary with qemu-img first. Findings always include, in this order: partition-table,
+ * dynamic-disk, os-disk-size, firmware, filesystems, fstab-device-names, os-supported,
+ * kernel-sev-snp, kernel-tdx, virtio-drivers, initramfs, secure-boot-loader, tpm-tools.
+ * Verdict: any fail -> not-ready, else any warn -> ready-with-remediation, else ready. */
+CVM_EXPORT int cvm_migrate_assess_image(const char *path, const struct cvm_assess_opts *opts,
+					struct cvm_assess_report *out, struct cvm_err *err);
+/* {"image":..,"verdict":..,"facts":{..},"findings":[{check,status,detail,remediation}]};
+ * *json is malloc'd, pretty-printed. */
+CVM_EXPORT int cvm_assess_report_json(const struct cvm_assess_report *r, const char *image,
+				      char **json, struct cvm_err *err);
+
+/* ---- MBR -> GPT ------------------------------------------------------------------------- */
+#define CVM_ESP_SIZE (100ull << 20)  /* 100 MiB FAT32 ESP */
+
+struct cvm_mbr2gpt_opts {
+	/* When no free gap holds an ESP, append the space at the end of the copy (the target
+	 * disk is that much larger). Without it such disks are refused with -ENOSPC. */
+	bool grow;
+	bool rewrite_fstab;        /* default true via cvm_mbr2gpt_opts_init */
+	bool dry_run;              /* plan only; out is not written */
+};
+CVM_EXPORT void cvm_mbr2gpt_opts_init(struct cvm_mbr2gpt_opts *o);
+
+struct cvm_mbr2gpt_result {
+	char plan[2048];           /* what was (or would be) done, one step per line */
+	uint64_t out_bytes;
+	unsigned esp_number;       /* GPT entry number of the new ESP */
+	uint64_t esp_start_lba, esp_nsectors;
+	unsigned fstab_rewritten;  /* entries changed */
+	int fstab_part;            /* partition whose /etc/fstab changed, 0 = none */
+	bool checksums_equal;      /* every partition's data equal to the source (before fstab) */
+};
+
+/* Convert the MBR image `in` (raw) into a GPT image at `out` (-EEXIST when it exists): same
+ * partition extents and filesystem UUIDs, a new FAT32 ESP, protective MBR, primary and backup
+ * GPT with correct CRCs, verified by re-reading with our parser and libfdisk; partition data
+ * compared by SHA-256 before /etc/fstab is rewritten to UUID= through libext2fs. Refuses
+ * (-ENOTSUP, reason in err) GPT inputs, LDM, extended partitions whose logical partitions
+ * would not keep their numbers, 4K-sector tables, and partitions past 2^32 sectors. */
+CVM_EXPORT int cvm_mbr2gpt(const char *in, const char *out, const struct cvm_mbr2gpt_opts *opts,
+			   struct cvm_mbr2gpt_result *res, struct cvm_err *err);
