@@ -248,7 +248,9 @@ static void test_progress_token(void **state)
 	_cleanup_free_ char *j = NULL;
 	assert_int_equal(cvm_disk_progress_json(&p, &j, &err), 0);
 	assert_int_equal(cvm_disk_progress_parse((const uint8_t *)j, strlen(j), &q, &err), 0);
-	assert_memory_equal(&p, &q, sizeof(p));
+	assert_true(p.done == q.done && p.total == q.total && p.source_size == q.source_size &&
+		    p.source_mtime_ns == q.source_mtime_ns && p.chunk == q.chunk &&
+		    p.sector_size == q.sector_size);
 	static const struct {
 		const char *from, *to, *want;
 	} bad[] = {
