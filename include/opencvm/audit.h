@@ -58,6 +58,15 @@ CVM_EXPORT int cvm_audit_open(struct cvm_store *s, struct cvm_audit **out, struc
 CVM_EXPORT void cvm_audit_close(struct cvm_audit *a);
 CVM_DEFINE_CLEANUP(struct cvm_audit, cvm_audit_close)
 
+/* Counters of the group-commit writer since cvm_audit_open (for metrics): records and
+ * batches committed, batches that failed. records / batches is the mean group size. */
+struct cvm_audit_stats {
+	int64_t records;
+	int64_t batches;
+	int64_t failed_batches;
+};
+CVM_EXPORT void cvm_audit_stats(struct cvm_audit *a, struct cvm_audit_stats *out);
+
 /* Append and wait until durable (see the guarantee above). Returns the record's seq. Do not
  * call while this thread holds a write transaction on the same store (use _append_tx). */
 CVM_EXPORT int cvm_audit_append(struct cvm_audit *a, const struct cvm_audit_event *ev,

@@ -55,7 +55,8 @@ struct cvm_audit {
 	pthread_cond_t done; /* appenders wait for their batch */
 	struct waiter *head, *tail;
 	bool stop;
-	struct batch batch; /* used by the writer thread only */
+	struct cvm_audit_stats stats; /* under lock */
+	struct batch batch;           /* used by the writer thread only */
 };
 
 /* ---- canonical encoding and hashing ----------------------------------------------------- */
@@ -274,6 +275,12 @@ static void *writer_main(void *arg)
 			cvm_log_error("audit_commit_failed", "records=%zu error=%s", n, err.msg);
 
 		pthread_mutex_lock(&a->lock);
+		if (rc == 0) {
+			a->stats.records += (int64_t)n;
+			a->stats.batches++;
+		} else {
+			a->stats.failed_batches++;
+		}
 		w = first;
 		for (size_t i = 0; i < n; i++, w = w->next) {
 			w->rc = rc;
@@ -320,6 +327,13 @@ int cvm_audit_append(struct cvm_audit *a, const struct cvm_audit_event *ev, int6
 	if (seq)
 		*seq = w.seq;
 	return 0;
+}
+
+void cvm_audit_stats(struct cvm_audit *a, struct cvm_audit_stats *out)
+{
+	pthread_mutex_lock(&a->lock);
+	*out = a->stats;
+	pthread_mutex_unlock(&a->lock);
 }
 
 int cvm_audit_open(struct cvm_store *s, struct cvm_audit **out, struct cvm_err *err)
