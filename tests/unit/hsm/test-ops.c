@@ -3,6 +3,7 @@
  * checks, on SQLite and (CVM_TEST_POSTGRES) PostgreSQL. */
 #include "keystest.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
 static json_t *op(struct kt *t, const char *name, const char *version, const char *opname,
@@ -272,6 +273,96 @@ static void older_version_still_works(void **state)
 	kt_close(&t);
 }
 
+/* The unsealed-key cache: bounded, least recently used out first, drop by exact name. */
+static void cache_lru(void **state)
+{
+	struct kt t;
+	kt_open(&t, state, "cache", 7, false);
+	struct cvm_key *k[3] = { 0 };
+	for (int i = 0; i < 3; i++)
+		ASSERT_OK(cvm_key_generate_oct(128, &k[i], err));
+	t.h->cache.cap = 2;
+	cvm_hsm_cache_put(t.h, "a", "v1", k[0]);
+	cvm_hsm_cache_put(t.h, "ab", "v1", k[1]);
+	struct cvm_key *got = cvm_hsm_cache_get(t.h, "a", "v1"); /* a is now most recent */
+	assert_ptr_equal(got, k[0]);
+	cvm_key_free(got);
+	cvm_hsm_cache_put(t.h, "b", "v1", k[2]); /* evicts ab */
+	assert_null(cvm_hsm_cache_get(t.h, "ab", "v1"));
+	got = cvm_hsm_cache_get(t.h, "b", "v1");
+	assert_ptr_equal(got, k[2]);
+	cvm_key_free(got);
+	cvm_hsm_cache_put(t.h, "ab", "v1", k[1]); /* evicts a */
+	assert_null(cvm_hsm_cache_get(t.h, "a", "v1"));
+	cvm_hsm_cache_drop(t.h, "a"); /* must not touch "ab" */
+	got = cvm_hsm_cache_get(t.h, "ab", "v1");
+	assert_ptr_equal(got, k[1]);
+	cvm_key_free(got);
+	cvm_hsm_cache_drop(t.h, NULL);
+	assert_null(cvm_hsm_cache_get(t.h, "b", "v1"));
+	assert_int_equal(t.h->cache.count, 0);
+	for (int i = 0; i < 3; i++)
+		cvm_key_free(k[i]);
+	kt_close(&t);
+}
+
+struct worker {
+	struct kt *t;
+	json_t *wrapped[4];
+	int bad;
+};
+
+static void *unwrap_worker(void *arg)
+{
+	struct worker *w = arg;
+	for (int i = 0; i < 40; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "c%d", i % 4);
+		json_t *b = json_pack("{s:s,s:O}", "alg", "A256KW", "value",
+				      json_object_get(w->wrapped[i % 4], "value")),
+		       *out = NULL;
+		struct cvm_err e = { 0 };
+		if (cvm_hsm_key_op(w->t->h, &caller, name, NULL, "unwrapkey", b, &out, &e) < 0 ||
+		    strcmp(json_string_value(json_object_get(out, "value")),
+			   "AAECAwQFBgcICQoLDA0ODw"))
+			w->bad++;
+		json_decref(out);
+		json_decref(b);
+		if (i % 10 == 9)
+			cvm_hsm_cache_drop(w->t->h, name); /* churn the cache under load */
+	}
+	return NULL;
+}
+
+/* Operations from several threads on one HSM (as the HTTP thread pool calls it). */
+static void concurrent_ops(void **state)
+{
+	struct kt t;
+	kt_open(&t, state, "concops", 7, false);
+	t.h->cache.cap = 3; /* fewer slots than keys: evictions while others read */
+	struct worker w[4] = { 0 };
+	for (int i = 0; i < 4; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "c%d", i);
+		json_decref(kt_create(&t, name, "{\"kty\":\"oct-HSM\"}"));
+		w[0].wrapped[i] = op(&t, name, NULL, "wrapkey",
+				     J("{\"alg\":\"A256KW\",\"value\":\"AAECAwQFBgcICQoLDA0ODw\"}"));
+	}
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++) {
+		w[i].t = &t;
+		memcpy(w[i].wrapped, w[0].wrapped, sizeof(w[0].wrapped));
+		assert_int_equal(pthread_create(&th[i], NULL, unwrap_worker, &w[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(w[i].bad, 0);
+	}
+	for (int i = 0; i < 4; i++)
+		json_decref(w[0].wrapped[i]);
+	kt_close(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -280,6 +371,8 @@ int main(void)
 		cmocka_unit_test(oct_algorithms),
 		cmocka_unit_test(key_state_refuses),
 		cmocka_unit_test(older_version_still_works),
+		cmocka_unit_test(cache_lru),
+		cmocka_unit_test(concurrent_ops),
 	};
 	return testdb_run("hsm-ops", tests, CVM_ARRAY_SIZE(tests));
 }
