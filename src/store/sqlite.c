@@ -346,10 +346,12 @@ static int sq_begin(void *impl, enum store_tx_kind kind, void **conn, struct cvm
 	return 0;
 }
 
+/* Rollback has no one to report to; if it fails, the next BEGIN on this connection fails
+ * with "cannot start a transaction within a transaction" and the caller sees that. */
 static void sq_abort(struct sq_conn *c)
 {
 	if (!sqlite3_get_autocommit(c->db))
-		sq_exec(c, "ROLLBACK", NULL, 0, NULL, NULL, NULL);
+		(void)sq_exec(c, "ROLLBACK", NULL, 0, NULL, NULL, NULL);
 }
 
 static int sq_commit(void *impl, void *conn, struct cvm_err *err)
