@@ -108,7 +108,8 @@ CVM_EXPORT int cvm_hsm_domain_unlock(struct cvm_hsm *h, const struct cvm_secret 
 CVM_EXPORT int cvm_hsm_domain_upload(struct cvm_hsm *h, struct cvm_secret *const *shares,
 				     size_t n, struct cvm_err *err);
 /* Same for an HSM whose store has no domain yet (disaster recovery into an empty store before a
- * full restore): the check value and hsm_id come from the download JSON and are stored. */
+ * full restore): the check value and hsm_id come from the download JSON and are stored. When the
+ * store already has a domain this is cvm_hsm_domain_upload (the download is not consulted). */
 CVM_EXPORT int cvm_hsm_domain_restore(struct cvm_hsm *h, json_t *download,
 				      struct cvm_secret *const *shares, size_t n,
 				      struct cvm_err *err);
