@@ -36,6 +36,8 @@ CVM_EXPORT int cvm_err_set(struct cvm_err *err, int errnum, const char *code, co
 CVM_EXPORT int cvm_err_prefix(struct cvm_err *err, const char *fmt, ...) CVM_PRINTF(2, 3);
 /* Record the OpenSSL error queue (and clear it) into err with EBADMSG/EIO. Returns -errnum. */
 CVM_EXPORT int cvm_err_openssl(struct cvm_err *err, int errnum, const char *what);
+/* Change errnum and code, keeping the message (e.g. after cvm_err_prefix). Returns -errnum. */
+CVM_EXPORT int cvm_err_set_code(struct cvm_err *err, int errnum, const char *code);
 CVM_EXPORT void cvm_err_clear(struct cvm_err *err);
 CVM_EXPORT int cvm_err_http_status(const struct cvm_err *err);
 

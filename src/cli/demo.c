@@ -4,8 +4,11 @@
 #include "cli.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
+#include <opencvm/attest.h>
 #include <opencvm/audit.h>
+#include <opencvm/crypto.h>
 #include <opencvm/store.h>
 #include <signal.h>
 #include <string.h>
@@ -16,7 +19,9 @@
 struct demo {
 	struct cli *cli;
 	char dir[64];
-	char *dev_info, *store_url;
+	char *dev_info, *store_url, *state_dir;
+	json_t *claims;       /* claims of the attestation token */
+	char release_path[160]; /* /keys/NAME/VERSION of the exportable key */
 	pid_t cvmd;
 	uint64_t t0, step_t0;
 	int step;
@@ -79,7 +84,7 @@ static int start_cvmd(struct demo *d, struct cvm_err *err)
 			dup2(fd, STDERR_FILENO);
 		}
 		execl(cvmd, "cvmd", "--dev", "--listen", "127.0.0.1:0", "--dev-info", d->dev_info,
-		      "--store", d->store_url, (char *)NULL);
+		      "--store", d->store_url, "--state-dir", d->state_dir, (char *)NULL);
 		_exit(127);
 	}
 	d->cvmd = pid;
@@ -244,6 +249,167 @@ static int sign_verify(struct demo *d, struct cvm_err *err)
 	return r;
 }
 
+
+/* ---- the guest's side of Secure Key Release, played by the demo ---------------------------
+ * A TEE-held RSA key goes into the runtime data; the (emulated) SEV-SNP report binds
+ * SHA-256(runtime data); the attestation service turns the evidence into a token; the key
+ * service releases the key wrapped to the TEE key; only the TEE key can unwrap it. */
+
+static int runtime_data(const struct cvm_key *tee, char **out, struct cvm_err *err)
+{
+	json_t *jwk = NULL;
+	int r = cvm_key_to_jwk(tee, false, &jwk, err);
+	if (r < 0)
+		return r;
+	json_object_set_new(jwk, "kid", json_string("TpmEphemeralEncryptionKey"));
+	json_object_set_new(jwk, "key_ops", json_pack("[s]", "encrypt"));
+	json_t *rt = json_pack("{s:[o],s:{s:b,s:b,s:b,s:s}}", "keys", jwk, "vm-configuration",
+			       "secure-boot", 1, "tpm-enabled", 1, "console-enabled", 0, "vmUniqueId",
+			       "opencvm-demo");
+	*out = rt ? json_dumps(rt, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(rt);
+	return *out ? 0 : cvm_err_nomem(err);
+}
+
+static int read_text(const char *dir, const char *name, struct cvm_buf *into, struct cvm_err *err)
+{
+	_cleanup_free_ char *p = cvm_path_join(dir, name);
+	_cleanup_free_ uint8_t *data = NULL;
+	size_t len;
+	int r = p ? cvm_file_read(p, 1 << 20, &data, &len, err) : cvm_err_nomem(err);
+	if (r == 0 && cvm_buf_append(into, data, len) < 0)
+		r = cvm_err_nomem(err);
+	return r;
+}
+
+static int attest(struct demo *d, const struct cvm_key *tee, char **token, struct cvm_err *err)
+{
+	_cleanup_free_ char *rt = NULL, *emu = cvm_path_join(d->state_dir, "tee-emulator");
+	int r = emu ? runtime_data(tee, &rt, err) : cvm_err_nomem(err);
+	if (r < 0)
+		return r;
+	struct cvm_tee_emu_report_in in = {.policy = 0x30000};
+	size_t dl = 32;
+	if ((r = cvm_digest("SHA256", rt, strlen(rt), in.report_data, &dl, err)) < 0)
+		return r;
+	memset(in.measurement, 0x5a, sizeof(in.measurement));
+	uint8_t report[CVM_SNP_REPORT_SIZE];
+	if ((r = cvm_tee_emu_snp_report(emu, &in, report, err)) < 0)
+		return cvm_err_prefix(err, "emulated SEV-SNP report");
+	struct cvm_buf chain = {0};
+	if ((r = read_text(emu, "vcek.pem", &chain, err)) < 0 ||
+	    (r = read_text(emu, "ask.pem", &chain, err)) < 0 ||
+	    (r = read_text(emu, "ark.pem", &chain, err)) < 0) {
+		cvm_buf_free(&chain);
+		return r;
+	}
+	json_t *evidence = json_object();
+	cvm_json_set_b64url(evidence, "SnpReport", report, sizeof(report));
+	cvm_json_set_b64url(evidence, "VcekCertChain", chain.data, chain.len);
+	cvm_buf_free(&chain);
+	_cleanup_free_ char *ev = json_dumps(evidence, JSON_COMPACT);
+	json_decref(evidence);
+	json_t *body = json_pack("{s:{s:s}}", "runtimeData", "dataType", "JSON");
+	cvm_json_set_b64url(body, "report", ev, strlen(ev));
+	cvm_json_set_b64url(json_object_get(body, "runtimeData"), "data", rt, strlen(rt));
+	json_t *res = NULL;
+	r = call(d, "POST", "/attest/SevSnpVm?api-version=2022-08-01", body, &res, err);
+	if (r < 0)
+		return r;
+	const char *t = json_string_value(json_object_get(res, "token"));
+	*token = t ? strdup(t) : NULL;
+	json_decref(res);
+	if (!*token)
+		return cvm_err_internal(err, "attestation response has no token");
+	/* The payload is only displayed here; the key service verifies the signature. */
+	struct cvm_jws *jws = NULL;
+	if ((r = cvm_jws_parse(*token, strlen(*token), &jws, err)) < 0)
+		return r;
+	d->claims = json_loadb((const char *)jws->payload, jws->payload_len, 0, NULL);
+	cvm_jws_free(jws);
+	return d->claims ? 0 : cvm_err_internal(err, "token payload is not JSON");
+}
+
+static int create_exportable_key(struct demo *d, struct cvm_err *err)
+{
+	/* Release only to an SEV-SNP VM attested by this service, emulated evidence allowed
+	 * explicitly (a production policy would require x-opencvm-emulated == false). */
+	json_t *pol = json_pack("{s:s,s:[{s:s,s:[{s:s,s:s},{s:s,s:b},{s:s,s:b}]}]}", "version",
+				"1.0.0", "anyOf", "authority", d->cli->conn.base_url, "allOf", "claim",
+				"x-ms-attestation-type", "equals", "sevsnpvm", "claim",
+				"x-ms-sevsnpvm-is-debuggable", "equals", 0, "claim",
+				"x-opencvm-emulated", "equals", 1);
+	_cleanup_free_ char *pj = json_dumps(pol, JSON_COMPACT);
+	json_decref(pol);
+	json_t *rp = json_pack("{s:s}", "contentType", "application/json; charset=utf-8");
+	cvm_json_set_b64url(rp, "data", pj, strlen(pj));
+	json_t *body = json_pack("{s:s,s:i,s:{s:b},s:o}", "kty", "RSA-HSM", "key_size", 2048,
+				 "attributes", "exportable", 1, "release_policy", rp);
+	json_t *res = NULL;
+	int r = call(d, "POST", "/keys/demo-release-key/create", body, &res, err);
+	if (r == 0)
+		r = key_version_path(res, d->release_path, sizeof(d->release_path), err);
+	json_decref(res);
+	return r;
+}
+
+/* Release, then prove the TEE key (and only it) recovers the very key the HSM holds: the
+ * unwrapped private key's public half equals the HSM's public key. */
+static int release(struct demo *d, const struct cvm_key *tee, const char *token,
+		   struct cvm_err *err)
+{
+	json_t *res = NULL;
+	int r = call(d, "POST", op_path(d->release_path, "release"),
+		     json_pack("{s:s,s:s}", "target", token, "enc", "RSA_AES_KEY_WRAP_256"), &res,
+		     err);
+	if (r < 0)
+		return r;
+	const char *v = json_string_value(json_object_get(res, "value"));
+	struct cvm_jws *jws = NULL;
+	r = v ? cvm_jws_parse(v, strlen(v), &jws, err) : cvm_err_internal(err, "no value");
+	json_decref(res);
+	if (r < 0)
+		return r;
+	json_t *payload = json_loadb((const char *)jws->payload, jws->payload_len, 0, NULL);
+	cvm_jws_free(jws);
+	json_t *key = cvm_json_path(payload, "response.key.key");
+	uint8_t *blob = NULL, *ct = NULL;
+	size_t blen = 0, clen = 0;
+	json_t *kh = NULL;
+	struct cvm_secret *material = NULL;
+	struct cvm_key *released = NULL, *hsm_pub = NULL;
+	r = cvm_json_b64url(key, "key_hsm", "key_hsm", true, &blob, &blen, err);
+	if (r == 0)
+		r = cvm_json_parse(blob, blen, false, &kh, err);
+	if (r == 0)
+		r = cvm_json_b64url(kh, "ciphertext", "key_hsm.ciphertext", true, &ct, &clen, err);
+	if (r == 0)
+		r = cvm_rsa_aes_key_unwrap(cvm_key_pkey(tee), "RSA_AES_KEY_WRAP_256", ct, clen,
+					   &material, err);
+	if (r == 0)
+		r = cvm_key_import_private(CVM_KTY_RSA, material->data, material->len, &released, err);
+	if (r == 0)
+		r = cvm_key_from_jwk(key, false, &hsm_pub, err);
+	if (r == 0) {
+		struct cvm_buf a = {0}, b = {0};
+		if (cvm_key_export_public_der(released, &a, err) < 0 ||
+		    cvm_key_export_public_der(hsm_pub, &b, err) < 0)
+			r = -EIO;
+		else if (a.len != b.len || memcmp(a.data, b.data, a.len) != 0)
+			r = cvm_err_internal(err, "released key differs from the HSM's key");
+		cvm_buf_free(&a);
+		cvm_buf_free(&b);
+	}
+	cvm_key_free(released);
+	cvm_key_free(hsm_pub);
+	cvm_secret_free(material);
+	json_decref(kh);
+	json_decref(payload);
+	free(blob);
+	free(ct);
+	return r;
+}
+
 static int verify_audit(struct demo *d, int64_t *records, struct cvm_err *err)
 {
 	struct cvm_store *s = NULL;
@@ -255,16 +421,15 @@ static int verify_audit(struct demo *d, int64_t *records, struct cvm_err *err)
 	return r;
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+/* The demo's temp dir holds only what the demo and its cvmd created. */
 static void remove_tree(const char *dir)
 {
-	static const char *const files[] = {"dev.json", "cvmd.log", "demo.db", "demo.db-wal",
-					    "demo.db-shm"};
-	for (size_t i = 0; i < CVM_ARRAY_SIZE(files); i++) {
-		_cleanup_free_ char *p = cvm_asprintf("%s/%s", dir, files[i]);
-		if (p)
-			unlink(p);
-	}
-	rmdir(dir);
+	nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 int cli_demo(struct cli *cli, int argc, char **argv)
@@ -284,11 +449,14 @@ int cli_demo(struct cli *cli, int argc, char **argv)
 	}
 	d.dev_info = cvm_asprintf("%s/dev.json", d.dir);
 	d.store_url = cvm_asprintf("sqlite:%s/demo.db", d.dir);
+	d.state_dir = cvm_asprintf("%s/state", d.dir);
 	cli->dev_info = d.dev_info;
 	printf("OpenCVM demo: key service on loopback, state in %s\n", d.dir);
 	int64_t records = 0;
 	char detail[128];
 	json_t *res = NULL;
+	struct cvm_key *tee = NULL;
+	char *token = NULL;
 
 	step_begin(&d, "start cvmd --dev (SQLite, self-signed TLS, HSM activated)");
 	if (start_cvmd(&d, &err) < 0)
@@ -357,6 +525,36 @@ int cli_demo(struct cli *cli, int argc, char **argv)
 		goto fail;
 	step_end(&d, NULL);
 
+	step_begin(&d, "guest: emulated SEV-SNP report binding a TEE key -> token");
+	if (cvm_key_generate_rsa(2048, 0, &tee, &err) < 0 || attest(&d, tee, &token, &err) < 0)
+		goto fail;
+	snprintf(detail, sizeof(detail), "type=%s emulated=%s debuggable=%s",
+		 json_string_value(json_object_get(d.claims, "x-ms-attestation-type")) ?: "?",
+		 json_is_true(json_object_get(d.claims, "x-opencvm-emulated")) ? "true" : "false",
+		 json_is_true(json_object_get(d.claims, "x-ms-sevsnpvm-is-debuggable")) ? "true" : "false");
+	step_end(&d, detail);
+
+	step_begin(&d, "create exportable key with a release policy (SKR 1.0.0)");
+	if (create_exportable_key(&d, &err) < 0)
+		goto fail;
+	step_end(&d, NULL);
+
+	step_begin(&d, "Secure Key Release to the TEE key; unwrap; compare");
+	if (release(&d, tee, token, &err) < 0)
+		goto fail;
+	step_end(&d, "released key == HSM key");
+
+	step_begin(&d, "the same token again is refused (replay)");
+	{
+		struct cvm_err e2 = {0};
+		int rel = release(&d, tee, token, &e2);
+		if (rel != -EPERM) {
+			cvm_err_internal(&err, "expected 403, got %s", rel ? e2.code : "success");
+			goto fail;
+		}
+	}
+	step_end(&d, "403 Forbidden as expected");
+
 	step_begin(&d, "verify the hash-chained audit log");
 	if (verify_audit(&d, &records, &err) < 0)
 		goto fail;
@@ -371,11 +569,19 @@ int cli_demo(struct cli *cli, int argc, char **argv)
 		remove_tree(d.dir);
 	free(d.dev_info);
 	free(d.store_url);
+	free(d.state_dir);
+	json_decref(d.claims);
+	cvm_key_free(tee);
+	free(token);
 	return CLI_OK;
 fail:
 	rc = step_fail(&d, &err);
 	stop_cvmd(&d);
 	free(d.dev_info);
 	free(d.store_url);
+	free(d.state_dir);
+	json_decref(d.claims);
+	cvm_key_free(tee);
+	free(token);
 	return rc;
 }

@@ -247,8 +247,8 @@ static unsigned worker_threads(unsigned configured)
 	if (configured)
 		return configured;
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	unsigned t = n > 0 ? (unsigned)n * 8 : 16;
-	return t < 16 ? 16 : (t > 256 ? 256 : t);
+	unsigned t = n > 0 ? (unsigned)n * 32 : 64;
+	return t < 64 ? 64 : (t > 512 ? 512 : t);
 }
 
 /* ---- scheduler --------------------------------------------------------------------------------- */
@@ -394,10 +394,18 @@ static int attest_setup(struct cvmd_config *c, struct service *s, struct cvm_err
 		cvm_log_warn("attest_emulator_trusted", "dir=%s ark_sha256=%s",
 			     c->attest_emulator_root, fp);
 	}
+	/* Trusting the emulator root is the operator's explicit opt-in (always in --dev); only
+	 * then does the SEV-SNP policy accept emulated evidence. Its tokens still say
+	 * x-opencvm-emulated: true, and the key service releases to them only when a key's
+	 * release policy names that claim. */
+	struct cvm_snp_policy snp_policy;
+	cvm_snp_policy_default(&snp_policy);
+	snp_policy.allow_emulated = emu_dir != NULL || c->attest_emulator_root != NULL;
 	struct cvm_attest_service_config ac = {
 		.issuer = s->base_url,
 		.key_dir = key_dir,
 		.roots = s->roots,
+		.snp_policy = &snp_policy,
 	};
 	r = cvm_attest_service_new(&ac, &s->attest, err);
 	if (r < 0)
@@ -405,6 +413,32 @@ static int attest_setup(struct cvmd_config *c, struct service *s, struct cvm_err
 	return cvm_attest_register_routes(s->attest, s->srv, err);
 }
 #endif
+
+/* Attestation authorities are reached over TLS: trust the system's CAs plus our own
+ * certificate, so the local attestation service (same cvmd, self-signed by default) is an
+ * authority like any other. Written to the state dir as one PEM bundle (curl takes one). */
+static int authority_trust_bundle(struct cvmd_config *c, struct service *s, char **out,
+				  struct cvm_err *err)
+{
+	static const char *const system_bundle = "/etc/ssl/certs/ca-certificates.crt";
+	struct cvm_buf b = { 0 };
+	uint8_t *data = NULL;
+	size_t len = 0;
+	if (cvm_file_read(system_bundle, 16u << 20, &data, &len, NULL) == 0) {
+		int a = cvm_buf_append(&b, data, len);
+		free(data);
+		if (a < 0)
+			return cvm_err_nomem(err);
+	}
+	if (cvm_buf_append_str(&b, "\n") < 0 || cvm_buf_append_str(&b, s->cert_pem) < 0) {
+		cvm_buf_free(&b);
+		return cvm_err_nomem(err);
+	}
+	*out = cvm_path_join(c->state_dir, "authority-ca.pem");
+	int r = *out ? cvm_file_write_atomic(*out, b.data, b.len, 0644, err) : cvm_err_nomem(err);
+	cvm_buf_free(&b);
+	return r;
+}
 
 static int hsm_setup(struct cvmd_config *c, struct service *s, bool *admin_created,
 		     char **admin_file, struct cvm_err *err)
@@ -418,7 +452,10 @@ static int hsm_setup(struct cvmd_config *c, struct service *s, bool *admin_creat
 	int r = cvm_hsm_open(&hc, &s->hsm, err);
 	if (r < 0)
 		return r;
-	struct cvm_hsm_auth_config auc = { 0 };
+	_cleanup_free_ char *authority_ca = NULL;
+	if ((r = authority_trust_bundle(c, s, &authority_ca, err)) < 0)
+		return r;
+	struct cvm_hsm_auth_config auc = { .authority_ca_file = authority_ca };
 	r = cvm_hsm_auth_configure(s->hsm, &auc, err);
 	if (r < 0)
 		return r;

@@ -82,8 +82,10 @@ static int get_json(struct cvm_hsm_auth *a, const char *url, json_t **out, struc
 	}
 	r = cvm_json_parse(res.body.data, res.body.len, false, out, err);
 	cvm_http_result_free(&res);
-	if (r < 0)
-		return cvm_err_set(err, EIO, "InternalError", "issuer keys: %s: %s", url, err->msg);
+	if (r < 0) {
+		cvm_err_prefix(err, "issuer keys: %s", url);
+		return cvm_err_set_code(err, EIO, "InternalError");
+	}
 	return 0;
 }
 

@@ -219,6 +219,26 @@ static int parse_target(const char *target, struct target *t, struct cvm_err *er
 }
 
 /* Authority, signature, times, policy. */
+/* Does any leaf of the policy (nested anyOf/allOf) test this claim? */
+static bool release_policy_names_claim(json_t *node, const char *claim)
+{
+	if (json_is_array(node)) {
+		size_t i;
+		json_t *v;
+		json_array_foreach(node, i, v)
+			if (release_policy_names_claim(v, claim))
+				return true;
+		return false;
+	}
+	if (!json_is_object(node))
+		return false;
+	const char *c = json_string_value(json_object_get(node, "claim"));
+	if (c && strcmp(c, claim) == 0)
+		return true;
+	return release_policy_names_claim(json_object_get(node, "anyOf"), claim) ||
+	       release_policy_names_claim(json_object_get(node, "allOf"), claim);
+}
+
 static int verify_target(struct cvm_hsm *h, struct target *t, json_t *policy, const char *name,
 			 int64_t now, struct cvm_err *err)
 {
@@ -234,10 +254,10 @@ static int verify_target(struct cvm_hsm *h, struct target *t, json_t *policy, co
 	_cleanup_key_ struct cvm_key *pub = NULL;
 	if ((r = hsm_jwks_key(h, t->iss, kid, &pub, err)) < 0)
 		return r;
-	if ((r = cvm_jws_verify(t->jws, pub, err)) < 0)
-		return cvm_err_set(err, EBADMSG, "BadParameter",
-				   "target: signature verification with the issuer's key failed: %s",
-				   err->msg);
+	if ((r = cvm_jws_verify(t->jws, pub, err)) < 0) {
+		cvm_err_prefix(err, "target: signature verification with the issuer's key failed");
+		return cvm_err_set_code(err, EBADMSG, "BadParameter");
+	}
 	if ((r = cvm_jwt_check_times(t->claims, now, LEEWAY, false, err)) < 0)
 		return cvm_err_prefix(err, "target");
 	bool allowed = false;
@@ -247,6 +267,14 @@ static int verify_target(struct cvm_hsm *h, struct target *t, json_t *policy, co
 		return cvm_err_set(err, EPERM, "Forbidden",
 				   "target: the token's claims do not satisfy the release policy of "
 				   "key %s", name);
+	/* Emulated evidence proves nothing about hardware: its tokens are honoured only by
+	 * policies that opt in by naming the claim (trust rule: default policies refuse them). */
+	if (json_is_true(json_object_get(t->claims, "x-opencvm-emulated")) &&
+	    !release_policy_names_claim(policy, "x-opencvm-emulated"))
+		return cvm_err_set(err, EPERM, "Forbidden",
+				   "target: the token comes from the TEE emulator and the release "
+				   "policy of key %s does not accept emulated evidence (it must name "
+				   "the claim x-opencvm-emulated)", name);
 	return 0;
 }
 

@@ -54,6 +54,15 @@ int cvm_err_openssl(struct cvm_err *err, int errnum, const char *what)
 			   "%s failed (%s)", what, detail);
 }
 
+int cvm_err_set_code(struct cvm_err *err, int errnum, const char *code)
+{
+	if (err) {
+		err->errnum = errnum;
+		snprintf(err->code, sizeof(err->code), "%s", code);
+	}
+	return -errnum;
+}
+
 void cvm_err_clear(struct cvm_err *err)
 {
 	if (err)
