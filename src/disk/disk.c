@@ -190,10 +190,34 @@ struct build {
 	char *partial;
 	struct cvm_luks luks;
 	int fd;
+	int lockfd;  /* holds the lock on an existing <dst>.partial while we resume it */
 	int progress_id;
 	struct cvm_disk_progress prog;
 	struct cvm_secret *vk;
 };
+
+/* One writer per <dst>.partial: a second run on the same destination (a retry while the first
+ * is still going) must not resume, delete or overwrite it. An open-file-description lock, not
+ * flock: libcryptsetup flocks the image itself for its metadata writes, and the two kinds of
+ * lock do not interact. */
+static int lock_partial(int fd, const char *path, struct cvm_err *err)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	if (errno == EAGAIN || errno == EACCES)
+		return cvm_err_set(err, EBUSY, "Conflict", "%s: another process is writing it", path);
+	return sys_err(err, "lock", path);
+}
+
+/* Lock an existing <dst>.partial before looking at it (resume) or deleting it (start over). */
+static int claim_partial(struct build *b, struct cvm_err *err)
+{
+	b->lockfd = open(b->partial, O_RDWR | O_CLOEXEC);
+	if (b->lockfd < 0)
+		return errno == ENOENT ? 0 : sys_err(err, "open", b->partial);
+	return lock_partial(b->lockfd, b->partial, err);
+}
 
 static void build_clear(struct build *b)
 {
@@ -201,6 +225,9 @@ static void build_clear(struct build *b)
 	if (b->fd >= 0)
 		close(b->fd);
 	b->fd = -1;
+	if (b->lockfd >= 0)
+		close(b->lockfd);
+	b->lockfd = -1;
 	free(b->partial);
 	b->partial = NULL;
 	cvm_secret_free(b->vk);
@@ -239,9 +266,12 @@ static int build_header(struct build *b, uint64_t image_size, uint32_t sector_si
 	b->fd = open(b->partial, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (b->fd < 0)
 		return sys_err(err, "create", b->partial);
+	int r = lock_partial(b->fd, b->partial, err);
+	if (r < 0)
+		return r;
 	if (ftruncate(b->fd, (off_t)image_size) < 0)
 		return sys_err(err, "resize", b->partial);
-	int r = cvm_luks_format(&b->luks, b->partial, sector_size, secret,
+	r = cvm_luks_format(&b->luks, b->partial, sector_size, secret,
 				opts ? opts->volume_key : NULL, opts, err);
 	if (r < 0)
 		return r;
@@ -303,9 +333,14 @@ static int create_common(const char *path, uint64_t size, const struct cvm_disk_
 		return cvm_err_badparam(err, "size: too large");
 	if ((r = check_dst_free(path, err)) < 0)
 		return r;
-	struct build b = { .dst = path, .fd = -1, .partial = cvm_asprintf("%s.partial", path) };
+	struct build b = { .dst = path, .fd = -1, .lockfd = -1,
+			   .partial = cvm_asprintf("%s.partial", path) };
 	if (!b.partial)
 		return cvm_err_nomem(err);
+	if ((r = claim_partial(&b, err)) < 0) {
+		build_clear(&b);
+		return r;
+	}
 	(void)unlink(b.partial); /* a creation cut short; it never held data */
 	r = build_header(&b, size, ss, wp, secret, opts, false, err);
 	if (r >= 0)
@@ -443,10 +478,15 @@ static int encrypt_into(int in, const char *src, uint64_t in_off, uint64_t size,
 			const struct cvm_disk_opts *opts, struct cvm_err *err)
 {
 	int r;
-	struct build b = { .dst = dst, .fd = -1, .partial = cvm_asprintf("%s.partial", dst) };
+	struct build b = { .dst = dst, .fd = -1, .lockfd = -1,
+			   .partial = cvm_asprintf("%s.partial", dst) };
 	if (!b.partial)
 		return cvm_err_nomem(err);
 	bool resumed = false;
+	if ((r = claim_partial(&b, err)) < 0) {
+		build_clear(&b);
+		return r;
+	}
 	r = resume_open(&b, wp, want, opts, err);
 	if (r == 2) {
 		r = build_finish(&b, err);

@@ -730,6 +730,16 @@ static void test_sigkill_resume(void **state)
 	_cleanup_secret_ struct cvm_secret *x = NULL;
 	assert_int_equal(cvm_disk_unlock_secret(apart, &fx->kw, &x, &err), -EBUSY);
 
+	/* while another process holds the partial image, nobody resumes or deletes it */
+	int lfd = open(apart, O_RDWR);
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	assert_int_equal(fcntl(lfd, F_OFD_SETLK, &fl), 0);
+	o.progress = NULL;
+	assert_int_equal(cvm_disk_encrypt_image(src, a, &fx->wp, &o, &err), -EBUSY);
+	assert_non_null(strstr(err.msg, "another process is writing it"));
+	close(lfd);
+	assert_int_equal(access(apart, F_OK), 0);
+
 	/* resume, and an uninterrupted run with the same volume key */
 	o.progress = NULL;
 	unsigned before = fx->tw.unwrap_calls;
