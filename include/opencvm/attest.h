@@ -553,6 +553,8 @@ struct cvm_attest_service_config {
 	const struct cvm_attest_roots *roots; /* borrowed, must outlive the service */
 	const struct cvm_snp_policy *snp_policy; /* NULL = default */
 	const struct cvm_snp_verify_opts *verify_opts; /* NULL = defaults */
+	const struct cvm_tdx_policy *tdx_policy;       /* NULL = default */
+	const struct cvm_tdx_verify_opts *tdx_opts;    /* NULL = defaults (strings borrowed) */
 };
 struct cvm_attest_service;
 CVM_EXPORT int cvm_attest_service_new(const struct cvm_attest_service_config *cfg,
@@ -561,6 +563,9 @@ CVM_EXPORT void cvm_attest_service_free(struct cvm_attest_service *s);
 CVM_DEFINE_CLEANUP(struct cvm_attest_service, cvm_attest_service_free)
 /* The body of POST /attest/SevSnpVm (JSON text): verifies and returns the JWT (malloc'd). */
 CVM_EXPORT int cvm_attest_service_attest_snp(struct cvm_attest_service *s, const char *body,
+					     size_t len, char **token, struct cvm_err *err);
+/* The body of POST /attest/TdxVm: {"quote": b64url, "runtimeData", "nonce"?}. */
+CVM_EXPORT int cvm_attest_service_attest_tdx(struct cvm_attest_service *s, const char *body,
 					     size_t len, char **token, struct cvm_err *err);
 /* Token for an already verified verdict: runtime data bytes must hash into report_data, then
  * the SevSnpVm policy (if set) authorizes and adds issued claims. */
@@ -572,6 +577,10 @@ struct cvm_attest_runtime {
 };
 CVM_EXPORT int cvm_attest_issue_snp_token(struct cvm_attest_service *s,
 					  const struct cvm_snp_verdict *v,
+					  const struct cvm_attest_runtime *rt, char **token,
+					  struct cvm_err *err);
+CVM_EXPORT int cvm_attest_issue_tdx_token(struct cvm_attest_service *s,
+					  const struct cvm_tdx_verdict *v,
 					  const struct cvm_attest_runtime *rt, char **token,
 					  struct cvm_err *err);
 /* GET /certs and GET /.well-known/openid-configuration bodies (new references). */
@@ -589,7 +598,7 @@ CVM_EXPORT int cvm_attest_service_get_policy(struct cvm_attest_service *s, const
 CVM_EXPORT int cvm_attest_service_verify_token(struct cvm_attest_service *s, const char *token,
 					       json_t **claims, struct cvm_err *err);
 
-/* REST glue: registers POST /attest/SevSnpVm, GET /certs, GET /.well-known/openid-configuration
+/* REST glue: registers POST /attest/SevSnpVm, POST /attest/TdxVm, GET /certs, GET /.well-known/openid-configuration
  * on srv (include/opencvm/http.h). */
 struct cvm_http_server;
 CVM_EXPORT int cvm_attest_register_routes(struct cvm_attest_service *svc,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* REST glue in MAA's shape:
  *   POST /attest/SevSnpVm?api-version=2022-08-01   -> {"token": JWT}
+ *   POST /attest/TdxVm?api-version=2022-08-01      {"quote": b64url, "runtimeData"} -> {"token"}
  *   GET  /.well-known/openid-configuration, GET /certs (JWKS)
  *   GET  /policies/{attestationType}               -> {"token": JWT{x-ms-policy}, "policy": text}
  *   PUT  /policies/{attestationType}               body: policy text (text/plain) or MAA's JWS
@@ -44,6 +45,22 @@ static int h_attest_snp(void *ctx, const struct cvm_http_req *req, struct cvm_ht
 	struct cvm_err err = { 0 };
 	char *token = NULL;
 	if (cvm_attest_service_attest_snp(s, (const char *)body, len, &token, &err) < 0)
+		return reply_error(resp, &err);
+	json_t *o = json_pack("{s:s}", "token", token);
+	free(token);
+	return o ? cvm_http_resp_json(resp, 200, o) : -ENOMEM;
+}
+
+static int h_attest_tdx(void *ctx, const struct cvm_http_req *req, struct cvm_http_resp *resp)
+{
+	struct cvm_attest_service *s = ctx;
+	if (check_api_version(req, resp) < 0)
+		return 0;
+	size_t len = 0;
+	const uint8_t *body = cvm_http_req_body(req, &len);
+	struct cvm_err err = { 0 };
+	char *token = NULL;
+	if (cvm_attest_service_attest_tdx(s, (const char *)body, len, &token, &err) < 0)
 		return reply_error(resp, &err);
 	json_t *o = json_pack("{s:s}", "token", token);
 	free(token);
@@ -182,6 +199,7 @@ int cvm_attest_register_routes(struct cvm_attest_service *svc, struct cvm_http_s
 		cvm_http_handler h;
 	} routes[] = {
 		{ "POST", "/attest/SevSnpVm", h_attest_snp },
+		{ "POST", "/attest/TdxVm", h_attest_tdx },
 		{ "GET", "/.well-known/openid-configuration", h_openid },
 		{ "GET", "/certs", h_certs },
 		{ "GET", "/policies/{type}", h_policy_get },

@@ -27,6 +27,8 @@ struct cvm_attest_service {
 	const struct cvm_attest_roots *roots;
 	struct cvm_snp_policy snp_policy;
 	struct cvm_snp_verify_opts verify_opts;
+	struct cvm_tdx_policy tdx_policy;
+	struct cvm_tdx_verify_opts tdx_opts;
 	struct signing_key current;
 	struct signing_key previous; /* key == NULL when none */
 	pthread_mutex_t lock;        /* guards the MAA policy texts (policy.c) */
@@ -176,6 +178,12 @@ int cvm_attest_service_new(const struct cvm_attest_service_config *cfg,
 		cvm_snp_policy_default(&s->snp_policy);
 	if (cfg->verify_opts)
 		s->verify_opts = *cfg->verify_opts;
+	if (cfg->tdx_policy)
+		s->tdx_policy = *cfg->tdx_policy;
+	else
+		cvm_tdx_policy_default(&s->tdx_policy);
+	if (cfg->tdx_opts)
+		s->tdx_opts = *cfg->tdx_opts;
 	int rc = s->issuer ? setup_keys(s, cfg, err) : cvm_err_nomem(err);
 	if (rc < 0) {
 		cvm_attest_service_free(s);
@@ -271,7 +279,7 @@ int cvm_attest_service_openid(struct cvm_attest_service *s, json_t **out, struct
 /* ---- tokens ------------------------------------------------------------------------------ */
 
 /* runtimeData must be what the TEE bound: SHA-256(bytes) || 32 zero bytes == REPORT_DATA. */
-static int check_binding(const struct cvm_snp_verdict *v, const struct cvm_attest_runtime *rt,
+static int check_binding(const uint8_t report_data[64], const struct cvm_attest_runtime *rt,
 			 struct cvm_err *err)
 {
 	uint8_t want[64] = { 0 };
@@ -280,7 +288,7 @@ static int check_binding(const struct cvm_snp_verdict *v, const struct cvm_attes
 	if (rc < 0)
 		return rc;
 	memset(want + 32, 0, 32);
-	if (!cvm_memeq_ct(want, v->report.report_data, 64))
+	if (!cvm_memeq_ct(want, report_data, 64))
 		return cvm_err_set(err, EBADMSG, "BadParameter",
 				   "runtimeData: SHA-256 of the data does not match the report's "
 				   "report_data (expected SHA-256 || 32 zero bytes)");
@@ -319,21 +327,35 @@ static int runtime_claims(const struct cvm_attest_runtime *rt, json_t **out, str
 	return 0;
 }
 
-int cvm_attest_issue_snp_token(struct cvm_attest_service *s, const struct cvm_snp_verdict *v,
-			       const struct cvm_attest_runtime *rt, char **token,
-			       struct cvm_err *err)
+/* What a verified TEE contributes to a token. */
+struct tee_facts {
+	const char *type;        /* x-ms-attestation-type: "sevsnpvm", "tdxvm" */
+	const char *policy_type; /* "SevSnpVm", "TdxVm" */
+	const uint8_t *report_data;
+	bool emulated;
+	int (*claims)(const void *verdict, json_t *obj, struct cvm_err *err);
+	const void *verdict;
+};
+
+static int snp_claims(const void *v, json_t *o, struct cvm_err *err)
+{
+	return cvm_snp_verdict_claims(v, o, err);
+}
+
+static int tdx_claims(const void *v, json_t *o, struct cvm_err *err)
+{
+	return cvm_tdx_verdict_claims(v, o, err);
+}
+
+static int issue_token(struct cvm_attest_service *s, const struct tee_facts *f,
+		       const struct cvm_attest_runtime *rt, char **token, struct cvm_err *err)
 {
 	static const struct cvm_attest_runtime none = { 0 };
 	if (!rt)
 		rt = &none;
 	int rc;
-	if (rt->data && (rc = check_binding(v, rt, err)) < 0)
+	if (rt->data && (rc = check_binding(f->report_data, rt, err)) < 0)
 		return rc;
-	if (!rt->data && !v->emulated) {
-		/* Without runtime data nothing ties a key to this VM; still a valid statement. */
-		cvm_log_debug("attest_token_no_runtime", "product=%s",
-			      cvm_snp_product_name(v->product));
-	}
 	_cleanup_json_ json_t *runtime = NULL;
 	if (rt->data && (rc = runtime_claims(rt, &runtime, err)) < 0)
 		return rc;
@@ -345,7 +367,7 @@ int cvm_attest_issue_snp_token(struct cvm_attest_service *s, const struct cvm_sn
 	uint8_t jti[32];
 	if ((rc = cvm_random(jti, sizeof(jti), err)) < 0)
 		return rc;
-	const char *compliance = v->emulated ? "opencvm-emulated" : "azure-compliant-cvm";
+	const char *compliance = f->emulated ? "opencvm-emulated" : "azure-compliant-cvm";
 	_cleanup_free_ char *jku = cvm_asprintf("%s/certs", s->issuer);
 	int bad = !jku;
 	bad |= json_object_set_new(c, "iss", json_string(s->issuer));
@@ -356,27 +378,26 @@ int cvm_attest_issue_snp_token(struct cvm_attest_service *s, const struct cvm_sn
 	if (rt->nonce)
 		bad |= json_object_set_new(c, "nonce", json_string(rt->nonce));
 	bad |= json_object_set_new(c, "x-ms-ver", json_string("1.0"));
-	bad |= json_object_set_new(c, "x-ms-attestation-type", json_string("sevsnpvm"));
+	bad |= json_object_set_new(c, "x-ms-attestation-type", json_string(f->type));
 	bad |= json_object_set_new(c, "x-ms-compliance-status", json_string(compliance));
-	bad |= json_object_set_new(tee, "x-ms-attestation-type", json_string("sevsnpvm"));
+	bad |= json_object_set_new(tee, "x-ms-attestation-type", json_string(f->type));
 	bad |= json_object_set_new(tee, "x-ms-compliance-status", json_string(compliance));
 	if (bad)
 		return cvm_err_nomem(err);
-	if ((rc = cvm_snp_verdict_claims(v, c, err)) < 0 ||
-	    (rc = cvm_snp_verdict_claims(v, tee, err)) < 0)
+	if ((rc = f->claims(f->verdict, c, err)) < 0 || (rc = f->claims(f->verdict, tee, err)) < 0)
 		return rc;
 	if (runtime && (json_object_set(c, "x-ms-runtime", runtime) ||
 			json_object_set(tee, "x-ms-runtime", runtime)))
 		return cvm_err_nomem(err);
-	if (json_object_set_new(c, "x-opencvm-emulated", json_boolean(v->emulated)))
+	if (json_object_set_new(c, "x-opencvm-emulated", json_boolean(f->emulated)))
 		return cvm_err_nomem(err);
 	/* The policy sees the flat claims; what it issues joins the token's top level. */
 	_cleanup_json_ json_t *issued = json_object();
 	char hash[48];
 	if (!issued)
 		return cvm_err_nomem(err);
-	if ((rc = cvm_attest_policy_apply(s, "SevSnpVm", c, issued, hash, err)) < 0) {
-		cvm_log_info("attest_refused", "type=sevsnpvm reason=policy");
+	if ((rc = cvm_attest_policy_apply(s, f->policy_type, c, issued, hash, err)) < 0) {
+		cvm_log_info("attest_refused", "type=%s reason=policy", f->type);
 		return rc;
 	}
 	if (json_object_update(c, issued) || json_object_set(c, "x-ms-isolation-tee", tee) ||
@@ -387,9 +408,27 @@ int cvm_attest_issue_snp_token(struct cvm_attest_service *s, const struct cvm_sn
 		return cvm_err_nomem(err);
 	rc = cvm_jwt_sign(s->current.key, "RS256", hdr, c, token, err);
 	if (rc == 0)
-		cvm_log_info("attest_token_issued", "type=sevsnpvm product=%s emulated=%s",
-			     cvm_snp_product_name(v->product), v->emulated ? "true" : "false");
+		cvm_log_info("attest_token_issued", "type=%s emulated=%s", f->type,
+			     f->emulated ? "true" : "false");
 	return rc;
+}
+
+int cvm_attest_issue_snp_token(struct cvm_attest_service *s, const struct cvm_snp_verdict *v,
+			       const struct cvm_attest_runtime *rt, char **token,
+			       struct cvm_err *err)
+{
+	const struct tee_facts f = { "sevsnpvm", "SevSnpVm", v->report.report_data, v->emulated,
+				     snp_claims, v };
+	return issue_token(s, &f, rt, token, err);
+}
+
+int cvm_attest_issue_tdx_token(struct cvm_attest_service *s, const struct cvm_tdx_verdict *v,
+			       const struct cvm_attest_runtime *rt, char **token,
+			       struct cvm_err *err)
+{
+	const struct tee_facts f = { "tdxvm", "TdxVm", v->quote.body.report_data, false, tdx_claims,
+				     v };
+	return issue_token(s, &f, rt, token, err);
 }
 
 int cvm_attest_service_sign_claims(struct cvm_attest_service *s, json_t *claims, char **jwt,
@@ -442,16 +481,64 @@ static int decode_any_b64(const char *s, uint8_t **out, size_t *len, const char 
 	return cvm_b64_decode(s, strlen(s), out, len, what, err);
 }
 
+/* runtimeData {data, dataType} and nonce, shared by every /attest route. */
+struct attest_req {
+	json_t *body;
+	uint8_t *rt_data;
+	size_t rt_len;
+	const char *dtype;
+	const char *nonce;
+};
+
+static void attest_req_clear(struct attest_req *r)
+{
+	json_decref(r->body);
+	free(r->rt_data);
+	memset(r, 0, sizeof(*r));
+}
+
+static int attest_req_parse(const char *body, size_t len, struct attest_req *r,
+			    struct cvm_err *err)
+{
+	memset(r, 0, sizeof(*r));
+	int rc = cvm_json_parse((const uint8_t *)body, len, false, &r->body, err);
+	if (rc < 0)
+		return rc;
+	json_t *rt = NULL;
+	if ((rc = cvm_json_obj(r->body, "runtimeData", NULL, false, &rt, err)) < 0)
+		return rc;
+	/* MAA binds the report to runtime data; without it report_data proves nothing. */
+	if (!rt)
+		return cvm_err_badparam(err, "runtimeData: required field is missing");
+	static const char *const dtypes[] = { "JSON", "Binary", NULL };
+	if ((rc = cvm_json_b64url(rt, "data", "runtimeData.data", true, &r->rt_data, &r->rt_len,
+				  err)) < 0 ||
+	    (rc = cvm_json_enum(rt, "dataType", "runtimeData.dataType", false, dtypes, &r->dtype,
+				err)) < 0)
+		return rc;
+	if (r->rt_len > RUNTIME_MAX)
+		return cvm_err_set(err, E2BIG, "BadParameter", "runtimeData.data: larger than %d bytes",
+				   RUNTIME_MAX);
+	return cvm_json_str(r->body, "nonce", NULL, false, &r->nonce, NULL, err);
+}
+
+static struct cvm_attest_runtime attest_req_runtime(const struct attest_req *r)
+{
+	return (struct cvm_attest_runtime){ .data = r->rt_data, .len = r->rt_len,
+					    .is_json = !r->dtype || strcmp(r->dtype, "JSON") == 0,
+					    .nonce = r->nonce };
+}
+
 int cvm_attest_service_attest_snp(struct cvm_attest_service *s, const char *body, size_t len,
 				  char **token, struct cvm_err *err)
 {
-	_cleanup_json_ json_t *req = NULL;
-	int rc = cvm_json_parse((const uint8_t *)body, len, false, &req, err);
+	_cleanup_(attest_req_clear) struct attest_req req = { 0 };
+	int rc = attest_req_parse(body, len, &req, err);
 	if (rc < 0)
 		return rc;
 	_cleanup_free_ uint8_t *inner = NULL;
 	size_t inner_len = 0;
-	if ((rc = cvm_json_b64url(req, "report", NULL, true, &inner, &inner_len, err)) < 0)
+	if ((rc = cvm_json_b64url(req.body, "report", NULL, true, &inner, &inner_len, err)) < 0)
 		return rc;
 	_cleanup_json_ json_t *rep = NULL;
 	if ((rc = cvm_json_parse(inner, inner_len, false, &rep, err)) < 0)
@@ -469,29 +556,6 @@ int cvm_attest_service_attest_snp(struct cvm_attest_service *s, const char *body
 	size_t chain_len = 0;
 	if ((rc = decode_any_b64(chain_b64, &chain, &chain_len, "report.VcekCertChain", err)) < 0)
 		return rc;
-	json_t *rt = NULL;
-	if ((rc = cvm_json_obj(req, "runtimeData", NULL, false, &rt, err)) < 0)
-		return rc;
-	_cleanup_free_ uint8_t *rt_data = NULL;
-	size_t rt_len = 0;
-	const char *dtype = NULL;
-	static const char *const dtypes[] = { "JSON", "Binary", NULL };
-	if (rt && ((rc = cvm_json_b64url(rt, "data", "runtimeData.data", true, &rt_data, &rt_len,
-					 err)) < 0 ||
-		   (rc = cvm_json_enum(rt, "dataType", "runtimeData.dataType", false, dtypes, &dtype,
-				       err)) < 0))
-		return rc;
-	if (rt && rt_len > RUNTIME_MAX)
-		return cvm_err_set(err, E2BIG, "BadParameter", "runtimeData.data: larger than %d bytes",
-				   RUNTIME_MAX);
-	const char *nonce = NULL;
-	if ((rc = cvm_json_str(req, "nonce", NULL, false, &nonce, NULL, err)) < 0)
-		return rc;
-	if (!rt) {
-		/* MAA binds the report to runtime data; without it report_data proves nothing. */
-		return cvm_err_badparam(err, "runtimeData: required field is missing");
-	}
-
 	struct cvm_snp_certs certs = { 0 };
 	rc = cvm_snp_certs_add(&certs, chain, chain_len, err);
 	if (rc < 0) {
@@ -505,8 +569,31 @@ int cvm_attest_service_attest_snp(struct cvm_attest_service *s, const char *body
 		cvm_log_info("attest_refused", "type=sevsnpvm reason=\"%s\"", err->msg);
 		return rc;
 	}
-	struct cvm_attest_runtime r = { .data = rt_data, .len = rt_len,
-					.is_json = !dtype || strcmp(dtype, "JSON") == 0,
-					.nonce = nonce };
+	struct cvm_attest_runtime r = attest_req_runtime(&req);
 	return cvm_attest_issue_snp_token(s, &v, &r, token, err);
+}
+
+int cvm_attest_service_attest_tdx(struct cvm_attest_service *s, const char *body, size_t len,
+				  char **token, struct cvm_err *err)
+{
+	_cleanup_(attest_req_clear) struct attest_req req = { 0 };
+	int rc = attest_req_parse(body, len, &req, err);
+	if (rc < 0)
+		return rc;
+	_cleanup_free_ uint8_t *quote = NULL;
+	size_t qlen = 0;
+	if ((rc = cvm_json_b64url(req.body, "quote", NULL, true, &quote, &qlen, err)) < 0)
+		return rc;
+	struct cvm_tdx_verdict *v = calloc(1, sizeof(*v));
+	if (!v)
+		return cvm_err_nomem(err);
+	rc = cvm_tdx_verify(quote, qlen, &s->tdx_opts, &s->tdx_policy, v, err);
+	if (rc < 0) {
+		cvm_log_info("attest_refused", "type=tdxvm reason=\"%s\"", err->msg);
+	} else {
+		struct cvm_attest_runtime r = attest_req_runtime(&req);
+		rc = cvm_attest_issue_tdx_token(s, v, &r, token, err);
+	}
+	free(v);
+	return rc;
 }

@@ -248,8 +248,13 @@ static void test_refusals(void **state)
 			 -EBADMSG);
 	assert_non_null(strstr(err.msg, "signature"));
 	/* Malformed bodies name the field. */
-	const char *bad[] = { "{}", "{\"report\": \"!!\"}", "{\"report\": \"e30\"}", "[1]", "" };
-	const char *field[] = { "report", "report", "SnpReport", "body", "body" };
+#define RT "\"runtimeData\": {\"data\": \"e30\"}"
+	const char *bad[] = { "{" RT "}", "{" RT ", \"report\": \"!!\"}",
+			      "{" RT ", \"report\": \"e30\"}", "[1]", "", "{}",
+			      "{\"runtimeData\": {\"data\": \"e30\", \"dataType\": \"XML\"}}" };
+	const char *field[] = { "report", "report", "SnpReport", "body", "body", "runtimeData",
+				"dataType" };
+#undef RT
 	for (size_t i = 0; i < CVM_ARRAY_SIZE(bad); i++) {
 		assert_int_equal(cvm_attest_service_attest_snp(f->svc, bad[i], strlen(bad[i]), &token,
 							       &err), -EINVAL);
@@ -418,6 +423,55 @@ static void test_discovery_and_persistence(void **state)
 	assert_int_equal(cvm_attest_service_new(&cfg, &bad, &err), -EINVAL);
 }
 
+static void test_tdx_token(void **state)
+{
+	struct fixture *f = *state;
+	struct cvm_err err = { 0 };
+	size_t hl = 0, ql = 0;
+	_cleanup_free_ uint8_t *h = load("azure/tdx/hcl-report.bin", &hl);
+	_cleanup_free_ uint8_t *q = load("azure/tdx/td-quote.bin", &ql);
+	uint32_t n = (uint32_t)h[0x4D0] | (uint32_t)h[0x4D1] << 8 | (uint32_t)h[0x4D2] << 16 |
+		     (uint32_t)h[0x4D3] << 24;
+	_cleanup_free_ char *quote = cvm_b64url_encode(q, ql);
+	_cleanup_free_ char *rt = cvm_b64url_encode(h + 0x4D4, n);
+	json_t *body = json_pack("{s:s, s:{s:s, s:s}, s:s}", "quote", quote, "runtimeData", "data",
+				 rt, "dataType", "JSON", "nonce", "tdx-1");
+	_cleanup_free_ char *bs = cvm_json_dump(body);
+	json_decref(body);
+	char *token = NULL;
+	int rc = cvm_attest_service_attest_tdx(f->svc, bs, strlen(bs), &token, &err);
+	if (rc)
+		fprintf(stderr, "%s\n", err.msg);
+	assert_int_equal(rc, 0);
+	json_t *c = independent_verify(f->svc, token);
+	assert_string_equal(json_string_value(json_object_get(c, "x-ms-attestation-type")), "tdxvm");
+	assert_string_equal(json_string_value(json_object_get(c, "nonce")), "tdx-1");
+	assert_int_equal(strlen(json_string_value(json_object_get(c, "x-ms-tdx-mrtd"))), 96);
+	assert_true(json_is_false(json_object_get(c, "x-ms-tdx-is-debuggable")));
+	assert_string_equal(json_string_value(json_object_get(json_array_get(
+				    cvm_json_path(c, "x-ms-runtime.keys"), 0), "kid")), "HCLAkPub");
+	json_decref(c);
+	free(token);
+	/* Another quote for the same runtime data: not bound. */
+	size_t ol = 0;
+	_cleanup_free_ uint8_t *other = load("tdx/trustee-6/quote.bin", &ol);
+	_cleanup_free_ char *oq = cvm_b64url_encode(other, ol);
+	body = json_pack("{s:s, s:{s:s}}", "quote", oq, "runtimeData", "data", rt);
+	_cleanup_free_ char *bs2 = cvm_json_dump(body);
+	json_decref(body);
+	token = NULL;
+	assert_int_equal(cvm_attest_service_attest_tdx(f->svc, bs2, strlen(bs2), &token, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "runtimeData"));
+	/* A flipped quote byte. */
+	q[200] ^= 1;
+	_cleanup_free_ char *bq = cvm_b64url_encode(q, ql);
+	body = json_pack("{s:s, s:{s:s}}", "quote", bq, "runtimeData", "data", rt);
+	_cleanup_free_ char *bs3 = cvm_json_dump(body);
+	json_decref(body);
+	assert_int_equal(cvm_attest_service_attest_tdx(f->svc, bs3, strlen(bs3), &token, &err), -EBADMSG);
+	assert_null(token);
+}
+
 static int free_port(void)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -535,6 +589,7 @@ int main(void)
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_emulated_evidence),
 		cmocka_unit_test(test_discovery_and_persistence),
+		cmocka_unit_test(test_tdx_token),
 		cmocka_unit_test(test_rest),
 	};
 	evidence_dir();
