@@ -399,6 +399,53 @@ static void test_release_refusals(void **state)
 	fx_close(&f);
 }
 
+/* Tokens from emulated evidence: refused by a policy that does not name x-opencvm-emulated,
+ * honoured by one that opts in, refused again when the opt-in says false. */
+static void test_release_emulated_token(void **state)
+{
+	struct fx f;
+	fx_open(&f, state, "rel5");
+	json_t *resp = NULL;
+	json_t *kb = create_key(&f, "plain", "\"kty\":\"oct-HSM\",\"key_size\":256", f.a.url,
+				true);
+	json_t *c = cvm_claims(&f, f.a.url, cvm_now() + 300, NULL);
+	json_object_set_new(c, "x-opencvm-emulated", json_true());
+	char *tok = authority_token(&f.a, c);
+	ASSERT_ERR(release(&f, "plain", NULL, tok, NULL, NULL, &resp, err), EPERM, "Forbidden",
+		   "does not accept emulated evidence");
+	free(tok);
+	json_decref(kb);
+
+	for (int accept = 1; accept >= 0; accept--) {
+		char *p = cvm_asprintf("{\"version\":\"1.0.0\",\"anyOf\":[{\"authority\":\"%s\","
+				       "\"allOf\":[{\"claim\":\"x-opencvm-emulated\",\"equals\":%s}]}]}",
+				       f.a.url, accept ? "true" : "false");
+		char *pb = cvm_b64url_encode(p, strlen(p));
+		char *body = cvm_asprintf("{\"kty\":\"oct-HSM\",\"key_size\":256,\"attributes\":"
+					  "{\"exportable\":true},\"release_policy\":{\"data\":\"%s\"}}",
+					  pb);
+		const char *name = accept ? "emu-ok" : "emu-no";
+		json_t *k = kt_create(&f.t, name, body);
+		c = cvm_claims(&f, f.a.url, cvm_now() + 300, NULL);
+		json_object_set_new(c, "x-opencvm-emulated", json_true());
+		tok = authority_token(&f.a, c);
+		if (accept) {
+			ASSERT_OK(release(&f, name, NULL, tok, NULL, NULL, &resp, err));
+			json_decref(resp);
+			resp = NULL;
+		} else {
+			ASSERT_ERR(release(&f, name, NULL, tok, NULL, NULL, &resp, err), EPERM,
+				   "Forbidden", "do not satisfy");
+		}
+		free(tok);
+		json_decref(k);
+		free(body);
+		free(pb);
+		free(p);
+	}
+	fx_close(&f);
+}
+
 static void test_release_disabled_key(void **state)
 {
 	struct fx f;
@@ -440,6 +487,7 @@ int main(void)
 		cmocka_unit_test(test_release_oct_x5c_authority),
 		cmocka_unit_test(test_release_refusals),
 		cmocka_unit_test(test_release_disabled_key),
+		cmocka_unit_test(test_release_emulated_token),
 	};
 	return testdb_run("hsm-release", tests, CVM_ARRAY_SIZE(tests));
 }
