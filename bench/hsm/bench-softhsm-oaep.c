@@ -54,8 +54,12 @@ static void *worker(void *arg)
 	while (now_s() < end) {
 		CK_BYTE out[256];
 		CK_ULONG out_len = sizeof(out);
-		if (p11->C_DecryptInit(s, &m, j->priv) != CKR_OK ||
-		    p11->C_Decrypt(s, j->ct, j->ct_len, out, &out_len) != CKR_OK || out_len != 32) {
+		CK_RV rv = p11->C_DecryptInit(s, &m, j->priv);
+		if (rv == CKR_OK)
+			rv = p11->C_Decrypt(s, j->ct, j->ct_len, out, &out_len);
+		if (rv != CKR_OK || out_len != 32) {
+			fprintf(stderr, "C_Decrypt: rv=0x%lx len=%lu\n", (unsigned long)rv,
+				(unsigned long)out_len);
 			atomic_store(&j->failed, 1);
 			break;
 		}
@@ -77,7 +81,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	CK_C_GetFunctionList gfl = (CK_C_GetFunctionList)dlsym(lib, "C_GetFunctionList");
-	if (!gfl || gfl(&p11) != CKR_OK || p11->C_Initialize(NULL) != CKR_OK) {
+	/* several threads call in: let the library use OS locking */
+	CK_C_INITIALIZE_ARGS init = { .flags = CKF_OS_LOCKING_OK };
+	if (!gfl || gfl(&p11) != CKR_OK || p11->C_Initialize(&init) != CKR_OK) {
 		fprintf(stderr, "PKCS#11 initialization failed\n");
 		return 1;
 	}
