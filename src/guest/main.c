@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cvm-guest: runs in the initramfs of a confidential VM. It proves the VM's state to the
+ * attestation service, has the orchestrator release the disk key to a key only this process
+ * holds, unlocks the LUKS2 root and hands over to the init script's switch_root. Every failure
+ * is printed as "cvm-guest: FAILED <check>: <reason>" on the console and, with --poweroff,
+ * powers the VM off: there is no path that boots without the unlocked disk. */
+#include <opencvm/disk.h>
+#include <opencvm/guest.h>
+#include <opencvm/http.h>
+#include <opencvm/json.h>
+
+#include <libcryptsetup.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/reboot.h>
+#include <unistd.h>
+
+#define CMDLINE_MAX 8192
+#define HTTP_TIMEOUT_MS 60000
+
+struct agent {
+	const char *cmdline_file;
+	const char *mapper_name;
+	bool poweroff;
+	struct cvm_guest_env env;
+	struct cvm_guest_config cfg;
+};
+
+static void failed(const struct agent *a, const char *check, const struct cvm_err *err)
+{
+	printf("cvm-guest: FAILED %s: %s\n", check, err->msg[0] ? err->msg : "unknown error");
+	fflush(stdout);
+	if (a->poweroff) {
+		sync();
+		reboot(RB_POWER_OFF);
+	}
+}
+
+static int post_json(const struct agent *a, const char *url, const char *body,
+		     struct cvm_http_result *res, struct cvm_err *err)
+{
+	struct cvm_http_client_opts o = { .ca_file = a->cfg.ca_file, .timeout_ms = HTTP_TIMEOUT_MS };
+	static const char *const hdrs[] = { "Content-Type: application/json", NULL };
+	int r = cvm_http_request(&o, "POST", url, hdrs, body, strlen(body), res, err);
+	if (r < 0)
+		return cvm_err_prefix(err, "POST %s", url);
+	if (res->status / 100 != 2) {
+		/* Key Vault / MAA error body: {"error":{"code","message"}} */
+		_cleanup_json_ json_t *j = NULL;
+		struct cvm_err e2 = { 0 };
+		const char *msg = NULL;
+		if (cvm_json_parse(res->body.data, res->body.len, false, &j, &e2) == 0)
+			msg = json_string_value(cvm_json_path(j, "error.message"));
+		return cvm_err_set(err, EPERM, "Refused", "POST %s: HTTP %ld: %s", url, res->status,
+				   msg ? msg : "no error message");
+	}
+	return 0;
+}
+
+/* Activate the LUKS2 volume with the secret (libcryptsetup: the secret never reaches argv or
+ * a file). */
+static int activate(const char *dev, const char *name, const struct cvm_secret *secret,
+		    struct cvm_err *err)
+{
+	struct crypt_device *cd = NULL;
+	int r = crypt_init(&cd, dev);
+	if (r < 0)
+		return cvm_err_set(err, EIO, "DiskError", "%s: %s", dev, strerror(-r));
+	if ((r = crypt_load(cd, CRYPT_LUKS2, NULL)) < 0) {
+		crypt_free(cd);
+		return cvm_err_set(err, EIO, "DiskError", "%s: not a LUKS2 volume (%s)", dev,
+				   strerror(-r));
+	}
+	r = crypt_activate_by_passphrase(cd, name, CRYPT_ANY_SLOT, (const char *)secret->data,
+					 secret->len, 0);
+	crypt_free(cd);
+	if (r < 0)
+		return cvm_err_set(err, r == -EPERM ? EPERM : EIO, "DiskError",
+				   "%s: the released key does not open any keyslot (%s)", dev,
+				   strerror(-r));
+	return 0;
+}
+
+static int unlock(struct agent *a)
+{
+	struct cvm_err err = { 0 };
+	_cleanup_free_ uint8_t *cl = NULL;
+	size_t cll = 0;
+	if (cvm_file_read(a->cmdline_file, CMDLINE_MAX, &cl, &cll, &err) < 0 ||
+	    cvm_guest_cmdline_parse((const char *)cl, cll, &a->cfg, &err) < 0) {
+		failed(a, "config", &err);
+		return 1;
+	}
+	enum cvm_guest_tee tee;
+	if (cvm_guest_tee_detect(&a->env, a->cfg.tee, &tee, &err) < 0) {
+		failed(a, "tee", &err);
+		return 1;
+	}
+	printf("cvm-guest: tee=%s vm=%s disk=%s\n", cvm_guest_tee_name(tee), a->cfg.vm,
+	       a->cfg.disk);
+	fflush(stdout);
+
+	/* Which key wraps the disk secret: from the disk's own opencvm-hsm token. */
+	struct cvm_disk_info info = { 0 };
+	if (cvm_disk_info(a->cfg.disk, &info, &err) < 0 || !info.has_hsm_token) {
+		if (!err.msg[0])
+			cvm_err_set(&err, ENOENT, "DiskError", "%s: no opencvm-hsm token", a->cfg.disk);
+		cvm_disk_info_clear(&info);
+		failed(a, "disk", &err);
+		return 1;
+	}
+
+	/* Ephemeral key: lives only in this process's locked memory (mlockall in main). */
+	struct cvm_key *eph = NULL;
+	char nonce[33];
+	_cleanup_free_ char *rt = NULL, *body = NULL, *token = NULL, *rel_body = NULL,
+			    *enc = NULL, *attest_url = NULL, *rel_url = NULL;
+	uint8_t rd[64];
+	struct cvm_guest_evidence ev = { 0 };
+	struct cvm_http_result res = { 0 };
+	_cleanup_free_ uint8_t *ct = NULL;
+	size_t ctl = 0;
+	_cleanup_secret_ struct cvm_secret *material = NULL, *secret = NULL;
+	const char *check = "key";
+	int r = cvm_key_generate_rsa(2048, 65537, &eph, &err);
+	if (r == 0 && (check = "nonce", r = cvm_random_hex32(nonce, &err)) == 0 &&
+	    (check = "runtime-data", r = cvm_guest_runtime_data(eph, nonce, a->cfg.vm, &rt, &err)) == 0 &&
+	    (r = cvm_guest_report_data(rt, strlen(rt), rd, &err)) == 0 &&
+	    (check = "evidence", r = cvm_guest_get_evidence(&a->env, tee, rd, &ev, &err)) == 0 &&
+	    (check = "attest", r = cvm_guest_attest_body(&ev, rt, nonce, &body, &err)) == 0) {
+		attest_url = cvm_asprintf("%s/attest/SevSnpVm?api-version=2022-08-01",
+					  a->cfg.attest_url);
+		r = attest_url ? post_json(a, attest_url, body, &res, &err) : cvm_err_nomem(&err);
+		if (r == 0)
+			r = cvm_guest_parse_token(res.body.data, res.body.len, &token, &err);
+		cvm_http_result_free(&res);
+		res = (struct cvm_http_result){ 0 };
+	}
+	if (r == 0) {
+		printf("cvm-guest: attested\n");
+		fflush(stdout);
+		check = "release";
+		json_t *rb = json_pack("{s:s,s:s,s:s}", "target", token, "kid", info.hsm.key_url,
+				       "nonce", nonce);
+		rel_body = rb ? cvm_json_dump(rb) : NULL;
+		if (rb)
+			json_decref(rb);
+		rel_url = cvm_asprintf("%s/vms/%s/release", a->cfg.orchestrator_url, a->cfg.vm);
+		r = rel_body && rel_url ? post_json(a, rel_url, rel_body, &res, &err)
+					: cvm_err_nomem(&err);
+		if (r == 0)
+			r = cvm_guest_parse_release(res.body.data, res.body.len, &ct, &ctl, &enc, &err);
+		cvm_http_result_free(&res);
+	}
+	if (r == 0 && (check = "unwrap",
+		       r = cvm_guest_unwrap_released(eph, enc, ct, ctl, &material, &err)) == 0)
+		r = cvm_guest_unwrap_disk_secret(material, info.hsm.alg, info.hsm.wrapped, &secret,
+						 &err);
+	if (r == 0 && (check = "unlock", r = activate(a->cfg.disk, a->mapper_name, secret,
+						       &err)) == 0) {
+		printf("cvm-guest: unlocked %s as /dev/mapper/%s\n", a->cfg.disk, a->mapper_name);
+		fflush(stdout);
+	}
+	cvm_key_free(eph);
+	cvm_guest_evidence_clear(&ev);
+	cvm_disk_info_clear(&info);
+	if (r < 0) {
+		failed(a, check, &err);
+		return 1;
+	}
+	return 0;
+}
+
+static int evidence_cmd(struct agent *a, const char *hex)
+{
+	struct cvm_err err = { 0 };
+	uint8_t rd[64] = { 0 };
+	enum cvm_guest_tee tee;
+	struct cvm_guest_evidence ev = { 0 };
+	if ((hex && cvm_hex_decode_fixed(hex, rd, 64, "--report-data", &err) < 0) ||
+	    cvm_guest_tee_detect(&a->env, CVM_GUEST_TEE_AUTO, &tee, &err) < 0 ||
+	    cvm_guest_get_evidence(&a->env, tee, rd, &ev, &err) < 0) {
+		failed(a, "evidence", &err);
+		return 1;
+	}
+	if (fwrite(ev.report, 1, ev.report_len, stdout) != ev.report_len) {
+		cvm_guest_evidence_clear(&ev);
+		return 1;
+	}
+	cvm_guest_evidence_clear(&ev);
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: cvm-guest unlock [--poweroff] [--cmdline FILE] [--name NAME]\n"
+		   "       cvm-guest detect\n"
+		   "       cvm-guest evidence [--report-data HEX128] > report.bin\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct agent a = { .cmdline_file = "/proc/cmdline", .mapper_name = "root" };
+	cvm_guest_env_default(&a.env);
+	cvm_log_set_level(CVM_LOG_WARN);
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1], *rdhex = NULL;
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--poweroff") == 0)
+			a.poweroff = true;
+		else if (strcmp(argv[i], "--cmdline") == 0 && i + 1 < argc)
+			a.cmdline_file = argv[++i];
+		else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+			a.mapper_name = argv[++i];
+		else if (strcmp(argv[i], "--report-data") == 0 && i + 1 < argc)
+			rdhex = argv[++i];
+		else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	/* Keys and secrets of this process never reach swap. */
+	if (mlockall(MCL_CURRENT | MCL_FUTURE) < 0 && strcmp(cmd, "unlock") == 0) {
+		struct cvm_err err = { 0 };
+		cvm_err_set(&err, errno, "InternalError", "mlockall: %s", strerror(errno));
+		failed(&a, "memory", &err);
+		return 1;
+	}
+	int rc;
+	if (strcmp(cmd, "unlock") == 0) {
+		rc = unlock(&a);
+	} else if (strcmp(cmd, "detect") == 0) {
+		struct cvm_err err = { 0 };
+		enum cvm_guest_tee tee;
+		rc = cvm_guest_tee_detect(&a.env, CVM_GUEST_TEE_AUTO, &tee, &err) < 0 ? 1 : 0;
+		if (rc)
+			failed(&a, "tee", &err);
+		else
+			printf("%s\n", cvm_guest_tee_name(tee));
+	} else if (strcmp(cmd, "evidence") == 0) {
+		rc = evidence_cmd(&a, rdhex);
+	} else {
+		usage(stderr);
+		rc = 2;
+	}
+	cvm_guest_config_clear(&a.cfg);
+	return rc;
+}
