@@ -100,6 +100,13 @@ struct cvm_disk_opts {
 	 * or metadata area the source left sparse); (2) the host can see which regions of the source
 	 * were empty. Default off: every sector is encrypted and the ciphertext reveals nothing. */
 	bool skip_holes;
+	/* encrypt only: leave the blocks that ext2/3/4 file systems in the source do not use
+	 * unwritten (the whole source if it is one file system, else each partition libblkid finds;
+	 * everything else — partition tables, other file systems, metadata — is encrypted whole).
+	 * The guest then reads those free blocks as pseudorandom bytes, which ext4 never looks at;
+	 * deleted files' old contents in free blocks are not carried over; the host can see which
+	 * blocks are free. File systems not cleanly unmounted are refused (run e2fsck first). */
+	bool used_only;
 	/* Tests only: use this volume key (64 bytes) instead of a random one, so two runs give the
 	 * same ciphertext. Never set in production: the volume key must be fresh per disk. */
 	const struct cvm_secret *volume_key;

@@ -6,6 +6,20 @@
 
 #include <libcryptsetup.h>
 
+/* ---- byte ranges ----------------------------------------------------------------------- */
+struct cvm_range {
+	uint64_t start, end; /* [start, end) */
+};
+struct cvm_rangeset {
+	struct cvm_range *r; /* sorted, disjoint */
+	size_t n, cap;
+};
+void cvm_rangeset_free(struct cvm_rangeset *rs);
+/* used.c: sector-aligned ranges of the source that ext2/3/4 file systems (whole device or
+ * partitions) do not use. Refuses (-EINVAL) file systems that are not cleanly unmounted. */
+int cvm_disk_free_ranges(int fd, const char *path, uint64_t size, uint32_t sector_size,
+			 struct cvm_rangeset *out, struct cvm_err *err);
+
 /* ---- engine (xts.c) ---------------------------------------------------------------------- */
 /* Encrypt or decrypt `len` bytes from in_fd@in_off to out_fd@out_off with AES-256-XTS, one
  * sector_size unit at a time, IV = plain64 of the unit's offset from the region start counted
@@ -27,6 +41,7 @@ struct cvm_xts_job {
 	 * with key (encrypt must be true) */
 	const uint8_t *rekey_from;
 	bool skip_holes;    /* leave chunks that are wholly holes in in_fd unwritten */
+	const struct cvm_rangeset *skip; /* region ranges to leave unwritten (may be NULL) */
 	unsigned threads;
 	size_t chunk;
 	unsigned checkpoint_ms;

@@ -473,9 +473,10 @@ static int encrypt_fresh(struct build *b, const struct cvm_disk_wrap_params *wp,
  * old_vk the source is ciphertext under old_vk: each chunk is decrypted and re-encrypted in
  * memory, so no plaintext ever reaches a file. */
 static int encrypt_into(int in, const char *src, uint64_t in_off, uint64_t size,
-			const struct cvm_secret *old_vk, const struct cvm_disk_progress *want,
-			const char *dst, const struct cvm_disk_wrap_params *wp,
-			const struct cvm_disk_opts *opts, struct cvm_err *err)
+			const struct cvm_secret *old_vk, const struct cvm_rangeset *skip,
+			const struct cvm_disk_progress *want, const char *dst,
+			const struct cvm_disk_wrap_params *wp, const struct cvm_disk_opts *opts,
+			struct cvm_err *err)
 {
 	int r;
 	struct build b = { .dst = dst, .fd = -1, .lockfd = -1,
@@ -521,6 +522,7 @@ static int encrypt_into(int in, const char *src, uint64_t in_off, uint64_t size,
 		.encrypt = true,
 		.rekey_from = old_vk ? old_vk->data : NULL,
 		.skip_holes = opts && opts->skip_holes,
+		.skip = skip,
 		.threads = opts ? opts->threads : 0,
 		.chunk = b.prog.chunk,
 		.checkpoint_ms = opts ? opts->checkpoint_ms : 0,
@@ -588,7 +590,18 @@ int cvm_disk_encrypt_image(const char *src, const char *dst,
 		return cvm_err_badparam(err, "source %s: size is not a multiple of sector size %u",
 					src, want.sector_size);
 
-	return encrypt_into(in, src, 0, size, NULL, &want, dst, wp, opts, err);
+	/* free blocks are found before anything is created, so a refusal leaves nothing behind */
+	_cleanup_(cvm_rangeset_free) struct cvm_rangeset skip = { 0 };
+	if (opts && opts->used_only) {
+		if ((r = cvm_disk_free_ranges(in, src, size, want.sector_size, &skip, err)) < 0)
+			return r;
+		uint64_t skipped = 0;
+		for (size_t i = 0; i < skip.n; i++)
+			skipped += skip.r[i].end - skip.r[i].start;
+		cvm_log_info("disk_used_only", "src=%s free_bytes=%llu ranges=%zu", src,
+			     (unsigned long long)skipped, skip.n);
+	}
+	return encrypt_into(in, src, 0, size, NULL, &skip, &want, dst, wp, opts, err);
 }
 
 int cvm_disk_rekey(const char *src, const char *dst, const struct cvm_secret *passphrase,
@@ -600,8 +613,8 @@ int cvm_disk_rekey(const char *src, const char *dst, const struct cvm_secret *pa
 	int r = check_wrap_params(wp, err);
 	if (r < 0 || (r = check_opts(opts, err)) < 0)
 		return r;
-	if (opts && opts->skip_holes)
-		return cvm_err_badparam(err, "skip_holes: not meaningful for rekey");
+	if (opts && (opts->skip_holes || opts->used_only))
+		return cvm_err_badparam(err, "skip_holes, used_only: not meaningful for rekey");
 	_cleanup_luks_ struct cvm_luks l = { 0 };
 	if ((r = cvm_luks_open(src, &l, err)) < 0 || (r = require_complete(&l, src, err)) < 0)
 		return r;
@@ -630,7 +643,7 @@ int cvm_disk_rekey(const char *src, const char *dst, const struct cvm_secret *pa
 		.chunk = opts && opts->chunk_size ? opts->chunk_size : 4u * 1024u * 1024u,
 		.sector_size = ss,
 	};
-	return encrypt_into(in, src, off, len, old_vk, &want, dst, wp, opts, err);
+	return encrypt_into(in, src, off, len, old_vk, NULL, &want, dst, wp, opts, err);
 }
 
 /* ---- decrypt, unlock, rotate, info ------------------------------------------------------------ */

@@ -111,6 +111,20 @@ static int transform(EVP_CIPHER_CTX *ctx, EVP_CIPHER_CTX *from, const struct cvm
 	return 0;
 }
 
+/* The first range that ends after off (binary search). */
+static void first_overlap(const struct cvm_rangeset *rs, uint64_t off, const struct cvm_range **out)
+{
+	size_t lo = 0, hi = rs->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (rs->r[mid].end <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*out = rs->r + lo;
+}
+
 static int do_chunk(struct engine *e, EVP_CIPHER_CTX *ctx, EVP_CIPHER_CTX *from, uint8_t *buf,
 		    uint64_t idx, struct cvm_err *err)
 {
@@ -125,14 +139,32 @@ static int do_chunk(struct engine *e, EVP_CIPHER_CTX *ctx, EVP_CIPHER_CTX *from,
 		    (data >= 0 && (uint64_t)data >= job->in_off + off + len))
 			return 0;
 	}
+	const struct cvm_range *rng = NULL, *rend = NULL;
+	if (job->skip && job->skip->n) {
+		first_overlap(job->skip, off, &rng);
+		rend = job->skip->r + job->skip->n;
+		if (rng < rend && rng->start <= off && rng->end >= off + len)
+			return 0; /* nothing to write in this chunk */
+	}
 	int r = full_pread(job->in_fd, buf, len, job->in_off + off, err);
 	if (r < 0)
 		return cvm_err_prefix(err, "source");
 	r = transform(ctx, from, job, buf, len, off, err);
 	if (r < 0)
 		return r;
-	r = full_pwrite(job->out_fd, buf, len, job->out_off + off, err);
-	if (r < 0)
+	/* write everything but the skipped ranges */
+	uint64_t pos = off;
+	for (; rng && rng < rend && rng->start < off + len; rng++) {
+		if (rng->start > pos && (r = full_pwrite(job->out_fd, buf + (pos - off),
+							  rng->start - pos,
+							  job->out_off + pos, err)) < 0)
+			return cvm_err_prefix(err, "destination");
+		if (rng->end > pos)
+			pos = rng->end;
+	}
+	if (pos < off + len &&
+	    (r = full_pwrite(job->out_fd, buf + (pos - off), off + len - pos, job->out_off + pos,
+			     err)) < 0)
 		return cvm_err_prefix(err, "destination");
 	return 0;
 }

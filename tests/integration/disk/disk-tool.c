@@ -5,7 +5,7 @@
  *   disk-tool keygen KEYDIR NAME VERSION ALG
  *   disk-tool create IMG SIZE KEYDIR KEY_URL ALG DES [KIND]
  *   disk-tool encrypt SRC DST KEYDIR KEY_URL ALG DES [threads=N] [chunk=N] [sector=N]
- *                     [ckpt_ms=N] [vkfile=PATH] [progress]
+ *                     [ckpt_ms=N] [vkfile=PATH] [progress] [used_only] [skip_holes]
  *   disk-tool decrypt IMG OUT KEYFILE [threads=N]
  *   disk-tool rekey SRC DST KEYFILE KEYDIR KEY_URL ALG DES
  *   disk-tool verify IMG KEYFILE [SRC [SAMPLES]]
@@ -78,6 +78,10 @@ static int cmd_encrypt(int argc, char **argv)
 		const char *eq = strchr(argv[i], '=');
 		if (strcmp(argv[i], "progress") == 0) {
 			o.progress = progress;
+			continue;
+		}
+		if (strcmp(argv[i], "used_only") == 0 || strcmp(argv[i], "skip_holes") == 0) {
+			*(argv[i][0] == 'u' ? &o.used_only : &o.skip_holes) = true;
 			continue;
 		}
 		if (!eq)

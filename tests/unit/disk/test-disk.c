@@ -121,6 +121,14 @@ static size_t count_marker(const uint8_t *d, size_t len)
 	return n;
 }
 
+static bool all_zero(const uint8_t *d, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (d[i])
+			return false;
+	return true;
+}
+
 /* ---- token ---------------------------------------------------------------------------- */
 
 static char *b64_of_len(size_t n)
@@ -334,6 +342,44 @@ static void test_engine(void **state)
 	engine_case(fx, 512, 2, 12288);
 }
 
+static void test_engine_skip_ranges(void **state)
+{
+	struct fx *fx = *state;
+	uint8_t key[64];
+	assert_int_equal(cvm_random(key, sizeof(key), NULL), 0);
+	size_t len = 3 * MIB;
+	_cleanup_free_ char *src = path_in(fx, "sk-src"), *enc = path_in(fx, "sk-enc");
+	_cleanup_free_ uint8_t *plain = make_source(src, len, false);
+	struct cvm_range r[] = { { 4096, 12288 }, { MIB - 4096, 2 * MIB + 8192 },
+				 { 3 * MIB - 4096, 3 * MIB } };
+	struct cvm_rangeset rs = { .r = r, .n = 3, .cap = 3 };
+	int in = open(src, O_RDONLY), out = open(enc, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_int_equal(ftruncate(out, (off_t)len), 0);
+	struct cvm_err err = { 0 };
+	struct cvm_xts_job job = { .in_fd = in, .out_fd = out, .len = len, .sector_size = 4096,
+				   .key = key, .encrypt = true, .threads = 2, .chunk = 65536,
+				   .skip = &rs };
+	assert_int_equal(cvm_xts_run(&job, &err), 0);
+	close(in);
+	close(out);
+	size_t elen;
+	_cleanup_free_ uint8_t *ct = read_all(enc, &elen);
+	uint8_t sec[4096];
+	for (uint64_t off = 0; off < len; off += 4096) {
+		bool skipped = false;
+		for (size_t i = 0; i < 3; i++)
+			skipped = skipped || (off >= r[i].start && off < r[i].end);
+		if (skipped) {
+			if (!all_zero(ct + off, 4096))
+				fail_msg("sector at %llu should be unwritten", (unsigned long long)off);
+			continue;
+		}
+		assert_int_equal(cvm_xts_sector(key, true, off / 512, plain + off, sec, 4096, &err), 0);
+		if (memcmp(sec, ct + off, 4096) != 0)
+			fail_msg("sector at %llu should be encrypted", (unsigned long long)off);
+	}
+}
+
 static void test_engine_truncated_source(void **state)
 {
 	struct fx *fx = *state;
@@ -537,14 +583,6 @@ static void test_encrypt_512_with_mbr(void **state)
 	assert_int_equal(access(oimg, F_OK), -1);
 	_cleanup_free_ char *opart = cvm_asprintf("%s.partial", oimg);
 	assert_int_equal(access(opart, F_OK), -1);
-}
-
-static bool all_zero(const uint8_t *d, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (d[i])
-			return false;
-	return true;
 }
 
 static void test_sparse_source(void **state)
@@ -919,6 +957,7 @@ int main(void)
 		cmocka_unit_test(test_kind),
 		cmocka_unit_test(test_progress_token),
 		cmocka_unit_test_setup_teardown(test_engine, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_engine_skip_ranges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_engine_truncated_source, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_unlock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_a256kw_and_temp, setup, teardown),
