@@ -527,6 +527,39 @@ CVM_EXPORT int cvm_azure_verify(const struct cvm_azure_evidence *ev,
 				const struct cvm_tdx_policy *tdx_policy,
 				struct cvm_azure_verdict *out, struct cvm_err *err);
 
+/* ==== decoding any evidence (cvm attest show) ================================================ */
+enum cvm_evidence_kind {
+	CVM_EVIDENCE_UNKNOWN = 0,
+	CVM_EVIDENCE_SNP_REPORT,   /* 1184-byte SEV-SNP report */
+	CVM_EVIDENCE_TDX_QUOTE,    /* TDX quote v4/v5 */
+	CVM_EVIDENCE_HCL_REPORT,   /* Azure HCL report */
+	CVM_EVIDENCE_TPM_QUOTE,    /* TPMS_ATTEST */
+	CVM_EVIDENCE_TCG_LOG,      /* TCG crypto-agile event log */
+};
+CVM_EXPORT enum cvm_evidence_kind cvm_evidence_detect(const uint8_t *buf, size_t len);
+/* {"kind": "snp-report"|"tdx-quote"|"hcl-report"|"tpm-quote"|"tcg-log", ...decoded fields}. */
+CVM_EXPORT int cvm_evidence_to_json(const uint8_t *buf, size_t len, json_t **out,
+				    struct cvm_err *err);
+
+/* ==== TCG PC Client crypto-agile event log ==================================================
+ * First event in the SHA-1 format carrying "Spec ID Event03", then TCG_PCR_EVENT2 records.
+ * Replay extends the SHA-256 bank (EV_NO_ACTION skipped; the StartupLocality event sets
+ * PCR0's starting locality). */
+#define CVM_TCG_MAX_EVENTS 4096
+struct cvm_tcg_log {
+	size_t n_events;
+	uint8_t pcrs[24][32];        /* replayed SHA-256 bank */
+	uint32_t extended_mask;      /* PCRs touched by at least one event */
+};
+CVM_EXPORT int cvm_tcg_log_replay(const uint8_t *buf, size_t len, struct cvm_tcg_log *out,
+				  struct cvm_err *err);
+/* Every PCR the log extends must equal the given value (e.g. from a verified TPM quote). */
+CVM_EXPORT int cvm_tcg_log_check(const struct cvm_tcg_log *log, const uint8_t (*pcrs)[32],
+				 size_t n_pcrs, struct cvm_err *err);
+/* Events as JSON: [{"pcr", "type", "sha256", "data" (hex, up to 256 bytes)}]. */
+CVM_EXPORT int cvm_tcg_log_to_json(const uint8_t *buf, size_t len, json_t **out,
+				   struct cvm_err *err);
+
 /* ==== MAA policy language (text format, version 1.0) =========================================
  * See src/attest/policy.c for the grammar. Parse errors read "policy:LINE:COL: what". */
 struct cvm_maa_policy;

@@ -235,11 +235,12 @@ static int jwk_entry(const struct signing_key *k, json_t *keys, struct cvm_err *
 	if (!b64 || json_object_set_new(jwk, "kid", json_string(k->kid)) ||
 	    json_object_set_new(jwk, "alg", json_string("RS256")) ||
 	    json_object_set_new(jwk, "use", json_string("sig")) ||
-	    json_object_set_new(jwk, "x5c", json_pack("[s]", b64)) || json_array_append_new(keys, jwk)) {
+	    json_object_set_new(jwk, "x5c", json_pack("[s]", b64))) {
 		json_decref(jwk);
 		return cvm_err_nomem(err);
 	}
-	return 0;
+	/* append_new consumes jwk even when it fails. */
+	return json_array_append_new(keys, jwk) ? cvm_err_nomem(err) : 0;
 }
 
 int cvm_attest_service_jwks(struct cvm_attest_service *s, json_t **out, struct cvm_err *err)

@@ -12,6 +12,8 @@
 #include <opencvm/attest.h>
 #include <opencvm/json.h>
 
+#include <openssl/sha.h>
+
 static const char *evidence_dir(void)
 {
 	const char *d = getenv("CVM_EVIDENCE_DIR");
@@ -252,12 +254,143 @@ static void test_hcl_parse(void **state)
 	assert_int_equal(cvm_tpm_quote_parse(m, ml, &q, &err), -EINVAL);
 }
 
+/* ---- TCG event log (synthetic: no raw log is among the shared samples) ---------------- */
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Spec ID header (SHA-1 and SHA-256 declared), StartupLocality 3, then events. */
+static size_t build_log(uint8_t *b, const uint32_t *pcr, const uint8_t (*digests)[32], size_t n)
+{
+	size_t o = 0;
+	put32(b + o, 0);
+	put32(b + o + 4, 3); /* EV_NO_ACTION */
+	memset(b + o + 8, 0, 20);
+	o += 28;
+	uint8_t spec[37] = "Spec ID Event03";
+	put32(spec + 24, 2);
+	spec[28] = 0x04; spec[29] = 0; spec[30] = 20; spec[31] = 0;   /* SHA-1, 20 */
+	spec[32] = 0x0b; spec[33] = 0; spec[34] = 32; spec[35] = 0;   /* SHA-256, 32 */
+	spec[36] = 0;
+	put32(b + o, sizeof(spec));
+	memcpy(b + o + 4, spec, sizeof(spec));
+	o += 4 + sizeof(spec);
+	/* StartupLocality event in the crypto-agile format with zero digests. */
+	put32(b + o, 0);
+	put32(b + o + 4, 3);
+	put32(b + o + 8, 2);
+	o += 12;
+	b[o++] = 0x04; b[o++] = 0; memset(b + o, 0, 20); o += 20;
+	b[o++] = 0x0b; b[o++] = 0; memset(b + o, 0, 32); o += 32;
+	put32(b + o, 17);
+	memcpy(b + o + 4, "StartupLocality", 16);
+	b[o + 20] = 3;
+	o += 21;
+	for (size_t i = 0; i < n; i++) {
+		put32(b + o, pcr[i]);
+		put32(b + o + 4, 0x80000008); /* EV_EFI_PLATFORM_FIRMWARE_BLOB */
+		put32(b + o + 8, 2);
+		o += 12;
+		b[o++] = 0x04; b[o++] = 0; memset(b + o, 0xaa, 20); o += 20;
+		b[o++] = 0x0b; b[o++] = 0; memcpy(b + o, digests[i], 32); o += 32;
+		put32(b + o, 4);
+		memcpy(b + o + 4, "blob", 4);
+		o += 8;
+	}
+	return o;
+}
+
+static void test_tcg_log(void **state)
+{
+	(void)state;
+	static uint8_t log[4096];
+	const uint32_t pcr[] = { 0, 0, 4, 7 };
+	uint8_t dig[4][32];
+	for (int i = 0; i < 4; i++)
+		memset(dig[i], 0x10 + i, 32);
+	size_t len = build_log(log, pcr, (const uint8_t(*)[32])dig, 4);
+	/* Expected values computed here with OpenSSL directly. */
+	uint8_t want[24][32] = { { 0 } };
+	want[0][31] = 3; /* locality 3 */
+	for (int i = 0; i < 4; i++) {
+		uint8_t in[64];
+		memcpy(in, want[pcr[i]], 32);
+		memcpy(in + 32, dig[i], 32);
+		SHA256(in, 64, want[pcr[i]]);
+	}
+	struct cvm_tcg_log l;
+	struct cvm_err err = { 0 };
+	assert_int_equal(cvm_tcg_log_replay(log, len, &l, &err), 0);
+	assert_int_equal(l.n_events, 5); /* the Spec ID header is not counted */
+	assert_int_equal(l.extended_mask, (1u << 0) | (1u << 4) | (1u << 7));
+	assert_memory_equal(l.pcrs[0], want[0], 32);
+	assert_memory_equal(l.pcrs[7], want[7], 32);
+	assert_int_equal(cvm_tcg_log_check(&l, (const uint8_t(*)[32])want, 24, &err), 0);
+	want[4][0] ^= 1;
+	assert_int_equal(cvm_tcg_log_check(&l, (const uint8_t(*)[32])want, 24, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "PCR 4"));
+	want[4][0] ^= 1;
+	assert_int_equal(cvm_tcg_log_check(&l, (const uint8_t(*)[32])want, 5, &err), -EINVAL);
+	/* Truncations and an undeclared digest algorithm. */
+	/* A cut inside an event fails; a cut on a boundary is a shorter, valid log. */
+	for (size_t cut = 1; cut < len; cut += 13) {
+		int rc = cvm_tcg_log_replay(log, len - cut, &l, &err);
+		assert_true(rc == -EINVAL || (rc == 0 && l.n_events < 5));
+	}
+	assert_int_equal(cvm_tcg_log_replay(log, 40, &l, &err), -EINVAL);
+	size_t first_ev = 28 + 4 + 37 + 12;
+	log[first_ev] = 0x0c; /* SHA-384 was not declared */
+	assert_int_equal(cvm_tcg_log_replay(log, len, &l, &err), -EINVAL);
+	log[first_ev] = 0x04;
+	json_t *j = NULL;
+	assert_int_equal(cvm_tcg_log_to_json(log, len, &j, &err), 0);
+	assert_int_equal(json_array_size(j), 5);
+	json_decref(j);
+	/* Shown as a TCG log by the evidence decoder. */
+	assert_int_equal(cvm_evidence_detect(log, len), CVM_EVIDENCE_TCG_LOG);
+}
+
+static void test_evidence_show(void **state)
+{
+	(void)state;
+	static const struct { const char *path; enum cvm_evidence_kind kind; const char *name; } f[] = {
+		{ "snp/virtee-milan/report.bin", CVM_EVIDENCE_SNP_REPORT, "snp-report" },
+		{ "tdx/gotdx-v5/quote.bin", CVM_EVIDENCE_TDX_QUOTE, "tdx-quote" },
+		{ "azure/snp-genoa/genoa-hcl-report.bin", CVM_EVIDENCE_HCL_REPORT, "hcl-report" },
+		{ "azure/tdx/hcl-report.bin", CVM_EVIDENCE_HCL_REPORT, "hcl-report" },
+		{ "azure/snp-milan/tpm-quote.msg", CVM_EVIDENCE_TPM_QUOTE, "tpm-quote" },
+		{ "azure/snp-milan/vcek.pem", CVM_EVIDENCE_UNKNOWN, NULL },
+	};
+	struct cvm_err err = { 0 };
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(f); i++) {
+		size_t len = 0;
+		_cleanup_free_ uint8_t *b = load(f[i].path, &len);
+		assert_int_equal(cvm_evidence_detect(b, len), f[i].kind);
+		json_t *j = NULL;
+		int rc = cvm_evidence_to_json(b, len, &j, &err);
+		if (!f[i].name) {
+			assert_int_equal(rc, -EINVAL);
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		assert_string_equal(json_string_value(json_object_get(j, "kind")), f[i].name);
+		if (f[i].kind == CVM_EVIDENCE_HCL_REPORT)
+			assert_true(json_is_true(cvm_json_path(j, "evidence.runtime_data_bound")));
+		json_decref(j);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_azure_end_to_end),
 		cmocka_unit_test(test_tdx_quote_must_match),
 		cmocka_unit_test(test_hcl_parse),
+		cmocka_unit_test(test_tcg_log),
+		cmocka_unit_test(test_evidence_show),
 	};
 	evidence_dir();
 	return cmocka_run_group_tests(tests, NULL, NULL);
