@@ -339,7 +339,9 @@ int cvm_vm_qemu_argv(const struct cvm_vm_launch *l, char ***argv, struct cvm_err
 			add_f(&a, "driver=file,node-name=disk%zu,filename=%s,discard=unmap", i, e);
 		free(e);
 		add_s(&a, "-device");
-		if (i == 0)
+		if (i == 0 && l->kernel) /* direct boot takes boot index 0 for the kernel */
+			add_f(&a, "virtio-blk-pci,drive=disk%zu,serial=os", i);
+		else if (i == 0)
 			add_f(&a, "virtio-blk-pci,drive=disk%zu,serial=os,bootindex=0", i);
 		else if (l->temp_disk && i == nd - 1)
 			add_f(&a, "virtio-blk-pci,drive=disk%zu,serial=temp", i);
