@@ -763,7 +763,8 @@ static void test_sigkill_resume(void **state)
 	struct cvm_disk_info info;
 	assert_int_equal(cvm_disk_info(apart, &info, &err), 0);
 	assert_false(info.complete);
-	assert_true(info.progress_done > 0 && info.progress_done < len);
+	/* where the checkpoint landed depends on scheduling; that it is short of the end does not */
+	assert_true(info.progress_done < len);
 	cvm_disk_info_clear(&info);
 	_cleanup_secret_ struct cvm_secret *x = NULL;
 	assert_int_equal(cvm_disk_unlock_secret(apart, &fx->kw, &x, &err), -EBUSY);
