@@ -425,6 +425,30 @@ static int audit_call(struct rest_call *c, int status, const struct cvm_err *res
 	return r;
 }
 
+/* Entra's error bodies carry when and which request: clients log them for support cases. */
+static int oauth_error_ids(struct rest_call *c, json_t *oe)
+{
+	char ts[32];
+	cvm_time_iso8601(cvm_now(), ts);
+	const char *rid = cvm_http_req_id(c->req);
+	const char *corr = cvm_http_req_header(c->req, "client-request-id");
+	if (!corr || strlen(corr) > 64)
+		corr = rid;
+	json_t *t = json_string(ts), *tr = cvm_json_string_lossy(rid),
+	       *co = cvm_json_string_lossy(corr);
+	if (!t || !tr || !co) {
+		json_decref(t);
+		json_decref(tr);
+		json_decref(co);
+		return -ENOMEM;
+	}
+	if (json_object_set_new(oe, "timestamp", t) < 0 ||
+	    json_object_set_new(oe, "trace_id", tr) < 0 ||
+	    json_object_set_new(oe, "correlation_id", co) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 static int rest_dispatch(void *ctx, const struct cvm_http_req *req, struct cvm_http_resp *resp)
 {
 	struct rest_route_ctx *rc = ctx;
@@ -465,8 +489,10 @@ static int rest_dispatch(void *ctx, const struct cvm_http_req *req, struct cvm_h
 		if (rc->route->body == CVM_HSM_BODY_TOKEN_FORM && err.errnum != EBUSY &&
 		    err.errnum != EIO && err.errnum != ENOMEM) {
 			json_t *oe = cvm_hsm_oauth_error_json(&err);
-			if (!oe)
+			if (!oe || oauth_error_ids(&c, oe) < 0) {
+				json_decref(oe);
 				return -ENOMEM;
+			}
 			return cvm_http_resp_json(resp, status, oe);
 		}
 		return cvm_http_resp_error(resp, &err);

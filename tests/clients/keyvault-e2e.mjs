@@ -360,6 +360,26 @@ await test('no token: 401 Unauthorized + challenge (empty-body probe)', async ()
   assert(bad.headers['www-authenticate'], 'challenge on invalid token');
 });
 
+await test('token endpoint errors in Entra shape', async () => {
+  const post = (form) => kv('POST', `/${info.tenant}/oauth2/v2.0/token`, {
+    raw: new URLSearchParams(form).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' },
+  });
+  const scope = 'https://managedhsm.azure.net/.default';
+  let r = await post({ grant_type: 'client_credentials', client_id: user.client_id, client_secret: 'wrong', scope });
+  eq(r.status, 401, `wrong secret (${r.text})`);
+  eq(r.json.error, 'invalid_client', 'error');
+  assert(r.json.error_description && r.json.trace_id && r.json.correlation_id && r.json.timestamp, 'Entra fields');
+  r = await post({ grant_type: 'password', client_id: user.client_id, client_secret: user.client_secret, scope });
+  eq(r.status, 400, 'grant');
+  eq(r.json.error, 'unsupported_grant_type', 'error');
+  r = await post({ grant_type: 'client_credentials', client_secret: user.client_secret, scope });
+  eq(r.status, 400, 'missing client_id');
+  eq(r.json.error, 'invalid_request', 'error');
+  r = await post({ grant_type: 'client_credentials', client_id: user.client_id, client_secret: user.client_secret, scope });
+  eq(r.status, 200, 'good credentials');
+  eq(r.json.token_type, 'Bearer', 'token_type');
+});
+
 await test('wrong role: 403 Forbidden (auditor creates; administrator uses keys)', async () => {
   const at = await tokenFor(info.base_url, ca, info.tenant, auditor.client_id, auditor.client_secret);
   expectError(await kv('POST', `/keys/x-${run}/create?${API}`, { token: at, body: { kty: 'EC' } }), 403, 'Forbidden');
