@@ -542,6 +542,20 @@ static void test_rest(void **state)
 	assert_string_equal(json_string_value(json_object_get(claims, "iss")), base);
 	assert_string_equal(json_string_value(json_object_get(claims, "nonce")), "abc");
 	json_decref(claims);
+	/* An independent JOSE implementation accepts it through OIDC discovery, and refuses a
+	 * token with a flipped signature character. */
+	const char *node = getenv("CVM_NODE"), *script = getenv("CVM_JOSE_SCRIPT");
+	if (node && script) {
+		_cleanup_free_ char *cmd = cvm_asprintf("'%s' '%s' '%s' '%s'", node, script, base, token);
+		assert_int_equal(system(cmd), 0);
+		_cleanup_free_ char *bad_tok = cvm_strdup(token);
+		size_t tl = strlen(bad_tok);
+		bad_tok[tl - 3] = bad_tok[tl - 3] == 'A' ? 'B' : 'A';
+		_cleanup_free_ char *cmd2 = cvm_asprintf("'%s' '%s' '%s' '%s'", node, script, base, bad_tok);
+		assert_int_not_equal(system(cmd2), 0);
+	} else {
+		fprintf(stderr, "note: node/jose not found at configure time; JOSE cross-check skipped\n");
+	}
 	json_decref(r);
 	/* Failure twins: api-version, runtime data binding. */
 	snprintf(url, sizeof(url), "%s/attest/SevSnpVm?api-version=1999-01-01", base);
