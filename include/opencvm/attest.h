@@ -590,6 +590,10 @@ struct cvm_attest_service_config {
 	const struct cvm_tdx_verify_opts *tdx_opts;    /* NULL = defaults (strings borrowed) */
 };
 struct cvm_attest_service;
+/* Key rotation with overlap, offline: key_dir's current key becomes previous.pem (still in the
+ * JWKS, so tokens it signed keep verifying) and a new current key is written; a service
+ * started afterwards signs with the new key. The key before previous is dropped. */
+CVM_EXPORT int cvm_attest_keys_rotate(const char *key_dir, struct cvm_err *err);
 CVM_EXPORT int cvm_attest_service_new(const struct cvm_attest_service_config *cfg,
 				      struct cvm_attest_service **out, struct cvm_err *err);
 CVM_EXPORT void cvm_attest_service_free(struct cvm_attest_service *s);

@@ -2,8 +2,10 @@
 /* Attestation service: MAA-shaped requests in, RS256 JWTs with MAA claim names out; the signing
  * key lives in a directory (current + previous, so tokens issued before a rotation still
  * verify), published as a JWKS with x5c and through OIDC discovery. */
+#include <errno.h>
 #include <openssl/pem.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <opencvm/json.h>
@@ -148,6 +150,35 @@ static int setup_keys(struct cvm_attest_service *s, const struct cvm_attest_serv
 		signing_key_clear(&s->previous);
 		rc = 0;
 	}
+	return rc;
+}
+
+int cvm_attest_keys_rotate(const char *key_dir, struct cvm_err *err)
+{
+	if (!key_dir)
+		return cvm_err_badparam(err, "attest.key_dir: required");
+	static const char *const names[][2] = { { "signing.pem", "previous.pem" },
+						{ "signing-cert.pem", "previous-cert.pem" } };
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(names); i++) {
+		_cleanup_free_ char *from = cvm_path_join(key_dir, names[i][0]);
+		_cleanup_free_ char *to = cvm_path_join(key_dir, names[i][1]);
+		if (!from || !to)
+			return cvm_err_nomem(err);
+		/* rename() replaces the older previous key atomically. */
+		if (rename(from, to) < 0)
+			return cvm_err_set(err, errno == ENOENT ? ENOENT : EIO, "NotFound",
+					   "%s: cannot rotate: %s", from, strerror(errno));
+	}
+	/* The next service start creates and publishes a fresh current key beside the old one. */
+	struct signing_key k = { 0 };
+	int rc = cvm_key_generate_rsa(SIGNING_KEY_BITS, 0, &k.key, err);
+	if (rc == 0)
+		rc = signing_key_finish(&k, "attestation-signing", err);
+	if (rc == 0)
+		rc = save_key(key_dir, "signing.pem", "signing-cert.pem", &k, err);
+	if (rc == 0)
+		cvm_log_info("attest_signing_key_rotated", "kid=%s", k.kid);
+	signing_key_clear(&k);
 	return rc;
 }
 

@@ -404,15 +404,27 @@ static void test_discovery_and_persistence(void **state)
 				    json_array_get(json_object_get(jwks2, "keys"), 0), "kid")),
 			    kid);
 	json_decref(jwks2);
-	/* Rotation: the old key becomes previous.pem; both are published. */
-	char cmd[512];
-	snprintf(cmd, sizeof(cmd), "cd '%s' && mv signing.pem previous.pem && mv signing-cert.pem previous-cert.pem", kd);
-	assert_int_equal(system(cmd), 0);
+	/* Rotation: the old key becomes previous.pem; both are published, and a token signed
+	 * before the rotation still verifies with the new service. */
+	_cleanup_free_ char *body = azure_body("azure/snp-milan/hcl-report.bin",
+					       "azure/snp-milan/vcek.pem", false, false, NULL);
+	char *old_token = NULL;
+	json_t *claims = NULL;
+	assert_int_equal(cvm_attest_service_attest_snp(s2, body, strlen(body), &old_token, &err), 0);
+	assert_int_equal(cvm_attest_keys_rotate(kd, &err), 0);
 	_cleanup_(cvm_attest_service_freep) struct cvm_attest_service *s3 = NULL;
 	assert_int_equal(cvm_attest_service_new(&cfg, &s3, &err), 0);
 	assert_int_equal(cvm_attest_service_jwks(s3, &jwks2, &err), 0);
 	assert_int_equal(json_array_size(json_object_get(jwks2, "keys")), 2);
+	assert_string_not_equal(json_string_value(json_object_get(
+					json_array_get(json_object_get(jwks2, "keys"), 0), "kid")), kid);
+	assert_string_equal(json_string_value(json_object_get(
+				    json_array_get(json_object_get(jwks2, "keys"), 1), "kid")), kid);
 	json_decref(jwks2);
+	assert_int_equal(cvm_attest_service_verify_token(s3, old_token, &claims, &err), 0);
+	json_decref(claims);
+	free(old_token);
+	assert_int_equal(cvm_attest_keys_rotate("/nonexistent/keys", &err), -ENOENT);
 	json_decref(jwks);
 	/* Bad configuration. */
 	struct cvm_attest_service *bad = NULL;
