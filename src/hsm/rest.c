@@ -406,12 +406,27 @@ static int pre_handler(struct rest_call *c, struct cvm_err *err)
 	return cvm_hsm_rest_parse_body(rt->body, body, len, &c->body, err);
 }
 
+/* Only well-formed key names go into the audit record: a path segment is client input of any
+ * length, and a record the audit log refuses would turn a 400 into a 500. */
+static const char *audit_key_name(const char *name)
+{
+	if (!name)
+		return NULL;
+	size_t n = strlen(name);
+	if (n == 0 || n > CVM_HSM_NAME_MAX)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)name[i]) && name[i] != '-')
+			return NULL;
+	return name;
+}
+
 static int audit_call(struct rest_call *c, int status, const struct cvm_err *res)
 {
 	struct cvm_audit_event ev = {
 		.principal = c->oid[0] ? c->oid : NULL,
 		.operation = c->route->audit_op ? c->route->audit_op : c->route->kind,
-		.key_name = c->key_name,
+		.key_name = audit_key_name(c->key_name),
 		.key_version = c->key_version[0] ? c->key_version : NULL,
 		.status = status,
 		.result = status < 400 ? "ok" : (res->code[0] ? res->code : "error"),

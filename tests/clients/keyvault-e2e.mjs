@@ -393,6 +393,11 @@ await test('wrong role: 403 Forbidden (auditor creates; administrator uses keys)
 
 await test('unknown key: 404 KeyNotFound', async () => {
   expectError(await kv('GET', `/keys/nope-${run}?${API}`, { token: await userToken() }), 404, 'KeyNotFound');
+  // a name no key can have (too long, bad characters) is still a clean client error
+  const r = await kv('GET', `/keys/${'x'.repeat(2000)}?${API}`, { token: await userToken() });
+  assert(r.status === 400 || r.status === 404, `long name: ${r.status} ${r.text.slice(0, 200)}`);
+  const r2 = await kv('POST', `/keys/bad_name!/create?${API}`, { token: await userToken(), body: { kty: 'EC' } });
+  expectError(r2, 400, 'BadParameter');
   expectError(await kv('GET', `/deletedkeys/nope-${run}?${API}`, { token: await userToken() }), 404, 'KeyNotFound');
 });
 
