@@ -191,3 +191,147 @@ struct cvm_mbr2gpt_result {
  * would not keep their numbers, 4K-sector tables, and partitions past 2^32 sectors. */
 CVM_EXPORT int cvm_mbr2gpt(const char *in, const char *out, const struct cvm_mbr2gpt_opts *opts,
 			   struct cvm_mbr2gpt_result *res, struct cvm_err *err);
+
+/* ---- replication -------------------------------------------------------------------------
+ * A source agent sends a disk image to a target over TLS 1.3 with mutual authentication
+ * (both sides present certificates from the configured CA). The first pass copies every block
+ * that differs from what the target holds (holes of a new sparse target count as held); later
+ * passes send only blocks whose SHA-256 changed. Each block travels with its hash and the
+ * target verifies it before writing (end to end); blocks are zstd-compressed when that helps.
+ *
+ * Both sides keep a state file: a header (generation id, pass, cursor) and one SHA-256 per
+ * block of what the target durably holds. The target fsyncs data, then hashes, then the
+ * cursor before acknowledging a SYNC; the source records hashes only for acknowledged blocks.
+ * Either side killed at any point resumes from the last acknowledged cursor; if the two states
+ * disagree (different generation or pass) the source fetches the target's hashes (zstd) and
+ * compares against those, so nothing is trusted that the target cannot vouch for. Memory is
+ * bounded by the sync window (default 32 MiB of block data), independent of the disk size.
+ *
+ * Wire frames: 12-byte header "CVR1" | type u8 | flags u8 | reserved u16 (0) | length u32 LE,
+ * then `length` payload bytes (<= CVM_REPL_MAX_PAYLOAD). All integers little-endian. */
+#define CVM_REPL_MAGIC "CVR1"
+#define CVM_REPL_HDR 12u
+#define CVM_REPL_MAX_BLOCK (1u << 20)
+#define CVM_REPL_MIN_BLOCK 4096u
+#define CVM_REPL_DEFAULT_BLOCK (64u << 10)
+#define CVM_REPL_MAX_PAYLOAD (CVM_REPL_MAX_BLOCK + 64u)
+#define CVM_REPL_MANIFEST_MAX 1024u  /* hashes per MANIFEST frame */
+#define CVM_REPL_VERSION 1u
+
+enum cvm_repl_type {
+	CVM_REPL_HELLO = 1,        /* source -> target: struct cvm_repl_hello */
+	CVM_REPL_HELLO_ACK = 2,    /* target -> source: struct cvm_repl_hello (target's view) */
+	CVM_REPL_MANIFEST_REQ = 3, /* source -> target: empty */
+	CVM_REPL_MANIFEST = 4,     /* target -> source: first u64 | count u32 | count*32 hashes;
+				    * count 0 ends the manifest */
+	CVM_REPL_BLOCK = 5,        /* source -> target: index u64 | sha256[32] | data */
+	CVM_REPL_SYNC = 6,         /* source -> target: upto u64 (blocks below are all sent) */
+	CVM_REPL_ACK = 7,          /* target -> source: upto u64 (durable) */
+	CVM_REPL_DONE = 8,         /* source -> target: pass u64 completed; ACK carries pass+1 */
+	CVM_REPL_ERROR = 9,        /* either way: UTF-8 reason (<= 512 bytes) */
+};
+#define CVM_REPL_F_ZSTD 0x01u     /* payload data part is one zstd frame */
+
+struct cvm_repl_frame {
+	uint8_t type, flags;
+	uint32_t len;
+	const uint8_t *payload;   /* points into the parsed buffer */
+};
+/* Parse one frame from buf (which may hold more); *consumed = header + payload. -EAGAIN when
+ * buf holds only part of a frame (len says nothing about validity yet), -EBADMSG otherwise. */
+CVM_EXPORT int cvm_repl_frame_parse(const uint8_t *buf, size_t len, struct cvm_repl_frame *f,
+				    size_t *consumed, struct cvm_err *err);
+/* Header for a frame of `len` payload bytes; out holds CVM_REPL_HDR bytes. */
+CVM_EXPORT int cvm_repl_frame_header(uint8_t type, uint8_t flags, size_t len, uint8_t *out,
+				     struct cvm_err *err);
+
+struct cvm_repl_hello {
+	uint32_t version, block_size;
+	uint64_t disk_size;
+	uint8_t gen[16];
+	uint64_t pass, cursor;
+};
+#define CVM_REPL_HELLO_LEN 48u
+CVM_EXPORT void cvm_repl_hello_put(const struct cvm_repl_hello *h, uint8_t out[CVM_REPL_HELLO_LEN]);
+/* Checks version, block size (power of two in [4 KiB, 1 MiB]), disk size (non-zero, at most
+ * 2^50 bytes) and cursor <= number of blocks. */
+CVM_EXPORT int cvm_repl_hello_parse(const uint8_t *buf, size_t len, struct cvm_repl_hello *h,
+				    struct cvm_err *err);
+
+struct cvm_repl_block {
+	uint64_t index;
+	const uint8_t *hash;      /* 32 bytes */
+	const uint8_t *data;
+	size_t len;               /* of data as carried (compressed or not) */
+};
+CVM_EXPORT int cvm_repl_block_parse(const uint8_t *buf, size_t len, struct cvm_repl_block *b,
+				    struct cvm_err *err);
+struct cvm_repl_manifest {
+	uint64_t first;
+	uint32_t count;
+	const uint8_t *hashes;    /* count * 32 bytes */
+};
+CVM_EXPORT int cvm_repl_manifest_parse(const uint8_t *buf, size_t len,
+				       struct cvm_repl_manifest *m, struct cvm_err *err);
+/* SYNC, ACK, DONE: exactly 8 bytes. */
+CVM_EXPORT int cvm_repl_u64_parse(const uint8_t *buf, size_t len, uint64_t *v,
+				  struct cvm_err *err);
+
+struct cvm_repl_tls {
+	const char *cert, *key;   /* PEM: own certificate chain and private key */
+	const char *ca;           /* PEM: CA that must have issued the peer's certificate */
+	const char *peer_name;    /* name the peer certificate must carry (DNS SAN/CN); NULL =
+				   * any certificate from the CA */
+};
+
+struct cvm_repl_stats {
+	uint64_t blocks_total, blocks_sent, blocks_zero_skipped;
+	uint64_t bytes_changed;   /* raw bytes of the blocks sent */
+	uint64_t bytes_payload;   /* frame bytes written + read (after compression) */
+	uint64_t bytes_wire;      /* TCP bytes sent + received on the connection (TLS included) */
+	uint64_t resumed_from;    /* block the pass (re)started at */
+	bool manifest_fetched;    /* states disagreed: the target's hashes were fetched */
+	uint64_t pass;            /* passes completed after this run */
+	uint64_t elapsed_ms;
+};
+
+/* Called about 4 times a second from the sending thread. */
+typedef void (*cvm_repl_progress_fn)(void *ctx, uint64_t block, uint64_t nblocks,
+				     const struct cvm_repl_stats *st);
+
+struct cvm_repl_send_opts {
+	const char *image;        /* raw image (regular file or block device), read only */
+	const char *state;        /* source state file (created on first use) */
+	const char *connect;      /* host:port of the target */
+	struct cvm_repl_tls tls;
+	uint32_t block_size;      /* 0 = CVM_REPL_DEFAULT_BLOCK (first pass fixes it) */
+	int zstd_level;           /* 0 = 1 (fast); < 0 = no compression */
+	uint64_t sync_bytes;      /* 0 = 32 MiB: data between SYNCs (memory bound) */
+	cvm_repl_progress_fn progress;
+	void *progress_ctx;
+};
+/* One pass: connect, agree on state, send changed blocks, complete the pass. */
+CVM_EXPORT int cvm_repl_send(const struct cvm_repl_send_opts *o, struct cvm_repl_stats *st,
+			     struct cvm_err *err);
+
+struct cvm_repl_serve_opts {
+	const char *target;       /* raw target image (created sparse when missing) */
+	const char *state;        /* target state file */
+	const char *listen;       /* host:port, e.g. 127.0.0.1:9443 */
+	struct cvm_repl_tls tls;
+	unsigned sessions;        /* serve this many sessions then return; 0 = forever */
+	const char *ready_file;   /* written with the bound port once listening (may be NULL) */
+};
+CVM_EXPORT int cvm_repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_repl_stats *last,
+			      struct cvm_err *err);
+
+struct cvm_repl_state_info {
+	char role;                /* 'S' source, 'T' target */
+	uint32_t block_size;
+	uint64_t disk_size, nblocks;
+	uint8_t gen[16];
+	uint64_t pass, cursor;
+	int64_t updated;          /* unix seconds of the last checkpoint (RPO) */
+};
+CVM_EXPORT int cvm_repl_state_read(const char *path, struct cvm_repl_state_info *out,
+				   struct cvm_err *err);

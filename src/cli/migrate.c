@@ -108,12 +108,181 @@ static int migrate_mbr2gpt(struct cli *cli, int argc, char **argv)
 	return CLI_OK;
 }
 
+/* ---- replicate ---------------------------------------------------------------------------- */
+static void repl_progress(void *ctx, uint64_t block, uint64_t nblocks, const struct cvm_repl_stats *st)
+{
+	(void)ctx;
+	double pct = nblocks ? 100.0 * (double)block / (double)nblocks : 100.0;
+	fprintf(stderr, "\r[%-40.*s] %5.1f%%  %llu MiB of changed blocks sent  %.1f s ",
+		(int)(pct * 0.4), "########################################", pct,
+		(unsigned long long)(st->bytes_changed >> 20), (double)st->elapsed_ms / 1000.0);
+	fflush(stderr);
+}
+
+static json_t *stats_json(const struct cvm_repl_stats *st)
+{
+	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I}", "blocks_total",
+			 (json_int_t)st->blocks_total, "blocks_sent", (json_int_t)st->blocks_sent,
+			 "blocks_zero_skipped", (json_int_t)st->blocks_zero_skipped, "bytes_changed",
+			 (json_int_t)st->bytes_changed, "bytes_payload", (json_int_t)st->bytes_payload,
+			 "bytes_wire", (json_int_t)st->bytes_wire, "resumed_from",
+			 (json_int_t)st->resumed_from, "manifest_fetched", st->manifest_fetched,
+			 "pass", (json_int_t)st->pass, "elapsed_ms", (json_int_t)st->elapsed_ms);
+}
+
+static int repl_send(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "migrate replicate send --image IMG --state FILE --connect HOST:PORT "
+			    "--cert PEM --key PEM --ca PEM [--peer-name NAME] [--block-size N] "
+			    "[--no-compress] [--json]";
+	const char *bs = NULL;
+	bool nocomp = false;
+	struct cvm_repl_send_opts o = {0};
+	const struct cli_opt opts[] = {{"--image", true, &o.image, NULL, NULL},
+				       {"--state", true, &o.state, NULL, NULL},
+				       {"--connect", true, &o.connect, NULL, NULL},
+				       {"--cert", true, &o.tls.cert, NULL, NULL},
+				       {"--key", true, &o.tls.key, NULL, NULL},
+				       {"--ca", true, &o.tls.ca, NULL, NULL},
+				       {"--peer-name", true, &o.tls.peer_name, NULL, NULL},
+				       {"--block-size", true, &bs, NULL, NULL},
+				       {"--no-compress", false, NULL, &nocomp, NULL}};
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), NULL, 0, 0, NULL, usage);
+	if (rc)
+		return rc;
+	if (!o.image || !o.state || !o.connect)
+		return cli_usage_error(usage, "--image, --state and --connect are required");
+	struct cvm_err err = {0};
+	if (bs) {
+		int64_t v;
+		if (cvm_parse_i64(bs, CVM_REPL_MIN_BLOCK, CVM_REPL_MAX_BLOCK, &v, "--block-size", &err) < 0)
+			return cli_usage_error(usage, "%s", err.msg);
+		o.block_size = (uint32_t)v;
+	}
+	o.zstd_level = nocomp ? -1 : 0;
+	if (!cli->json && isatty(STDERR_FILENO))
+		o.progress = repl_progress;
+	struct cvm_repl_stats st;
+	int r = cvm_repl_send(&o, &st, &err);
+	if (o.progress)
+		fputc('\n', stderr);
+	if (r < 0)
+		return cli_fail(&err, "migrate replicate send");
+	if (cli->json) {
+		json_t *j = stats_json(&st);
+		cli_print_json(j);
+		json_decref(j);
+	} else {
+		printf("pass %llu complete: %llu of %llu blocks sent (%llu MiB changed, %llu bytes on "
+		       "the wire) in %.1f s%s\n", (unsigned long long)st.pass,
+		       (unsigned long long)st.blocks_sent, (unsigned long long)st.blocks_total,
+		       (unsigned long long)(st.bytes_changed >> 20), (unsigned long long)st.bytes_wire,
+		       (double)st.elapsed_ms / 1000.0,
+		       st.resumed_from ? " (resumed)" : "");
+	}
+	return CLI_OK;
+}
+
+static int repl_serve(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "migrate replicate serve --target IMG --state FILE --listen HOST:PORT "
+			    "--cert PEM --key PEM --ca PEM [--peer-name NAME] [--sessions N] "
+			    "[--ready-file FILE]";
+	const char *sessions = NULL;
+	struct cvm_repl_serve_opts o = {0};
+	const struct cli_opt opts[] = {{"--target", true, &o.target, NULL, NULL},
+				       {"--state", true, &o.state, NULL, NULL},
+				       {"--listen", true, &o.listen, NULL, NULL},
+				       {"--cert", true, &o.tls.cert, NULL, NULL},
+				       {"--key", true, &o.tls.key, NULL, NULL},
+				       {"--ca", true, &o.tls.ca, NULL, NULL},
+				       {"--peer-name", true, &o.tls.peer_name, NULL, NULL},
+				       {"--sessions", true, &sessions, NULL, NULL},
+				       {"--ready-file", true, &o.ready_file, NULL, NULL}};
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), NULL, 0, 0, NULL, usage);
+	if (rc)
+		return rc;
+	if (!o.target || !o.state || !o.listen)
+		return cli_usage_error(usage, "--target, --state and --listen are required");
+	struct cvm_err err = {0};
+	if (sessions) {
+		int64_t v;
+		if (cvm_parse_i64(sessions, 0, 1000000, &v, "--sessions", &err) < 0)
+			return cli_usage_error(usage, "%s", err.msg);
+		o.sessions = (unsigned)v;
+	}
+	cvm_log_set_level(CVM_LOG_INFO);
+	struct cvm_repl_stats st;
+	if (cvm_repl_serve(&o, &st, &err) < 0)
+		return cli_fail(&err, "migrate replicate serve");
+	if (cli->json) {
+		json_t *j = stats_json(&st);
+		cli_print_json(j);
+		json_decref(j);
+	}
+	return CLI_OK;
+}
+
+static int repl_status(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "migrate replicate status --state FILE [--json]";
+	const char *state = NULL;
+	const struct cli_opt opts[] = {{"--state", true, &state, NULL, NULL}};
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), NULL, 0, 0, NULL, usage);
+	if (rc)
+		return rc;
+	if (!state)
+		return cli_usage_error(usage, "--state is required");
+	struct cvm_err err = {0};
+	struct cvm_repl_state_info i;
+	if (cvm_repl_state_read(state, &i, &err) < 0)
+		return cli_fail(&err, "migrate replicate status");
+	_cleanup_free_ char *gen = cvm_hex_encode(i.gen, 16);
+	char when[32];
+	cvm_time_iso8601(i.updated, when);
+	int64_t rpo = cvm_now() - i.updated;
+	if (cli->json) {
+		json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:s?,s:I,s:I,s:s,s:I}", "role",
+				      i.role == 'S' ? "source" : "target", "block_size",
+				      (json_int_t)i.block_size, "disk_size", (json_int_t)i.disk_size,
+				      "blocks", (json_int_t)i.nblocks, "generation", gen, "passes",
+				      (json_int_t)i.pass, "cursor", (json_int_t)i.cursor,
+				      "last_checkpoint", when, "seconds_since_checkpoint",
+				      (json_int_t)rpo);
+		cli_print_json(j);
+		json_decref(j);
+	} else {
+		printf("role:             %s\n", i.role == 'S' ? "source" : "target");
+		printf("disk:             %llu bytes in %llu blocks of %u\n",
+		       (unsigned long long)i.disk_size, (unsigned long long)i.nblocks, i.block_size);
+		printf("passes complete:  %llu\n", (unsigned long long)i.pass);
+		printf("current pass:     %s (block %llu of %llu)\n",
+		       i.cursor ? "interrupted, resumes" : "none in progress",
+		       (unsigned long long)i.cursor, (unsigned long long)i.nblocks);
+		printf("last checkpoint:  %s (%lld s ago)\n", when, (long long)rpo);
+	}
+	return CLI_OK;
+}
+
+static int migrate_replicate(struct cli *cli, int argc, char **argv)
+{
+	static const struct cli_verb verbs[] = {
+		{"send", repl_send, "send --image IMG --state FILE --connect HOST:PORT --cert PEM "
+				    "--key PEM --ca PEM [--peer-name NAME] [--block-size N] [--no-compress]"},
+		{"serve", repl_serve, "serve --target IMG --state FILE --listen HOST:PORT --cert PEM "
+				      "--key PEM --ca PEM [--peer-name NAME] [--sessions N] [--ready-file F]"},
+		{"status", repl_status, "status --state FILE"},
+	};
+	return cli_dispatch(cli, "migrate replicate", verbs, CVM_ARRAY_SIZE(verbs), argc - 1, argv + 1);
+}
+
 int cli_migrate(struct cli *cli, int argc, char **argv)
 {
 	static const struct cli_verb verbs[] = {
 		{"assess", migrate_assess, "assess --image FILE [--max-os-disk-gib N] [--json]"},
 		{"mbr2gpt", migrate_mbr2gpt,
 		 "mbr2gpt --in IMG --out IMG [--grow] [--no-fstab] [--dry-run] [--json]"},
+		{"replicate", migrate_replicate, "replicate send|serve|status ..."},
 	};
 	return cli_dispatch(cli, "migrate", verbs, CVM_ARRAY_SIZE(verbs), argc, argv);
 }
