@@ -413,6 +413,15 @@ struct cvm_tdx_policy {
 	const char *const *allowed_tcb_status;
 };
 CVM_EXPORT void cvm_tdx_policy_default(struct cvm_tdx_policy *p);
+/* JSON form with the struct's member names: {"allow_debug": bool, "min_qe_svn": n,
+ * "min_pce_svn": n, "min_tee_tcb_svn": hex(16), "qe_vendor_id"|"mrseam"|"mrconfigid"|"mrowner"|
+ * "mrownerconfig"|"report_data": hex, "td_attributes"|"xfam": hex(8, little-endian as in the
+ * quote), "rtmr0".."rtmr3": hex, "mrtds": [hex], "allowed_tcb_status": [string]}. Setting a
+ * value turns its check on. Unknown members are refused. Arrays live in *store. */
+struct cvm_tdx_policy_store;
+CVM_EXPORT int cvm_tdx_policy_from_json(json_t *j, struct cvm_tdx_policy *p,
+					struct cvm_tdx_policy_store **store, struct cvm_err *err);
+CVM_EXPORT void cvm_tdx_policy_store_free(struct cvm_tdx_policy_store *s);
 
 struct cvm_tdx_verify_opts {
 	int64_t now;                     /* 0 = current time */

@@ -782,3 +782,145 @@ int cvm_tdx_verdict_claims(const struct cvm_tdx_verdict *v, json_t *o, struct cv
 		rc |= json_object_set_new(o, "x-ms-tdx-tcb-status", json_string(v->tcb_status));
 	return rc ? cvm_err_nomem(err) : 0;
 }
+
+/* ---- policy JSON ------------------------------------------------------------------------- */
+
+struct cvm_tdx_policy_store {
+	uint8_t (*mrtds)[48];
+	char **status;  /* NULL-terminated */
+	size_t n_status;
+};
+
+void cvm_tdx_policy_store_free(struct cvm_tdx_policy_store *s)
+{
+	if (!s)
+		return;
+	free(s->mrtds);
+	for (size_t i = 0; i < s->n_status; i++)
+		free(s->status[i]);
+	free(s->status);
+	free(s);
+}
+
+#define TF(name, chk) { #name, offsetof(struct cvm_tdx_policy, name), \
+		sizeof(((struct cvm_tdx_policy *)0)->name), offsetof(struct cvm_tdx_policy, chk) }
+static const struct { const char *name; size_t off, len, chk; } tdx_fixed[] = {
+	TF(qe_vendor_id, check_qe_vendor_id), TF(mrseam, check_mrseam),
+	TF(mrconfigid, check_mrconfigid), TF(mrowner, check_mrowner),
+	TF(mrownerconfig, check_mrownerconfig), TF(report_data, check_report_data),
+};
+
+static int tdx_member(const char *k, json_t *x, struct cvm_tdx_policy *p,
+		      struct cvm_tdx_policy_store *s, struct cvm_err *err)
+{
+	const char *h = json_string_value(x);
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(tdx_fixed); i++)
+		if (strcmp(k, tdx_fixed[i].name) == 0) {
+			if (!h)
+				return cvm_err_badparam(err, "policy.%s: expected a hex string", k);
+			*(bool *)((char *)p + tdx_fixed[i].chk) = true;
+			return cvm_hex_decode_fixed(h, (uint8_t *)p + tdx_fixed[i].off,
+						    tdx_fixed[i].len, k, err);
+		}
+	if (strncmp(k, "rtmr", 4) == 0 && k[4] >= '0' && k[4] <= '3' && !k[5]) {
+		int i = k[4] - '0';
+		if (!h)
+			return cvm_err_badparam(err, "policy.%s: expected a hex string", k);
+		p->check_rtmr[i] = true;
+		return cvm_hex_decode_fixed(h, p->rtmr[i], 48, k, err);
+	}
+	if (strcmp(k, "td_attributes") == 0 || strcmp(k, "xfam") == 0) {
+		uint8_t le[8];
+		if (!h)
+			return cvm_err_badparam(err, "policy.%s: expected 16 hex digits", k);
+		int rc = cvm_hex_decode_fixed(h, le, 8, k, err);
+		if (rc < 0)
+			return rc;
+		if (k[0] == 't') {
+			p->td_attributes = cvm_le64(le);
+			p->check_td_attributes = true;
+		} else {
+			p->xfam = cvm_le64(le);
+			p->check_xfam = true;
+		}
+		return 0;
+	}
+	if (strcmp(k, "min_tee_tcb_svn") == 0) {
+		if (!h)
+			return cvm_err_badparam(err, "policy.%s: expected 32 hex digits", k);
+		return cvm_hex_decode_fixed(h, p->min_tee_tcb_svn, 16, k, err);
+	}
+	if (strcmp(k, "allow_debug") == 0) {
+		if (!json_is_boolean(x))
+			return cvm_err_badparam(err, "policy.%s: expected a boolean", k);
+		p->allow_debug = json_is_true(x);
+		return 0;
+	}
+	if (strcmp(k, "min_qe_svn") == 0 || strcmp(k, "min_pce_svn") == 0) {
+		json_int_t n = json_integer_value(x);
+		if (!json_is_integer(x) || n < 0 || n > 65535)
+			return cvm_err_badparam(err, "policy.%s: expected an integer 0..65535", k);
+		*(k[4] == 'q' ? &p->min_qe_svn : &p->min_pce_svn) = (uint16_t)n;
+		return 0;
+	}
+	if (strcmp(k, "mrtds") == 0) {
+		size_t n = json_array_size(x);
+		if (!json_is_array(x) || n > 4096)
+			return cvm_err_badparam(err, "policy.mrtds: expected up to 4096 hex strings");
+		s->mrtds = calloc(n ? n : 1, 48);
+		if (!s->mrtds)
+			return cvm_err_nomem(err);
+		for (size_t i = 0; i < n; i++) {
+			const char *m = json_string_value(json_array_get(x, i));
+			if (!m)
+				return cvm_err_badparam(err, "policy.mrtds[%zu]: expected hex", i);
+			int rc = cvm_hex_decode_fixed(m, s->mrtds[i], 48, "mrtds", err);
+			if (rc < 0)
+				return rc;
+		}
+		p->mrtds = (const uint8_t(*)[48])s->mrtds;
+		p->n_mrtds = n;
+		return 0;
+	}
+	if (strcmp(k, "allowed_tcb_status") == 0) {
+		size_t n = json_array_size(x);
+		if (!json_is_array(x) || n > 16)
+			return cvm_err_badparam(err, "policy.%s: expected up to 16 strings", k);
+		s->status = calloc(n + 1, sizeof(char *));
+		if (!s->status)
+			return cvm_err_nomem(err);
+		for (size_t i = 0; i < n; i++) {
+			const char *st = json_string_value(json_array_get(x, i));
+			if (!st)
+				return cvm_err_badparam(err, "policy.%s[%zu]: expected a string", k, i);
+			if (!(s->status[i] = cvm_strdup(st)))
+				return cvm_err_nomem(err);
+			s->n_status++;
+		}
+		p->allowed_tcb_status = (const char *const *)s->status;
+		return 0;
+	}
+	return cvm_err_badparam(err, "policy.%s: unknown member", k);
+}
+
+int cvm_tdx_policy_from_json(json_t *j, struct cvm_tdx_policy *p,
+			     struct cvm_tdx_policy_store **store, struct cvm_err *err)
+{
+	if (!json_is_object(j))
+		return cvm_err_badparam(err, "policy: expected a JSON object");
+	struct cvm_tdx_policy_store *s = calloc(1, sizeof(*s));
+	if (!s)
+		return cvm_err_nomem(err);
+	cvm_tdx_policy_default(p);
+	const char *k;
+	json_t *x;
+	json_object_foreach(j, k, x) {
+		int rc = tdx_member(k, x, p, s, err);
+		if (rc < 0) {
+			cvm_tdx_policy_store_free(s);
+			return rc;
+		}
+	}
+	*store = s;
+	return 0;
+}

@@ -346,6 +346,44 @@ static void test_policy_knobs(void **state)
 	json_decref(c);
 }
 
+static void test_policy_json(void **state)
+{
+	(void)state;
+	size_t len = 0;
+	_cleanup_free_ uint8_t *q = load("tdx/trustee-6/quote.bin", &len);
+	struct cvm_err err = { 0 };
+	struct cvm_tdx_quote pq;
+	assert_int_equal(cvm_tdx_quote_parse(q, len, &pq, &err), 0);
+	_cleanup_free_ char *mrtd = cvm_hex_encode(pq.body.mrtd, 48);
+	_cleanup_free_ char *rtmr1 = cvm_hex_encode(pq.body.rtmr[1], 48);
+	uint8_t le[8];
+	for (int i = 0; i < 8; i++)
+		le[i] = (uint8_t)(pq.body.xfam >> (8 * i));
+	_cleanup_free_ char *xfam = cvm_hex_encode(le, 8);
+	_cleanup_free_ char *text = cvm_asprintf(
+		"{\"allow_debug\": true, \"mrtds\": [\"%s\"], \"rtmr1\": \"%s\", \"xfam\": \"%s\","
+		" \"allowed_tcb_status\": [\"UpToDate\"], \"min_qe_svn\": 0}", mrtd, rtmr1, xfam);
+	json_t *j = json_loads(text, 0, NULL);
+	struct cvm_tdx_policy p;
+	struct cvm_tdx_policy_store *st = NULL;
+	assert_int_equal(cvm_tdx_policy_from_json(j, &p, &st, &err), 0);
+	json_decref(j);
+	struct cvm_tdx_verdict v;
+	assert_int_equal(cvm_tdx_verify(q, len, NULL, &p, &v, &err), 0);
+	p.rtmr[1][0] ^= 1;
+	assert_int_equal(cvm_tdx_verify(q, len, NULL, &p, &v, &err), -EPERM);
+	cvm_tdx_policy_store_free(st);
+	const char *bad[] = { "{\"rtmr4\": \"00\"}", "{\"mrseam\": \"zz\"}", "{\"allow_debug\": 1}",
+			      "{\"min_qe_svn\": -1}", "{\"mrtds\": [1]}", "{\"what\": 1}", "[]",
+			      "{\"allowed_tcb_status\": [1]}", "{\"xfam\": \"00\"}" };
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(bad); i++) {
+		j = json_loads(bad[i], 0, NULL);
+		assert_non_null(j);
+		assert_int_equal(cvm_tdx_policy_from_json(j, &p, &st, &err), -EINVAL);
+		json_decref(j);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -354,6 +392,7 @@ int main(void)
 		cmocka_unit_test(test_header_checks),
 		cmocka_unit_test(test_collateral),
 		cmocka_unit_test(test_policy_knobs),
+		cmocka_unit_test(test_policy_json),
 	};
 	evidence_dir();
 	return cmocka_run_group_tests(tests, NULL, NULL);
