@@ -292,6 +292,28 @@ await test('rotateKey and get/updateKeyRotationPolicy', async () => {
   eq(g.lifetimeActions[0].timeBeforeExpiry, 'P30D', 'trigger');
 });
 
+await test('scheduler rotates a key that is due (timeBeforeExpiry), negative twin stays', async () => {
+  const soon = new Date(Date.now() + 24 * 3600 * 1000); // expires in a day: P7D before is past
+  const due = await client.createEcKey(`due-${run}`, { curve: 'P-256', expiresOn: soon });
+  const later = await client.createEcKey(`later-${run}`, { curve: 'P-256', expiresOn: new Date(Date.now() + 60 * 24 * 3600 * 1000) });
+  for (const k of [due, later])
+    await client.updateKeyRotationPolicy(k.name, { lifetimeActions: [{ action: 'Rotate', timeBeforeExpiry: 'P7D' }] });
+  const versions = async (name) => {
+    const v = [];
+    for await (const p of client.listPropertiesOfKeyVersions(name)) v.push(p.version);
+    return v;
+  };
+  let n = 1;
+  for (let i = 0; i < 40 && n < 2; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    n = (await versions(due.name)).length;
+  }
+  eq(n, 2, 'due key rotated by the scheduler');
+  const latest = await client.getKey(due.name);
+  assert(latest.properties.version !== due.properties.version, 'latest is the new version');
+  eq((await versions(later.name)).length, 1, 'key not yet due keeps one version');
+});
+
 await test('getRandomBytes', async () => {
   const b = await client.getRandomBytes(16);
   eq(b.length, 16, 'length');
