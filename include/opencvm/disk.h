@@ -136,7 +136,8 @@ CVM_EXPORT int cvm_disk_create_temp(const char *path, uint64_t size,
  * MBR/GPT partition table (a table made for 512-byte LBAs would not be found behind 4096-byte
  * logical sectors), 512 otherwise. Work happens in "<dst>.partial"; when that file exists from
  * an interrupted run of the same source, the run resumes (it unwraps the secret through
- * wp->kw to get the volume key back). */
+ * wp->kw to get the volume key back). qcow2, vmdk, vhdx, dynamic vhd and LUKS sources are
+ * refused (-ENOTSUP / -EINVAL): convert to raw first (fixed VHD is raw plus a footer). */
 CVM_EXPORT int cvm_disk_encrypt_image(const char *src, const char *dst,
 				      const struct cvm_disk_wrap_params *wp,
 				      const struct cvm_disk_opts *opts, struct cvm_err *err);

@@ -69,6 +69,35 @@ static int file_size_fd(int fd, const char *path, uint64_t *size, struct stat *s
 	return 0;
 }
 
+/* A container format taken for raw data would give a disk the guest cannot boot: refuse the
+ * ones qemu-img would have to convert first (their magic is at offset 0, VHD's footer at the
+ * end), and LUKS itself (encrypting ciphertext again is never what was meant). */
+static int refuse_container(int fd, uint64_t size, const char *src, struct cvm_err *err)
+{
+	uint8_t head[8] = { 0 }, foot[8] = { 0 };
+	if (pread(fd, head, sizeof(head), 0) < 0 ||
+	    (size >= 512 && pread(fd, foot, sizeof(foot), (off_t)(size - 512)) < 0))
+		return cvm_err_set(err, errno, "InternalError", "source %s: read: %s", src,
+				   strerror(errno));
+	const char *fmt = NULL;
+	if (memcmp(head, "QFI\xfb", 4) == 0)
+		fmt = "qcow2";
+	else if (memcmp(head, "KDMV", 4) == 0)
+		fmt = "vmdk";
+	else if (memcmp(head, "vhdxfile", 8) == 0)
+		fmt = "vhdx";
+	else if (memcmp(foot, "conectix", 8) == 0 && memcmp(head, "conectix", 8) == 0)
+		fmt = "vhd (dynamic)";
+	else if (memcmp(head, "LUKS\xba\xbe", 6) == 0)
+		return cvm_err_badparam(err, "source %s: already a LUKS volume", src);
+	if (fmt)
+		return cvm_err_set(err, ENOTSUP, "BadParameter",
+				   "source %s: a %s image, not raw; convert it first "
+				   "(qemu-img convert -O raw)",
+				   src, fmt);
+	return 0;
+}
+
 /* 4096-byte sectors change the logical block size the guest sees behind dm-crypt; a partition
  * table written for 512-byte LBAs would then not be found. So 4096 only when the source is a
  * multiple of 4096 and carries neither an MBR signature nor a GPT header. */
@@ -566,6 +595,8 @@ int cvm_disk_encrypt_image(const char *src, const char *dst,
 	struct stat st;
 	uint64_t size;
 	if ((r = file_size_fd(in, src, &size, &st, err)) < 0)
+		return r;
+	if ((r = refuse_container(in, size, src, err)) < 0)
 		return r;
 	if (size == 0 || size % 512)
 		return cvm_err_badparam(err, "source %s: size %llu is not a non-zero multiple of 512",

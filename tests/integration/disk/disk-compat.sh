@@ -180,7 +180,9 @@ for attempt in $(seq 1 12); do
 		kills=0
 		continue
 	fi
-	[ -e "$W/k.img.partial" ] || continue # killed before the header existed: nothing to resume
+	# killed before the header was complete: the next run starts over (also tested, but only a
+	# kill inside the data phase counts here)
+	"$TOOL" info "$W/k.img.partial" 2>/dev/null | grep -q complete=0 || continue
 	kills=$((kills + 1))
 	[ $kills -ge 3 ] && break
 done
@@ -205,6 +207,14 @@ check_err "wrong key-wrap key is refused" "unwrap secret with https://kv.test/ke
 mv "$KEYS/des1-v1.pem.real" "$KEYS/des1-v1.pem"
 check_err "a key that does not exist is refused" "KeyNotFound" "$TOOL" encrypt "$W/src.raw" "$W/nokey.img" "$KEYS" https://kv.test/keys/none RSA-OAEP-256 "$DES"
 check "nothing left behind by the refused encrypt" test ! -e "$W/nokey.img" -a ! -e "$W/nokey.img.partial"
+if command -v qemu-img >/dev/null; then
+	qemu-img create -q -f qcow2 "$W/src.qcow2" 64M
+	check_err "a qcow2 source is refused with a hint" "qemu-img convert -O raw" "$TOOL" encrypt "$W/src.qcow2" "$W/q.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES"
+	qemu-img convert -O raw "$W/src.qcow2" "$W/src-conv.raw"
+	check "the converted raw image encrypts" "$TOOL" encrypt "$W/src-conv.raw" "$W/q.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES"
+	rm -f "$W/src.qcow2" "$W/src-conv.raw" "$W/q.img"
+fi
+check_err "a LUKS image is not encrypted again" "already a LUKS volume" "$TOOL" encrypt "$W/enc.img" "$W/again.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES"
 # corrupted token JSON: a token cryptsetup accepts, we do not
 tid=$(cryptsetup luksDump "$W/t.img" | awk '/opencvm-hsm/ {gsub(":","",$1); print $1; exit}')
 cryptsetup token export --token-id "$tid" "$W/t.img" >"$W/tok.json"
