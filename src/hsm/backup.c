@@ -642,6 +642,56 @@ static int verify_manifest(struct cvm_hsm *h, json_t *man, const uint8_t *data, 
 	return 0;
 }
 
+void cvm_hsm_full_data_free(struct cvm_hsm_full_data *fd)
+{
+	if (!fd)
+		return;
+	for (size_t i = 0; i < fd->n; i++)
+		cvm_hsm_backup_free(fd->recs[i]);
+	free(fd->recs);
+	free(fd);
+}
+
+static int cmp_rec_name(const void *a, const void *b)
+{
+	const struct cvm_hsm_backup *const *x = a, *const *y = b;
+	return strcmp((*x)->name, (*y)->name);
+}
+
+int cvm_hsm_full_data_parse(const uint8_t *buf, size_t len, struct cvm_hsm_full_data **out,
+			    struct cvm_err *err)
+{
+	_cleanup_json_ json_t *root = NULL;
+	const char *fmt;
+	int64_t v;
+	json_t *keys;
+	int r;
+	if ((r = cvm_json_parse(buf, len, false, &root, err)) < 0 ||
+	    (r = cvm_json_enum(root, "format", "format", true,
+			       (const char *const[]){ "opencvm-full-backup", NULL }, &fmt, err)) < 0 ||
+	    (r = cvm_json_int(root, "v", "v", true, 1, 1, &v, NULL, err)) < 0 ||
+	    (r = cvm_json_arr(root, "keys", "keys", true, &keys, err)) < 0)
+		return r;
+	_cleanup_(cvm_hsm_full_data_freep) struct cvm_hsm_full_data *fd = calloc(1, sizeof(*fd));
+	size_t n = json_array_size(keys);
+	if (!fd || !(fd->recs = calloc(n ? n : 1, sizeof(*fd->recs))))
+		return cvm_err_nomem(err);
+	for (size_t i = 0; i < n; i++) {
+		char path[48];
+		snprintf(path, sizeof(path), "keys[%zu]", i);
+		if ((r = parse_record(json_array_get(keys, i), path, true, &fd->recs[i], err)) < 0)
+			return r;
+		fd->n = i + 1;
+	}
+	/* a name twice would make the restore fail half-way through its transaction */
+	qsort(fd->recs, fd->n, sizeof(*fd->recs), cmp_rec_name);
+	for (size_t i = 1; i < fd->n; i++)
+		if (!strcmp(fd->recs[i - 1]->name, fd->recs[i]->name))
+			return cvm_err_badparam(err, "keys: key %s appears twice", fd->recs[i]->name);
+	*out = CVM_TAKE(fd);
+	return 0;
+}
+
 int cvm_hsm_full_restore(struct cvm_hsm *h, const char *dir, struct cvm_err *err)
 {
 	int active = cvm_hsm_check_active(h, err);
@@ -655,7 +705,7 @@ int cvm_hsm_full_restore(struct cvm_hsm *h, const char *dir, struct cvm_err *err
 		return cvm_err_nomem(err);
 	_cleanup_free_ uint8_t *mbuf = NULL, *dbuf = NULL;
 	size_t mlen, dlen;
-	_cleanup_json_ json_t *man = NULL, *data = NULL;
+	_cleanup_json_ json_t *man = NULL;
 	int r;
 	if ((r = cvm_file_read(mpath, MANIFEST_MAX, &mbuf, &mlen, err)) < 0 ||
 	    (r = cvm_file_read(dpath, DATA_MAX, &dbuf, &dlen, err)) < 0)
@@ -670,29 +720,13 @@ int cvm_hsm_full_restore(struct cvm_hsm *h, const char *dir, struct cvm_err *err
 	if (r < 0)
 		return r;
 	/* Authenticated, but still parsed strictly: a bug in an older writer must not corrupt. */
-	json_t *keys;
-	if ((r = cvm_json_parse(dbuf, dlen, false, &data, err)) < 0 ||
-	    (r = cvm_json_arr(data, "keys", "keys", true, &keys, err)) < 0)
+	_cleanup_(cvm_hsm_full_data_freep) struct cvm_hsm_full_data *fd = NULL;
+	if ((r = cvm_hsm_full_data_parse(dbuf, dlen, &fd, err)) < 0)
 		return cvm_err_prefix(err, "keys.json");
-	size_t n = json_array_size(keys);
-	struct cvm_hsm_backup **recs = calloc(n ? n : 1, sizeof(*recs));
-	if (!recs)
-		return cvm_err_nomem(err);
-	for (size_t i = 0; i < n && r == 0; i++) {
-		char path[48];
-		snprintf(path, sizeof(path), "keys[%zu]", i);
-		r = parse_record(json_array_get(keys, i), path, true, &recs[i], err);
-	}
-	if (r == 0) {
-		struct full_restore_ctx f = { .recs = recs, .n = n };
-		r = cvm_store_transact(h->store, CVM_TX_WRITE, full_restore_tx, &f, err);
-	}
-	for (size_t i = 0; i < n; i++)
-		cvm_hsm_backup_free(recs[i]);
-	free(recs);
-	if (r < 0)
+	struct full_restore_ctx f = { .recs = fd->recs, .n = fd->n };
+	if ((r = cvm_store_transact(h->store, CVM_TX_WRITE, full_restore_tx, &f, err)) < 0)
 		return r;
 	cvm_hsm_cache_drop(h, NULL);
-	cvm_log_info("hsm_full_restore", "dir=%s keys=%zu", dir, n);
+	cvm_log_info("hsm_full_restore", "dir=%s keys=%zu", dir, fd->n);
 	return 0;
 }

@@ -252,3 +252,14 @@ int cvm_hsm_rotate_at(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const c
 /* ---- soft delete (softdelete.c) -------------------------------------------------------------- */
 /* Purge deleted keys whose scheduledPurgeDate <= now; returns the number purged. */
 int cvm_hsm_purge_due(struct cvm_hsm *h, int64_t now, struct cvm_err *err);
+
+/* keys.json of a full backup: {"format":"opencvm-full-backup","v":1,"keys":[<record>...]},
+ * records with their deleted state, no name twice. Parsed strictly (fuzzed). */
+struct cvm_hsm_full_data {
+	size_t n;
+	struct cvm_hsm_backup **recs;
+};
+void cvm_hsm_full_data_free(struct cvm_hsm_full_data *fd);
+CVM_DEFINE_CLEANUP(struct cvm_hsm_full_data, cvm_hsm_full_data_free)
+int cvm_hsm_full_data_parse(const uint8_t *buf, size_t len, struct cvm_hsm_full_data **out,
+			    struct cvm_err *err);

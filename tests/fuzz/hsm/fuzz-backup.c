@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Arbitrary bytes through the key backup blob reader, three ways: as a blob (magic + sealed
  * envelope), as the decrypted payload JSON, and sealed under the fixed test domain's backup key
- * so the payload parser is reached through the envelope too. */
+ * so the payload parser is reached through the envelope too; and as the keys.json of a full
+ * backup (records with deleted state). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!b->nversions || strlen(b->current_version) != 32)
 			abort();
 		cvm_hsm_backup_free(b);
+	}
+	struct cvm_hsm_full_data *fd = NULL;
+	if (cvm_hsm_full_data_parse(data, size, &fd, &err) == 0) {
+		for (size_t i = 1; i < fd->n; i++)
+			if (!strcmp(fd->recs[i - 1]->name, fd->recs[i]->name))
+				abort(); /* duplicates must have been refused */
+		cvm_hsm_full_data_free(fd);
 	}
 	struct cvm_buf blob = { 0 };
 	if (size <= 65536 && cvm_buf_append(&blob, "OCVMKB\x01", 7) == 0 &&

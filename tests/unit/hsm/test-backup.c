@@ -212,6 +212,47 @@ static void payload_parser_is_strict(void **state)
 	}
 }
 
+static void full_data_parser(void **state)
+{
+	(void)state;
+#define REC                                                                                    \
+	"{\"name\":\"%s\",\"current_version\":\"0123456789abcdef0123456789abcdef\"," \
+	"\"created\":1,\"updated\":2,\"deleted\":true,\"deleted_date\":5," \
+	"\"scheduled_purge\":6,\"versions\":[{\"version\":" \
+	"\"0123456789abcdef0123456789abcdef\",\"kty\":\"oct-HSM\",\"key_size\":256," \
+	"\"key_ops\":[],\"public_jwk\":{},\"enabled\":true,\"exportable\":false," \
+	"\"created\":1,\"updated\":2,\"sealed\":" \
+	"\"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAh\"}]}"
+	char r1[1024], r2[1024], r3[1024], doc[4096];
+	snprintf(r1, sizeof(r1), REC, "b");
+	snprintf(r2, sizeof(r2), REC, "a");
+	snprintf(r3, sizeof(r3), REC, "b");
+	snprintf(doc, sizeof(doc), "{\"format\":\"opencvm-full-backup\",\"v\":1,\"keys\":[%s,%s]}",
+		 r1, r2);
+	struct cvm_hsm_full_data *fd = NULL;
+	ASSERT_OK(cvm_hsm_full_data_parse((const uint8_t *)doc, strlen(doc), &fd, err));
+	assert_int_equal(fd->n, 2);
+	assert_true(fd->recs[0]->deleted);
+	assert_int_equal(fd->recs[0]->scheduled_purge, 6);
+	cvm_hsm_full_data_free(fd);
+	/* twins: a name twice; a deleted record without its dates; another format */
+	snprintf(doc, sizeof(doc), "{\"format\":\"opencvm-full-backup\",\"v\":1,\"keys\":[%s,%s,%s]}",
+		 r1, r2, r3);
+	fd = NULL;
+	ASSERT_ERR(cvm_hsm_full_data_parse((const uint8_t *)doc, strlen(doc), &fd, err), EINVAL,
+		   "BadParameter", "appears twice");
+	char *nodate = strstr(r2, ",\"scheduled_purge\":6");
+	memmove(nodate, nodate + strlen(",\"scheduled_purge\":6"),
+		strlen(nodate + strlen(",\"scheduled_purge\":6")) + 1);
+	snprintf(doc, sizeof(doc), "{\"format\":\"opencvm-full-backup\",\"v\":1,\"keys\":[%s]}", r2);
+	ASSERT_ERR(cvm_hsm_full_data_parse((const uint8_t *)doc, strlen(doc), &fd, err), EINVAL,
+		   "BadParameter", "scheduled_purge");
+	snprintf(doc, sizeof(doc), "{\"format\":\"opencvm-key-backup\",\"v\":1,\"keys\":[%s]}", r1);
+	ASSERT_ERR(cvm_hsm_full_data_parse((const uint8_t *)doc, strlen(doc), &fd, err), EINVAL,
+		   "BadParameter", "format");
+	assert_null(fd);
+}
+
 static char *tmpdir(void)
 {
 	char tmpl[] = "/tmp/cvm-hsm-backup-XXXXXX";
@@ -303,6 +344,7 @@ int main(void)
 		cmocka_unit_test(key_backup_roundtrip),
 		cmocka_unit_test(key_backup_refusals),
 		cmocka_unit_test(payload_parser_is_strict),
+		cmocka_unit_test(full_data_parser),
 		cmocka_unit_test(full_backup_restore),
 	};
 	return testdb_run("hsm-backup", tests, CVM_ARRAY_SIZE(tests));
