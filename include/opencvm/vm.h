@@ -219,3 +219,25 @@ CVM_EXPORT int cvm_vm_tee_emu_handle(const struct cvm_vm_tee_emu *e, const char 
 				     char **reply, struct cvm_err *err);
 /* Serve requests on fd until EOF. */
 CVM_EXPORT int cvm_vm_tee_emu_serve(const struct cvm_vm_tee_emu *e, int fd, struct cvm_err *err);
+
+/* ==== running a VM ==========================================================================
+ * One boot of one VM, in the calling process: restores the VMGS (or manufactures a fresh vTPM
+ * and copies the VARS template on first boot), starts swtpm and, for the emulated TEE, serves
+ * the guest's report requests on a unix socket; runs QEMU until it exits (or timeout_s passes:
+ * killed); then seals the vTPM state and VARS back into the VMGS and deletes the plaintext.
+ * Paths: vm_dir/vmgs.bin (sealed, persistent), vm_dir/console.log; run_dir (0700, private):
+ * swtpm state, VARS, sockets — keep it on tmpfs. */
+struct cvm_vm_run_config {
+	const char *vm_dir;
+	const char *run_dir;
+	struct cvm_vm_launch launch;      /* ovmf_vars, swtpm_sock, tee_sock, serial_log and
+					   * qmp_sock are filled in by cvm_vm_run */
+	const char *ovmf_vars_template;   /* e.g. /usr/share/OVMF/OVMF_VARS_4M.ms.fd */
+	const struct cvm_secret *vmgs_key; /* 32 bytes, obtained through the release path */
+	const struct cvm_vm_tee_emu *tee_emu; /* required when launch.tee is EMULATED */
+	const char *swtpm, *swtpm_setup;  /* NULL = from PATH */
+	int timeout_s;                    /* 0 = no limit */
+};
+/* *qemu_status: the QEMU wait status (or -1 when killed on timeout). */
+CVM_EXPORT int cvm_vm_run(const struct cvm_vm_run_config *c, int *qemu_status,
+			  struct cvm_err *err);

@@ -57,6 +57,7 @@ int cli_audit(struct cli *cli, int argc, char **argv);
 int cli_hsm(struct cli *cli, int argc, char **argv);
 int cli_login(struct cli *cli, int argc, char **argv);
 int cli_demo(struct cli *cli, int argc, char **argv);
+int cli_vm(struct cli *cli, int argc, char **argv);
 int cli_migrate(struct cli *cli, int argc, char **argv);
 
 /* ---- options ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ static const struct {
 	{"role", cli_role, "role definitions and assignments (Managed HSM local RBAC)"},
 	{"identity", cli_identity, "principals and their credentials; fetch a token"},
 	{"audit", cli_audit, "verify and export the hash-chained audit log"},
+	{"vm", cli_vm, "confidential VMs: create, start, stop, show, list, console, validate"},
 #ifdef CVM_HAVE_MIGRATE
 	{"migrate", cli_migrate, "assess disk images offline; convert MBR/BIOS disks to GPT/UEFI"},
 #endif

@@ -1,0 +1,561 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cvm vm ...: confidential VM lifecycle on this host. Operates on the store cvmd uses
+ * (--store, default CVM_STORE or sqlite:/var/lib/opencvm/cvmd.db) and the host's VM state
+ * directory (--state-dir, default /var/lib/opencvm), like `cvm demo` does. */
+#include "cli.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <opencvm/audit.h>
+#include <opencvm/disk.h>
+#include <opencvm/store.h>
+#include <opencvm/vm.h>
+
+#define DEFAULT_STATE_DIR "/var/lib/opencvm"
+#define OVMF_CODE "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+#define OVMF_VARS "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+
+struct vmctx {
+	const char *store_url, *state_dir, *sizes_file;
+	struct cvm_store *store;
+	struct cvm_audit *audit;
+	struct cvm_vm_sizes sizes;
+	char *store_default;
+};
+
+static void vmctx_close(struct vmctx *v)
+{
+	cvm_vm_sizes_clear(&v->sizes);
+	cvm_audit_close(v->audit);
+	cvm_store_close(v->store);
+	free(v->store_default);
+}
+
+static int vmctx_open(struct vmctx *v, struct cvm_err *err)
+{
+	if (!v->state_dir)
+		v->state_dir = getenv("CVM_STATE_DIR") ? getenv("CVM_STATE_DIR") : DEFAULT_STATE_DIR;
+	if (!v->store_url)
+		v->store_url = getenv("CVM_STORE");
+	if (!v->store_url) {
+		v->store_default = cvm_asprintf("sqlite:%s/cvmd.db", v->state_dir);
+		if (!v->store_default)
+			return cvm_err_nomem(err);
+		v->store_url = v->store_default;
+	}
+	_cleanup_free_ char *sizes = NULL;
+	int r;
+	if ((r = cvm_store_open(v->store_url, &v->store, err)) < 0 ||
+	    (r = cvm_audit_open(v->store, &v->audit, err)) < 0 ||
+	    (r = cvm_vm_sizes_locate(v->sizes_file, &sizes, err)) < 0 ||
+	    (r = cvm_vm_sizes_load(sizes, &v->sizes, err)) < 0)
+		return r;
+	return 0;
+}
+
+static char *principal(void)
+{
+	return cvm_asprintf("local:uid=%u", (unsigned)getuid());
+}
+
+static int print_vm(struct cli *cli, const struct cvm_vm *vm)
+{
+	struct cvm_err err = { 0 };
+	json_t *j = NULL;
+	if (cvm_vm_to_json(vm, &j, &err) < 0)
+		return cli_fail(&err, "vm");
+	if (cli->json) {
+		cli_print_json(j);
+	} else {
+		static const char *const labels[] = { "name", "size", "security type", "tee",
+						      "state", "state reason", "os disk",
+						      "disk encryption set", "identity", "network",
+						      "generation", "updated" };
+		static const char *const paths[] = { "name", "size", "securityType", "tee",
+						     "state", "stateReason", "osDisk",
+						     "diskEncryptionSet", "identity", "network",
+						     "generation", "updated" };
+		cli_print_fields(j, labels, paths, CVM_ARRAY_SIZE(labels));
+	}
+	json_decref(j);
+	return CLI_OK;
+}
+
+#define STORE_OPTS(v)                                             \
+	{ "--store", true, &(v).store_url, NULL, NULL },          \
+	{ "--state-dir", true, &(v).state_dir, NULL, NULL },      \
+	{ "--sizes", true, &(v).sizes_file, NULL, NULL }
+
+static int vm_create(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "vm create NAME --size SIZE [--security-type ConfidentialVM|TrustedLaunch"
+			    "|Standard] [--tee sev-snp|tdx|emulated] [--os-disk DISK] [--des DES] "
+			    "[--data-disk DISK]... [--temp-disk] [--identity OID] [--network SPEC] "
+			    "[--store URL] [--state-dir DIR] [--sizes FILE]";
+	struct vmctx v = { 0 };
+	const char *size = NULL, *sec = "ConfidentialVM", *tee = NULL, *os = NULL, *des = NULL,
+		   *identity = NULL, *network = NULL, **data = NULL, *pos[1];
+	bool temp = false;
+	const struct cli_opt opts[] = {
+		{ "--size", true, &size, NULL, NULL },
+		{ "--security-type", true, &sec, NULL, NULL },
+		{ "--tee", true, &tee, NULL, NULL },
+		{ "--os-disk", true, &os, NULL, NULL },
+		{ "--des", true, &des, NULL, NULL },
+		{ "--data-disk", true, NULL, NULL, &data },
+		{ "--temp-disk", false, NULL, &temp, NULL },
+		{ "--identity", true, &identity, NULL, NULL },
+		{ "--network", true, &network, NULL, NULL },
+		STORE_OPTS(v),
+	};
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
+	if (rc)
+		return rc;
+	if (!size)
+		return cli_usage_error(usage, "--size is required");
+	struct cvm_err err = { 0 };
+	struct cvm_vm in = { .name = (char *)pos[0], .size = (char *)size, .os_disk = (char *)os,
+			     .des = (char *)des, .identity = (char *)identity,
+			     .network = (char *)network, .temp_disk = temp };
+	if (cvm_vm_security_parse(sec, &in.security, &err) < 0 ||
+	    (tee && cvm_vm_tee_parse(tee, &in.tee, &err) < 0))
+		return cli_usage_error(usage, "%s", err.msg);
+	if (in.security == CVM_VM_SEC_CONFIDENTIAL && !tee)
+		in.tee = CVM_VM_TEE_EMULATED;
+	for (size_t i = 0; data && data[i]; i++) {
+		if (i >= CVM_VM_MAX_DATA_DISKS)
+			return cli_usage_error(usage, "at most %d data disks", CVM_VM_MAX_DATA_DISKS);
+		in.data_disks[i] = (char *)data[i];
+		in.n_data_disks = i + 1;
+	}
+	free(data);
+	_cleanup_free_ char *who = principal();
+	int r = vmctx_open(&v, &err);
+	/* Nothing to provision before the first boot (the VMGS is made then): creating -> stopped
+	 * right away, both steps audited. */
+	if (r == 0)
+		r = cvm_vm_create(v.store, &v.sizes, &in, who, &err);
+	if (r == 0)
+		r = cvm_vm_transition(v.store, in.name, NULL, CVM_VM_STOPPED, "created", who, &err);
+	struct cvm_vm got = { 0 };
+	if (r == 0)
+		r = cvm_vm_get(v.store, in.name, &got, &err);
+	vmctx_close(&v);
+	if (r < 0)
+		return cli_fail(&err, "vm create");
+	rc = print_vm(cli, &got);
+	cvm_vm_clear(&got);
+	return rc;
+}
+
+static int vm_show(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "vm show NAME [--store URL] [--state-dir DIR]";
+	struct vmctx v = { 0 };
+	const char *pos[1];
+	const struct cli_opt opts[] = { STORE_OPTS(v) };
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
+	if (rc)
+		return rc;
+	struct cvm_err err = { 0 };
+	struct cvm_vm got = { 0 };
+	int r = vmctx_open(&v, &err);
+	if (r == 0)
+		r = cvm_vm_get(v.store, pos[0], &got, &err);
+	vmctx_close(&v);
+	if (r < 0)
+		return cli_fail(&err, "vm show");
+	rc = print_vm(cli, &got);
+	cvm_vm_clear(&got);
+	return rc;
+}
+
+static int vm_list(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "vm list [--store URL] [--state-dir DIR]";
+	struct vmctx v = { 0 };
+	const struct cli_opt opts[] = { STORE_OPTS(v) };
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), NULL, 0, 0, NULL, usage);
+	if (rc)
+		return rc;
+	struct cvm_err err = { 0 };
+	struct cvm_vm *list = NULL;
+	size_t n = 0;
+	int r = vmctx_open(&v, &err);
+	if (r == 0)
+		r = cvm_vm_list(v.store, &list, &n, &err);
+	vmctx_close(&v);
+	if (r < 0)
+		return cli_fail(&err, "vm list");
+	json_t *rows = json_array();
+	for (size_t i = 0; rows && i < n; i++) {
+		json_t *j = NULL;
+		if (cvm_vm_to_json(&list[i], &j, &err) == 0)
+			json_array_append_new(rows, j);
+	}
+	cvm_vm_list_free(list, n);
+	if (!rows)
+		return CLI_FAIL;
+	if (cli->json) {
+		cli_print_json(rows);
+	} else {
+		static const char *const h[] = { "NAME", "SIZE", "SECURITY", "TEE", "STATE" };
+		static const char *const p[] = { "name", "size", "securityType", "tee", "state" };
+		cli_print_table(rows, h, p, CVM_ARRAY_SIZE(h));
+	}
+	json_decref(rows);
+	return CLI_OK;
+}
+
+static int vm_delete(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "vm delete NAME [--store URL] [--state-dir DIR]";
+	struct vmctx v = { 0 };
+	const char *pos[1];
+	const struct cli_opt opts[] = { STORE_OPTS(v) };
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
+	if (rc)
+		return rc;
+	struct cvm_err err = { 0 };
+	_cleanup_free_ char *who = principal();
+	int r = vmctx_open(&v, &err);
+	if (r == 0)
+		r = cvm_vm_delete(v.store, pos[0], who, &err);
+	vmctx_close(&v);
+	if (r < 0)
+		return cli_fail(&err, "vm delete");
+	if (!cli->json)
+		printf("deleted %s\n", pos[0]);
+	return CLI_OK;
+}
+
+static char *vm_dir(const struct vmctx *v, const char *name)
+{
+	return cvm_asprintf("%s/vms/%s", v->state_dir, name);
+}
+
+static char *run_dir(const char *name)
+{
+	const char *base = getenv("XDG_RUNTIME_DIR");
+	return cvm_asprintf("%s/opencvm/vms/%s", base && *base ? base : "/run", name);
+}
+
+/* The OS disk image: the registered confidential disk (disk.h), or an explicit image. */
+static int os_image(struct vmctx *v, const struct cvm_vm *vm, const char *explicit_path,
+		    char **out, struct cvm_err *err)
+{
+	if (explicit_path) {
+		*out = cvm_strdup(explicit_path);
+		return *out ? 0 : cvm_err_nomem(err);
+	}
+	if (!vm->os_disk)
+		return cvm_err_badparam(err, "osDisk: VM %s has no OS disk (use --os-image)",
+					vm->name);
+	struct cvm_disk_rec rec = { 0 };
+	int r = cvm_disk_rec_get(v->store, vm->os_disk, &rec, err);
+	if (r == 0 && !(*out = cvm_strdup(rec.path)))
+		r = cvm_err_nomem(err);
+	cvm_disk_rec_clear(&rec);
+	return r;
+}
+
+static int read_key32(const char *path, struct cvm_secret **out, struct cvm_err *err)
+{
+	int r = cli_read_secret_file(path, out, err);
+	if (r < 0)
+		return r;
+	if ((*out)->len != 32) {
+		cvm_secret_free(*out);
+		*out = NULL;
+		return cvm_err_badparam(err, "--vmgs-key-file: expected exactly 32 bytes");
+	}
+	return 0;
+}
+
+static int vm_start(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "vm start NAME --kernel FILE --initrd FILE [--append CMDLINE] "
+			    "--vmgs-key-file FILE [--os-image FILE] [--emulator-dir DIR] "
+			    "[--measurement HEX96] [--memory-mib N] [--timeout SECONDS] "
+			    "[--hostfwd-port PORT] [--store URL] [--state-dir DIR]";
+	struct vmctx v = { 0 };
+	const char *kernel = NULL, *initrd = NULL, *append = "console=ttyS0", *keyfile = NULL,
+		   *image = NULL, *emu = NULL, *meas = NULL, *mem = NULL, *timeout = NULL,
+		   *port = NULL, *pos[1];
+	const struct cli_opt opts[] = {
+		{ "--kernel", true, &kernel, NULL, NULL },
+		{ "--initrd", true, &initrd, NULL, NULL },
+		{ "--append", true, &append, NULL, NULL },
+		{ "--vmgs-key-file", true, &keyfile, NULL, NULL },
+		{ "--os-image", true, &image, NULL, NULL },
+		{ "--emulator-dir", true, &emu, NULL, NULL },
+		{ "--measurement", true, &meas, NULL, NULL },
+		{ "--memory-mib", true, &mem, NULL, NULL },
+		{ "--timeout", true, &timeout, NULL, NULL },
+		{ "--hostfwd-port", true, &port, NULL, NULL },
+		STORE_OPTS(v),
+	};
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
+	if (rc)
+		return rc;
+	if (!kernel || !initrd || !keyfile)
+		return cli_usage_error(usage, "--kernel, --initrd and --vmgs-key-file are required");
+	struct cvm_err err = { 0 };
+	int64_t mem_mib = 0, tmo = 0, fwd = 0;
+	if ((mem && cvm_parse_i64(mem, 128, 16LL * 1024 * 1024, &mem_mib, "--memory-mib", &err) < 0) ||
+	    (timeout && cvm_parse_i64(timeout, 1, 86400, &tmo, "--timeout", &err) < 0) ||
+	    (port && cvm_parse_i64(port, 1024, 65535, &fwd, "--hostfwd-port", &err) < 0))
+		return cli_usage_error(usage, "%s", err.msg);
+	_cleanup_free_ char *who = principal();
+	_cleanup_secret_ struct cvm_secret *key = NULL;
+	struct cvm_vm vm = { 0 };
+	_cleanup_free_ char *img = NULL, *vdir = NULL, *rdir = NULL, *netdev = NULL;
+	struct cvm_vm_tee_emu tee = { .emu_dir = emu };
+	int r = read_key32(keyfile, &key, &err);
+	if (r == 0)
+		r = vmctx_open(&v, &err);
+	if (r == 0)
+		r = cvm_vm_get(v.store, pos[0], &vm, &err);
+	if (r == 0 && vm.security != CVM_VM_SEC_CONFIDENTIAL)
+		r = cvm_err_badparam(&err, "securityType: only ConfidentialVMs boot through this path");
+	if (r == 0 && (vm.tee == CVM_VM_TEE_SEV_SNP || vm.tee == CVM_VM_TEE_TDX))
+		r = cvm_err_set(&err, ENOTSUP, "BadParameter",
+				"tee %s: needs a capable host; this command runs emulated VMs",
+				cvm_vm_tee_name(vm.tee));
+	if (r == 0 && !emu)
+		r = cvm_err_badparam(&err, "--emulator-dir: the emulated TEE needs the emulator "
+				     "directory (cvm tee-emu init)");
+	if (r == 0 && meas &&
+	    cvm_hex_decode_fixed(meas, tee.tmpl.measurement, 48, "--measurement", &err) < 0)
+		r = -EINVAL;
+	const struct cvm_vm_size *z = r == 0 ? cvm_vm_sizes_find(&v.sizes, vm.size) : NULL;
+	if (r == 0 && !z)
+		r = cvm_err_badparam(&err, "size: %s is not in the catalogue", vm.size);
+	if (r == 0)
+		r = os_image(&v, &vm, image, &img, &err);
+	vdir = vm_dir(&v, pos[0]);
+	rdir = run_dir(pos[0]);
+	netdev = fwd ? cvm_asprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:80", (int)fwd)
+		     : cvm_strdup("user,id=net0");
+	if (r == 0 && (!vdir || !rdir || !netdev))
+		r = cvm_err_nomem(&err);
+	enum cvm_vm_state stopped = CVM_VM_STOPPED;
+	if (r == 0)
+		r = cvm_vm_transition(v.store, pos[0], &stopped, CVM_VM_STARTING, "start", who, &err);
+	if (r < 0) {
+		cvm_vm_clear(&vm);
+		vmctx_close(&v);
+		return cli_fail(&err, "vm start");
+	}
+	struct cvm_vm_run_config rc_ = {
+		.vm_dir = vdir,
+		.run_dir = rdir,
+		.launch = {
+			.name = vm.name,
+			.vcpus = z->vcpus,
+			.memory_mib = mem_mib ? mem_mib : z->memory_mib,
+			.accel = cvm_vm_accel_detect(true),
+			.tee = vm.tee,
+			.ovmf_code = OVMF_CODE,
+			.secure_boot = true,
+			.kernel = kernel,
+			.initrd = initrd,
+			.append = append,
+			.os_disk = img,
+			.netdev = netdev,
+		},
+		.ovmf_vars_template = OVMF_VARS,
+		.vmgs_key = key,
+		.tee_emu = &tee,
+		.timeout_s = (int)tmo,
+	};
+	if (!cli->json)
+		printf("starting %s (%d vCPUs, %lld MiB, %s); console: %s/console.log\n", vm.name,
+		       rc_.launch.vcpus, (long long)rc_.launch.memory_mib,
+		       rc_.launch.accel == CVM_VM_ACCEL_KVM ? "kvm" : "tcg", vdir);
+	fflush(stdout);
+	int status = -1;
+	r = cvm_vm_run(&rc_, &status, &err);
+	/* The boot is over either way: record how it ended. */
+	struct cvm_err e2 = { 0 };
+	int t;
+	if (r < 0) {
+		t = cvm_vm_transition(v.store, pos[0], NULL, CVM_VM_FAILED, err.msg, who, &e2);
+	} else {
+		char why[64];
+		snprintf(why, sizeof(why), status < 0 ? "timeout" : "qemu exit status %d",
+			 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		t = cvm_vm_transition(v.store, pos[0], NULL, CVM_VM_STOPPING, why, who, &e2);
+		if (t == 0)
+			t = cvm_vm_transition(v.store, pos[0], NULL, CVM_VM_STOPPED, why, who, &e2);
+	}
+	if (t < 0)
+		fprintf(stderr, "cvm: vm start: recording the end state: %s\n", e2.msg);
+	cvm_vm_clear(&vm);
+	vmctx_close(&v);
+	if (r < 0)
+		return cli_fail(&err, "vm start");
+	if (!cli->json)
+		printf("%s stopped (%s)\n", pos[0], status < 0 ? "timeout" : "QEMU exited");
+	return status < 0 ? CLI_FAIL : CLI_OK;
+}
+
+/* Ask QEMU for an ACPI power-down over QMP (the guest shuts down cleanly; `vm start` then
+ * seals the VMGS and records the state). */
+static int qmp_powerdown(const char *sock, struct cvm_err *err)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	if (strlen(sock) >= sizeof(a.sun_path))
+		return cvm_err_badparam(err, "QMP socket path too long");
+	strcpy(a.sun_path, sock);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		int en = errno;
+		if (fd >= 0)
+			close(fd);
+		return cvm_err_set(err, en == ENOENT ? ENOENT : EIO, "VmNotRunning",
+				   "QMP %s: %s (is the VM running?)", sock, strerror(en));
+	}
+	static const char msg[] = "{\"execute\":\"qmp_capabilities\"}\n"
+				  "{\"execute\":\"system_powerdown\"}\n";
+	char buf[4096];
+	ssize_t n = read(fd, buf, sizeof(buf)); /* greeting */
+	int r = n > 0 && write(fd, msg, sizeof(msg) - 1) == (ssize_t)(sizeof(msg) - 1)
+			? 0
+			: cvm_err_internal(err, "QMP %s: %s", sock, strerror(errno));
+	close(fd);
+	return r;
+}
+
+static int vm_stop(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "vm stop NAME [--store URL] [--state-dir DIR]";
+	struct vmctx v = { 0 };
+	const char *pos[1];
+	const struct cli_opt opts[] = { STORE_OPTS(v) };
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
+	if (rc)
+		return rc;
+	struct cvm_err err = { 0 };
+	_cleanup_free_ char *rdir = run_dir(pos[0]);
+	_cleanup_free_ char *sock = rdir ? cvm_path_join(rdir, "qmp.sock") : NULL;
+	if (!sock)
+		return CLI_FAIL;
+	if (!cvm_vm_name_valid(pos[0]))
+		return cli_usage_error(usage, "NAME: not a valid VM name");
+	if (qmp_powerdown(sock, &err) < 0)
+		return cli_fail(&err, "vm stop");
+	if (!cli->json)
+		printf("power-down requested for %s\n", pos[0]);
+	return CLI_OK;
+}
+
+static int vm_console(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "vm console NAME [--state-dir DIR]";
+	struct vmctx v = { 0 };
+	const char *pos[1];
+	const struct cli_opt opts[] = { { "--state-dir", true, &v.state_dir, NULL, NULL } };
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
+	if (rc)
+		return rc;
+	if (!cvm_vm_name_valid(pos[0]))
+		return cli_usage_error(usage, "NAME: not a valid VM name");
+	if (!v.state_dir)
+		v.state_dir = getenv("CVM_STATE_DIR") ? getenv("CVM_STATE_DIR") : DEFAULT_STATE_DIR;
+	_cleanup_free_ char *dir = vm_dir(&v, pos[0]);
+	_cleanup_free_ char *p = dir ? cvm_path_join(dir, "console.log") : NULL;
+	struct cvm_err err = { 0 };
+	_cleanup_free_ uint8_t *d = NULL;
+	size_t l = 0;
+	if (!p || cvm_file_read(p, 64u * 1024 * 1024, &d, &l, &err) < 0)
+		return cli_fail(&err, "vm console");
+	(void)cli;
+	return fwrite(d, 1, l, stdout) == l ? CLI_OK : CLI_FAIL;
+}
+
+/* Cutover checks that need no running guest. Each prints PASS/FAIL with its reason. */
+static int vm_validate(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "vm validate NAME [--os-image FILE] [--store URL] [--state-dir DIR]";
+	struct vmctx v = { 0 };
+	const char *image = NULL, *pos[1];
+	const struct cli_opt opts[] = { { "--os-image", true, &image, NULL, NULL }, STORE_OPTS(v) };
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
+	if (rc)
+		return rc;
+	struct cvm_err err = { 0 };
+	struct cvm_vm vm = { 0 };
+	int r = vmctx_open(&v, &err);
+	if (r == 0)
+		r = cvm_vm_get(v.store, pos[0], &vm, &err);
+	if (r < 0) {
+		vmctx_close(&v);
+		return cli_fail(&err, "vm validate");
+	}
+	json_t *checks = json_array();
+	int failed = 0;
+#define CHECK(name, ok, ...)                                                               \
+	do {                                                                               \
+		char _m[512];                                                              \
+		snprintf(_m, sizeof(_m), __VA_ARGS__);                                     \
+		json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "check", name,    \
+							"passed", (int)(ok), "detail", _m)); \
+		failed += !(ok);                                                           \
+	} while (0)
+	CHECK("securityType", vm.security == CVM_VM_SEC_CONFIDENTIAL, "%s",
+	      cvm_vm_security_name(vm.security));
+	CHECK("secureBoot", access(OVMF_CODE, R_OK) == 0,
+	      "firmware %s (Secure Boot build, SMM on)", OVMF_CODE);
+	_cleanup_free_ char *vdir = vm_dir(&v, vm.name);
+	_cleanup_free_ char *vmgs = vdir ? cvm_path_join(vdir, "vmgs.bin") : NULL;
+	CHECK("vTPM", vmgs && access(vmgs, R_OK) == 0, "%s",
+	      vmgs && access(vmgs, R_OK) == 0 ? "sealed VMGS present" : "no VMGS yet (never booted)");
+	_cleanup_free_ char *img = NULL;
+	struct cvm_err e2 = { 0 };
+	struct cvm_disk_info info = { 0 };
+	bool enc = os_image(&v, &vm, image, &img, &e2) == 0 && cvm_disk_info(img, &info, &e2) == 0 &&
+		   info.complete && info.has_hsm_token;
+	CHECK("diskEncryption", enc, "%s",
+	      enc ? "LUKS2 with an opencvm-hsm token" : (e2.msg[0] ? e2.msg : "no opencvm-hsm token"));
+	cvm_disk_info_clear(&info);
+	CHECK("state", vm.state != CVM_VM_FAILED, "%s%s%s", cvm_vm_state_name(vm.state),
+	      vm.state_reason ? ": " : "", vm.state_reason ? vm.state_reason : "");
+#undef CHECK
+	cvm_vm_clear(&vm);
+	vmctx_close(&v);
+	if (cli->json) {
+		cli_print_json(checks);
+	} else {
+		size_t i;
+		json_t *c;
+		json_array_foreach(checks, i, c)
+			printf("%-15s %s  %s\n", json_string_value(json_object_get(c, "check")),
+			       json_is_true(json_object_get(c, "passed")) ? "PASS" : "FAIL",
+			       json_string_value(json_object_get(c, "detail")));
+	}
+	json_decref(checks);
+	return failed ? CLI_FAIL : CLI_OK;
+}
+
+int cli_vm(struct cli *cli, int argc, char **argv)
+{
+	static const struct cli_verb verbs[] = {
+		{ "create", vm_create, "create NAME --size SIZE [--tee ...] [--os-disk D] [--des D]" },
+		{ "start", vm_start, "start NAME --kernel F --initrd F --vmgs-key-file F ..." },
+		{ "stop", vm_stop, "stop NAME" },
+		{ "delete", vm_delete, "delete NAME" },
+		{ "show", vm_show, "show NAME" },
+		{ "list", vm_list, "list" },
+		{ "console", vm_console, "console NAME" },
+		{ "validate", vm_validate, "validate NAME [--os-image FILE]" },
+	};
+	return cli_dispatch(cli, "vm", verbs, CVM_ARRAY_SIZE(verbs), argc, argv);
+}
