@@ -306,8 +306,8 @@ CVM_EXPORT int cvm_snp_verdict_claims(const struct cvm_snp_verdict *v, json_t *o
 
 /* ==== TEE emulator ==========================================================================
  * An AMD-shaped chain with our own keys: ARK/ASK RSA-4096 with RSA-PSS SHA-384 salt 48, VCEK
- * ECDSA P-384 carrying AMD's extensions. dir receives ark.pem, ask.pem, vcek.pem (public) and
- * vcek-key.pem (0600), plus the KDS layout for the VCEK. */
+ * ECDSA P-384 carrying AMD's extensions. dir receives ark.pem, ask.pem, vcek.pem (public),
+ * vcek-key.pem and ark-key.pem (0600), platform.json, plus the KDS layout for the VCEK. */
 struct cvm_tee_emu_params {
 	enum cvm_snp_product product; /* UNKNOWN = Genoa */
 	struct cvm_snp_tcb tcb;       /* reported TCB the VCEK is issued for */
@@ -330,6 +330,9 @@ struct cvm_tee_emu_report_in {
 	uint32_t vmpl;
 	uint32_t guest_svn;
 };
+/* Write dir/crl.pem: a CRL signed by the emulator ARK (RSA-PSS like AMD's), revoking the
+ * emulator VCEK when revoke_vcek. */
+CVM_EXPORT int cvm_tee_emu_crl(const char *dir, bool revoke_vcek, struct cvm_err *err);
 /* Produce a signed 1184-byte report (version 3 Milan/Genoa, 5 Turin) with the VCEK in dir. */
 CVM_EXPORT int cvm_tee_emu_snp_report(const char *dir, const struct cvm_tee_emu_report_in *in,
 				      uint8_t out[CVM_SNP_REPORT_SIZE], struct cvm_err *err);

@@ -173,7 +173,7 @@ static int pem_of(X509 *x, struct cvm_buf *out, struct cvm_err *err)
 	return 0;
 }
 
-static int write_key(const char *dir, EVP_PKEY *k, struct cvm_err *err)
+static int write_key(const char *dir, const char *name, EVP_PKEY *k, struct cvm_err *err)
 {
 	BIO *b = BIO_new(BIO_s_mem());
 	char *data = NULL;
@@ -183,7 +183,7 @@ static int write_key(const char *dir, EVP_PKEY *k, struct cvm_err *err)
 	    (n = BIO_get_mem_data(b, &data)) <= 0)
 		rc = cvm_err_openssl(err, EIO, "emulator: key encoding");
 	else
-		rc = write_file(dir, "vcek-key.pem", data, (size_t)n, 0600, err);
+		rc = write_file(dir, name, data, (size_t)n, 0600, err);
 	/* The memory BIO held the private key: wipe before freeing. */
 	if (b && data && (n = BIO_get_mem_data(b, &data)) > 0)
 		OPENSSL_cleanse(data, (size_t)n);
@@ -273,7 +273,9 @@ int cvm_tee_emu_init(const char *dir, const struct cvm_tee_emu_params *params,
 	    (rc = pem_of(vcek, &vcek_pem, err)) < 0 || (rc = pem_of(ask, &chain, err)) < 0 ||
 	    (rc = pem_of(ark, &chain, err)) < 0)
 		goto out;
-	if ((rc = write_key(dir, vcek_key, err)) < 0 ||
+	/* The ARK key stays to sign CRLs, as AMD's key distribution service does. */
+	if ((rc = write_key(dir, "vcek-key.pem", vcek_key, err)) < 0 ||
+	    (rc = write_key(dir, "ark-key.pem", ark_key, err)) < 0 ||
 	    (rc = write_file(dir, "ark.pem", ark_pem.data, ark_pem.len, 0644, err)) < 0 ||
 	    (rc = write_file(dir, "ask.pem", ask_pem.data, ask_pem.len, 0644, err)) < 0 ||
 	    (rc = write_file(dir, "vcek.pem", vcek_pem.data, vcek_pem.len, 0644, err)) < 0 ||
@@ -374,20 +376,20 @@ static int load_platform(const char *dir, struct emu_platform *pl, struct cvm_er
 	return rc;
 }
 
-static EVP_PKEY *load_vcek_key(const char *dir, struct cvm_err *err)
+static EVP_PKEY *load_key(const char *dir, const char *name, int type, struct cvm_err *err)
 {
 	uint8_t *pem = NULL;
 	size_t len = 0;
-	if (read_dir_file(dir, "vcek-key.pem", &pem, &len, err) < 0)
+	if (read_dir_file(dir, name, &pem, &len, err) < 0)
 		return NULL;
 	BIO *b = BIO_new_mem_buf(pem, (int)len);
 	EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
 	BIO_free(b);
 	cvm_free_secure(pem, len);
-	if (!k || EVP_PKEY_get_base_id(k) != EVP_PKEY_EC) {
+	if (!k || EVP_PKEY_get_base_id(k) != type) {
 		EVP_PKEY_free(k);
 		ERR_clear_error();
-		cvm_err_badparam(err, "emulator: %s/vcek-key.pem is not an EC private key", dir);
+		cvm_err_badparam(err, "emulator: %s/%s is not the expected private key", dir, name);
 		return NULL;
 	}
 	return k;
@@ -432,7 +434,7 @@ int cvm_tee_emu_snp_report(const char *dir, const struct cvm_tee_emu_report_in *
 	int rc = load_platform(dir, &pl, err);
 	if (rc < 0)
 		return rc;
-	EVP_PKEY *key = load_vcek_key(dir, err);
+	EVP_PKEY *key = load_key(dir, "vcek-key.pem", EVP_PKEY_EC, err);
 	if (!key)
 		return -EINVAL;
 	struct cvm_snp_report r = { 0 };
@@ -463,5 +465,83 @@ int cvm_tee_emu_snp_report(const char *dir, const struct cvm_tee_emu_report_in *
 		rc = sign_report(out, key, err);
 	}
 	EVP_PKEY_free(key);
+	return rc;
+}
+
+static X509 *read_cert(const char *dir, const char *name, struct cvm_err *err)
+{
+	_cleanup_free_ uint8_t *pem = NULL;
+	size_t len = 0;
+	if (read_dir_file(dir, name, &pem, &len, err) < 0)
+		return NULL;
+	BIO *b = BIO_new_mem_buf(pem, (int)len);
+	X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	BIO_free(b);
+	if (!x) {
+		ERR_clear_error();
+		cvm_err_badparam(err, "emulator: %s/%s is not a certificate", dir, name);
+	}
+	return x;
+}
+
+int cvm_tee_emu_crl(const char *dir, bool revoke_vcek, struct cvm_err *err)
+{
+	EVP_PKEY *ark_key = load_key(dir, "ark-key.pem", EVP_PKEY_RSA, err);
+	X509 *ark = ark_key ? read_cert(dir, "ark.pem", err) : NULL;
+	X509 *vcek = ark ? read_cert(dir, "vcek.pem", err) : NULL;
+	X509_CRL *crl = X509_CRL_new();
+	X509_REVOKED *rev = NULL;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	EVP_PKEY_CTX *pctx = NULL;
+	BIO *b = NULL;
+	int rc = vcek ? 0 : -EINVAL;
+	if (rc == 0 && (!crl || !md))
+		rc = cvm_err_nomem(err);
+	if (rc == 0 && (!X509_CRL_set_version(crl, 1) ||
+			!X509_CRL_set_issuer_name(crl, X509_get_subject_name(ark))))
+		rc = cvm_err_openssl(err, EIO, "emulator: CRL issuer");
+	if (rc == 0) {
+		ASN1_TIME *last = ASN1_TIME_new(), *next = ASN1_TIME_new();
+		bool ok = last && next && X509_gmtime_adj(last, -60) &&
+			  X509_gmtime_adj(next, 7 * 86400) && X509_CRL_set1_lastUpdate(crl, last) &&
+			  X509_CRL_set1_nextUpdate(crl, next);
+		ASN1_TIME_free(last);
+		ASN1_TIME_free(next);
+		if (!ok)
+			rc = cvm_err_openssl(err, EIO, "emulator: CRL dates");
+	}
+	if (rc == 0 && revoke_vcek) {
+		ASN1_TIME *when = ASN1_TIME_new();
+		rev = X509_REVOKED_new();
+		bool ok = when && rev && X509_gmtime_adj(when, -60) &&
+			  X509_REVOKED_set_serialNumber(rev, X509_get_serialNumber(vcek)) &&
+			  X509_REVOKED_set_revocationDate(rev, when) && X509_CRL_add0_revoked(crl, rev);
+		ASN1_TIME_free(when);
+		if (!ok)
+			rc = cvm_err_openssl(err, EIO, "emulator: CRL entry");
+		else
+			rev = NULL;
+	}
+	/* Signed like AMD's CRLs: RSASSA-PSS SHA-384, MGF1-SHA-384, salt 48, by the ARK. */
+	if (rc == 0 && (EVP_DigestSignInit(md, &pctx, EVP_sha384(), NULL, ark_key) != 1 ||
+			EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+			EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 48) != 1 ||
+			EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha384()) != 1 ||
+			!X509_CRL_sort(crl) || X509_CRL_sign_ctx(crl, md) <= 0))
+		rc = cvm_err_openssl(err, EIO, "emulator: CRL signature");
+	char *data = NULL;
+	long n = 0;
+	if (rc == 0 && (!(b = BIO_new(BIO_s_mem())) || !PEM_write_bio_X509_CRL(b, crl) ||
+			(n = BIO_get_mem_data(b, &data)) <= 0))
+		rc = cvm_err_openssl(err, EIO, "emulator: CRL encoding");
+	if (rc == 0)
+		rc = write_file(dir, "crl.pem", data, (size_t)n, 0644, err);
+	BIO_free(b);
+	X509_REVOKED_free(rev);
+	EVP_MD_CTX_free(md);
+	X509_CRL_free(crl);
+	X509_free(vcek);
+	X509_free(ark);
+	EVP_PKEY_free(ark_key);
 	return rc;
 }

@@ -242,9 +242,15 @@ static int check_crl(X509_CRL *crl, X509 *ark, X509 *x, const char *what, struct
 		return cvm_err_set(err, EBADMSG, "Unauthorized",
 				   "crl: not signed by the chain's ARK");
 	}
-	X509_REVOKED *rev = NULL;
-	if (X509_CRL_get0_by_cert(crl, &rev, x) == 1)
-		return cvm_err_set(err, EBADMSG, "Unauthorized", "%s: revoked by the CRL", what);
+	/* AMD's CRL is issued by the ARK for certificates the ASK issued too, so entries are
+	 * matched by serial number alone (as go-sev-guest does), not by issuer. */
+	STACK_OF(X509_REVOKED) *revs = X509_CRL_get_REVOKED(crl);
+	const ASN1_INTEGER *serial = X509_get0_serialNumber(x);
+	for (int i = 0; i < sk_X509_REVOKED_num(revs); i++)
+		if (ASN1_INTEGER_cmp(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revs, i)),
+				     serial) == 0)
+			return cvm_err_set(err, EBADMSG, "Unauthorized", "%s: revoked by the CRL",
+					   what);
 	return 0;
 }
 

@@ -212,6 +212,41 @@ static void test_vcek_tcb_mismatch(void **state)
 	cvm_snp_certs_clear(&certs);
 }
 
+/* CRLs: signed by the ARK, honored when they revoke the VCEK, refused from another ARK. */
+static void test_crl(void **state)
+{
+	struct fixture *f = *state;
+	struct cvm_err err = { 0 };
+	uint8_t rep[CVM_SNP_REPORT_SIZE];
+	make_report(f->genoa, rep);
+	char rpath[128], crl[128];
+	snprintf(rpath, sizeof(rpath), "%s/report.bin", f->genoa);
+	snprintf(crl, sizeof(crl), "%s/crl.pem", f->genoa);
+	assert_int_equal(cvm_file_write_atomic(rpath, rep, sizeof(rep), 0600, &err), 0);
+	_cleanup_roots_ struct cvm_attest_roots *roots = NULL;
+	assert_int_equal(cvm_attest_roots_new_empty(&roots, &err), 0);
+	assert_int_equal(cvm_attest_roots_add_emulator(roots, f->genoa, f->fp_genoa, &err), 0);
+	struct cvm_snp_policy pol;
+	cvm_snp_policy_default(&pol);
+	pol.allow_emulated = true;
+	struct cvm_snp_files files = { .report = rpath, .certs_dir = f->genoa, .crl = crl };
+	struct cvm_snp_verdict v;
+	assert_int_equal(cvm_tee_emu_crl(f->genoa, false, &err), 0);
+	assert_int_equal(cvm_snp_verify_files(&files, roots, NULL, &pol, &v, &err), 0);
+	assert_int_equal(cvm_tee_emu_crl(f->genoa, true, &err), 0);
+	assert_int_equal(cvm_snp_verify_files(&files, roots, NULL, &pol, &v, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "revoked"));
+	/* The Turin emulator's CRL is not signed by the Genoa ARK. */
+	assert_int_equal(cvm_tee_emu_crl(f->turin, true, &err), 0);
+	snprintf(crl, sizeof(crl), "%s/crl.pem", f->turin);
+	assert_int_equal(cvm_snp_verify_files(&files, roots, NULL, &pol, &v, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "crl"));
+	/* Not a CRL at all. */
+	files.crl = rpath;
+	assert_int_equal(cvm_snp_verify_files(&files, roots, NULL, &pol, &v, &err), -EINVAL);
+	unlink(rpath);
+}
+
 static void test_bad_inputs(void **state)
 {
 	struct fixture *f = *state;
@@ -234,6 +269,7 @@ int main(void)
 		cmocka_unit_test(test_trust_only_with_fingerprint),
 		cmocka_unit_test(test_turin_and_kds_layout),
 		cmocka_unit_test(test_vcek_tcb_mismatch),
+		cmocka_unit_test(test_crl),
 		cmocka_unit_test(test_bad_inputs),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
