@@ -9,6 +9,8 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -171,6 +173,32 @@ static int sha256(const uint8_t *p, size_t n, uint8_t out[HASH], struct cvm_err 
 	if (!EVP_Digest(p, n, out, &ol, EVP_sha256(), NULL))
 		return cvm_err_openssl(err, EIO, "sha256");
 	return 0;
+}
+
+/* A peer that vanishes must fail the write with EPIPE, not kill the process with SIGPIPE
+ * (OpenSSL writes with write(2)). Block it on this thread while replicating and drop any
+ * instance raised meanwhile before restoring the caller's mask. */
+struct sigpipe_guard {
+	sigset_t old;
+};
+
+static void sigpipe_block(struct sigpipe_guard *g)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &s, &g->old);
+}
+
+static void sigpipe_restore(struct sigpipe_guard *g)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGPIPE);
+	struct timespec zero = {0, 0};
+	while (sigtimedwait(&s, NULL, &zero) > 0)
+		;
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }
 
 /* ---- connection ---------------------------------------------------------------------------- */
@@ -615,8 +643,21 @@ static int sender_state(struct sender *x, uint64_t disk, struct cvm_err *err)
 	return st_init(&x->s, NULL, err);
 }
 
+static int repl_send(const struct cvm_repl_send_opts *o, struct cvm_repl_stats *st,
+		     struct cvm_err *err);
+
 int cvm_repl_send(const struct cvm_repl_send_opts *o, struct cvm_repl_stats *st,
 		  struct cvm_err *err)
+{
+	struct sigpipe_guard g;
+	sigpipe_block(&g);
+	int r = repl_send(o, st, err);
+	sigpipe_restore(&g);
+	return r;
+}
+
+static int repl_send(const struct cvm_repl_send_opts *o, struct cvm_repl_stats *st,
+		     struct cvm_err *err)
 {
 	if (!o || !o->image || !o->state || !o->connect || !st)
 		return cvm_err_badparam(err, "replicate: image, state and connect are required");
@@ -998,8 +1039,21 @@ static int listen_on(const char *addr, int *out, uint16_t *port, struct cvm_err 
 	return 0;
 }
 
+static int repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_repl_stats *last,
+		      struct cvm_err *err);
+
 int cvm_repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_repl_stats *last,
 		   struct cvm_err *err)
+{
+	struct sigpipe_guard g;
+	sigpipe_block(&g);
+	int r = repl_serve(o, last, err);
+	sigpipe_restore(&g);
+	return r;
+}
+
+static int repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_repl_stats *last,
+		      struct cvm_err *err)
 {
 	if (!o || !o->target || !o->state || !o->listen || !last)
 		return cvm_err_badparam(err, "replicate serve: target, state and listen are required");
