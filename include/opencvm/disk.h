@@ -84,7 +84,8 @@ struct cvm_disk_wrap_params {
 };
 
 struct cvm_disk_opts {
-	enum cvm_disk_kind kind;  /* recorded as the LUKS2 subsystem "opencvm-<kind>" */
+	enum cvm_disk_kind kind;  /* recorded as the LUKS2 subsystem "opencvm-<kind>"; default
+				   * (zero, or opts NULL) is os */
 	const char *label;        /* LUKS2 label (e.g. the disk name); NULL = none */
 	uint32_t sector_size;     /* 512 or 4096; 0 = auto (see cvm_disk_encrypt_image) */
 	unsigned threads;         /* workers; 0 = online CPUs */

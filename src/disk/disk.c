@@ -397,7 +397,7 @@ int cvm_disk_create(const char *path, uint64_t size, const struct cvm_disk_wrap_
 	if (r == 0)
 		cvm_log_info("disk_created", "path=%s size=%llu des=%s kind=%s", path,
 			     (unsigned long long)size, wp->des,
-			     cvm_disk_kind_name(opts ? opts->kind : CVM_DISK_KIND_DATA));
+			     cvm_disk_kind_name(opts ? opts->kind : CVM_DISK_KIND_OS));
 	return r;
 }
 

@@ -91,7 +91,7 @@ int cvm_luks_format(struct cvm_luks *l, const char *path, uint32_t sector_size,
 	};
 	char subsystem[32];
 	snprintf(subsystem, sizeof(subsystem), "opencvm-%s",
-		 cvm_disk_kind_name(opts ? opts->kind : CVM_DISK_KIND_DATA));
+		 cvm_disk_kind_name(opts ? opts->kind : CVM_DISK_KIND_OS));
 	struct crypt_params_luks2 params = {
 		.pbkdf = &pbkdf,
 		.data_alignment = CVM_DISK_DATA_OFFSET / 512,
