@@ -31,6 +31,8 @@ CVM_EXPORT int cvm_guest_tee_parse(const char *s, enum cvm_guest_tee *out, struc
 /* From the kernel command line (/proc/cmdline): cvm.tee=auto|sev-snp|tdx|vtpm|emulator,
  * cvm.attest=URL (attestation service base), cvm.orchestrator=URL, cvm.vm=NAME,
  * cvm.disk=/dev/... (LUKS2 root), cvm.ca=FILE (CA bundle for both URLs, inside the initramfs).
+ * cvm.attest and cvm.orchestrator go together; without both, attestation and release go
+ * through the host channel (virtio-serial) to the VM's orchestrator.
  * Other words are ignored; a cvm.* word the agent does not know is refused (a typo must not
  * silently change the flow). */
 struct cvm_guest_config {
@@ -85,7 +87,12 @@ CVM_EXPORT void cvm_guest_snp_ioctl_error(uint64_t exitinfo2, int errnum, char *
 CVM_EXPORT int cvm_guest_snp_certs_pem(const uint8_t *table, size_t len, char **pem,
 				       struct cvm_err *err);
 
-/* ---- emulator line protocol (see include/opencvm/vm.h) ----------------------------------- */
+/* ---- host channel line protocol (see include/opencvm/vm.h) ------------------------------- */
+/* Send "<kind> <hex(body)>" on the host channel port and return the decoded OK reply
+ * (kind "ATTEST" or "RELEASE"; the host's orchestrator relays them). */
+CVM_EXPORT int cvm_guest_host_call(const struct cvm_guest_env *e, const char *kind,
+				   const char *body, uint8_t **out, size_t *outlen,
+				   struct cvm_err *err);
 /* "OK <hex>" -> bytes; "ERR <msg>" -> -EIO with the host's message. line excludes '\n'. */
 CVM_EXPORT int cvm_guest_emu_parse_reply(const char *line, size_t len, uint8_t **out,
 					 size_t *outlen, struct cvm_err *err);

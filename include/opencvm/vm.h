@@ -202,17 +202,55 @@ typedef int (*cvm_vmgs_file_fn)(void *ctx, const char *name, const uint8_t *data
 CVM_EXPORT int cvm_vmgs_parse(const uint8_t *buf, size_t len, cvm_vmgs_file_fn fn, void *ctx,
 			      struct cvm_err *err);
 
-/* ==== emulated TEE, host side ===============================================================
+/* ==== host channel: emulated TEE and orchestrator relay =====================================
  * Line protocol on the virtio-serial port (org.opencvm.tee.0):
  *   guest: "SNP_REPORT <128 hex digits of report_data>\n"
  *   host:  "OK <2368 hex digits of the 1184-byte report>\n" | "ERR <message>\n"
  *   guest: "VCEK\n"  host: "OK <hex of the PEM chain VCEK+ASK+ARK>\n"
+ *   guest: "ATTEST <hex of the /attest/SevSnpVm body>\n"  host: "OK <hex of the response>\n"
+ *   guest: "RELEASE <hex of {"target","kid","nonce"}>\n" host: "OK <hex of the key service's
+ *          release response>\n"
  * The measurement, host_data and policy come from the host's template (the launch the
- * orchestrator configured), never from the guest. */
+ * orchestrator configured), never from the guest. ATTEST and RELEASE go to relay (the
+ * orchestrator), which forwards them over TLS to the services: the guest needs no network
+ * path to them, and what it receives is only ever usable with the key inside it. */
+#define CVM_VM_HOST_LINE_MAX (512u * 1024u)
+typedef int (*cvm_vm_relay_fn)(void *ctx, const char *kind, const uint8_t *body, size_t len,
+			       struct cvm_buf *reply, struct cvm_err *err);
 struct cvm_vm_tee_emu {
-	const char *emu_dir;                    /* cvm_tee_emu_init directory */
+	const char *emu_dir;                    /* cvm_tee_emu_init directory; NULL: no reports */
 	struct cvm_tee_emu_report_in tmpl;      /* report_data is overwritten per request */
+	cvm_vm_relay_fn relay;                  /* NULL: ATTEST/RELEASE answered with ERR */
+	void *relay_ctx;
 };
+
+/* The orchestrator side of the relay (Confidential VM Orchestrator). It holds an identity
+ * with the Crypto Service Release User role on the DES key and performs the release for the
+ * guest with the guest's token as target; the key comes back wrapped to the guest's key.
+ * RELEASE is refused unless kid is the VM's disk key (expected_kid). State changes: a RELEASE
+ * moves the VM starting -> attesting, then attesting -> running on success or -> failed with
+ * the key service's reason. Everything is audited (vms/release). */
+struct cvm_vm_orch {
+	struct cvm_store *store;
+	const char *vm;
+	const char *attest_url;     /* attestation service base URL */
+	const char *kv_url;         /* key service base URL */
+	const char *tenant;
+	const char *client_id;
+	const struct cvm_secret *client_secret;
+	const char *ca_file;
+	const char *expected_kid;   /* the OS disk's opencvm-hsm token key_url */
+};
+CVM_EXPORT int cvm_vm_orch_relay(void *orch, const char *kind, const uint8_t *body, size_t len,
+				 struct cvm_buf *reply, struct cvm_err *err);
+/* The launch measurement the emulated TEE reports for a direct-boot launch, standing in for
+ * the AMD-SP's launch digest until the attestation module's calculator covers it: SHA-384 of
+ * "opencvm-emulated-launch-v1" ‖ SHA-256(firmware) ‖ SHA-256(kernel) ‖ SHA-256(initrd) ‖
+ * SHA-256(cmdline). Like SEV-SNP kernel-hashes, any change to the firmware, kernel, initrd or
+ * command line changes it, so a release policy pinning it refuses a tampered boot. */
+CVM_EXPORT int cvm_vm_emulated_measurement(const char *firmware, const char *kernel,
+					   const char *initrd, const char *cmdline,
+					   uint8_t out[48], struct cvm_err *err);
 /* Handle one request line (without the newline); *reply is malloc'd, newline-terminated.
  * Returns 0 when a reply (OK or ERR) was produced. */
 CVM_EXPORT int cvm_vm_tee_emu_handle(const struct cvm_vm_tee_emu *e, const char *line,

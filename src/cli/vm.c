@@ -283,12 +283,11 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 {
 	const char *usage = "vm start NAME --kernel FILE --initrd FILE [--append CMDLINE] "
 			    "--vmgs-key-file FILE [--os-image FILE] [--emulator-dir DIR] "
-			    "[--measurement HEX96] [--memory-mib N] [--timeout SECONDS] "
+			    "[--memory-mib N] [--timeout SECONDS] "
 			    "[--hostfwd-port PORT] [--store URL] [--state-dir DIR]";
 	struct vmctx v = { 0 };
 	const char *kernel = NULL, *initrd = NULL, *append = "console=ttyS0", *keyfile = NULL,
-		   *image = NULL, *emu = NULL, *meas = NULL, *mem = NULL, *timeout = NULL,
-		   *port = NULL, *pos[1];
+		   *image = NULL, *emu = NULL, *mem = NULL, *timeout = NULL, *port = NULL, *pos[1];
 	const struct cli_opt opts[] = {
 		{ "--kernel", true, &kernel, NULL, NULL },
 		{ "--initrd", true, &initrd, NULL, NULL },
@@ -296,7 +295,6 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 		{ "--vmgs-key-file", true, &keyfile, NULL, NULL },
 		{ "--os-image", true, &image, NULL, NULL },
 		{ "--emulator-dir", true, &emu, NULL, NULL },
-		{ "--measurement", true, &meas, NULL, NULL },
 		{ "--memory-mib", true, &mem, NULL, NULL },
 		{ "--timeout", true, &timeout, NULL, NULL },
 		{ "--hostfwd-port", true, &port, NULL, NULL },
@@ -332,14 +330,36 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 	if (r == 0 && !emu)
 		r = cvm_err_badparam(&err, "--emulator-dir: the emulated TEE needs the emulator "
 				     "directory (cvm tee-emu init)");
-	if (r == 0 && meas &&
-	    cvm_hex_decode_fixed(meas, tee.tmpl.measurement, 48, "--measurement", &err) < 0)
-		r = -EINVAL;
+	/* The emulated AMD-SP reports what was actually launched. */
+	if (r == 0)
+		r = cvm_vm_emulated_measurement(OVMF_CODE, kernel, initrd, append,
+						tee.tmpl.measurement, &err);
 	const struct cvm_vm_size *z = r == 0 ? cvm_vm_sizes_find(&v.sizes, vm.size) : NULL;
 	if (r == 0 && !z)
 		r = cvm_err_badparam(&err, "size: %s is not in the catalogue", vm.size);
 	if (r == 0)
 		r = os_image(&v, &vm, image, &img, &err);
+	/* The orchestrator relay acts with the identity the global options name (it must hold
+	 * the Release User role on the disk key) and may release only the OS disk's key. */
+	struct cvm_disk_info info = { 0 };
+	if (r == 0 && (r = cvm_disk_info(img, &info, &err)) == 0 && !info.has_hsm_token)
+		r = cvm_err_set(&err, ENOENT, "DiskError",
+				"%s: no opencvm-hsm token (not a confidential disk)", img);
+	if (r == 0)
+		r = cli_connect(cli, &err);
+	struct cvm_vm_orch orch = {
+		.store = v.store,
+		.vm = vm.name,
+		.attest_url = cli->conn.base_url,
+		.kv_url = cli->conn.base_url,
+		.tenant = cli->conn.tenant,
+		.client_id = cli->conn.client_id,
+		.client_secret = cli->conn.client_secret,
+		.ca_file = cli->conn.ca_cert,
+		.expected_kid = info.has_hsm_token ? info.hsm.key_url : NULL,
+	};
+	tee.relay = cvm_vm_orch_relay;
+	tee.relay_ctx = &orch;
 	vdir = vm_dir(&v, pos[0]);
 	rdir = run_dir(pos[0]);
 	netdev = fwd ? cvm_asprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:80", (int)fwd)
@@ -350,6 +370,7 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 	if (r == 0)
 		r = cvm_vm_transition(v.store, pos[0], &stopped, CVM_VM_STARTING, "start", who, &err);
 	if (r < 0) {
+		cvm_disk_info_clear(&info);
 		cvm_vm_clear(&vm);
 		vmctx_close(&v);
 		return cli_fail(&err, "vm start");
@@ -398,6 +419,7 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 	}
 	if (t < 0)
 		fprintf(stderr, "cvm: vm start: recording the end state: %s\n", e2.msg);
+	cvm_disk_info_clear(&info);
 	cvm_vm_clear(&vm);
 	vmctx_close(&v);
 	if (r < 0)
@@ -545,6 +567,40 @@ static int vm_validate(struct cli *cli, int argc, char **argv)
 	return failed ? CLI_FAIL : CLI_OK;
 }
 
+/* The launch measurement to pin in a release policy (x-ms-sevsnpvm-launchmeasurement). */
+static int vm_measure(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "vm measure --kernel FILE --initrd FILE [--append CMDLINE] "
+			    "[--firmware FILE]";
+	const char *kernel = NULL, *initrd = NULL, *append = "console=ttyS0", *fw = OVMF_CODE;
+	const struct cli_opt opts[] = {
+		{ "--kernel", true, &kernel, NULL, NULL },
+		{ "--initrd", true, &initrd, NULL, NULL },
+		{ "--append", true, &append, NULL, NULL },
+		{ "--firmware", true, &fw, NULL, NULL },
+	};
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), NULL, 0, 0, NULL, usage);
+	if (rc)
+		return rc;
+	if (!kernel || !initrd)
+		return cli_usage_error(usage, "--kernel and --initrd are required");
+	struct cvm_err err = { 0 };
+	uint8_t m[48];
+	if (cvm_vm_emulated_measurement(fw, kernel, initrd, append, m, &err) < 0)
+		return cli_fail(&err, "vm measure");
+	_cleanup_free_ char *hex = cvm_hex_encode(m, sizeof(m));
+	if (!hex)
+		return CLI_FAIL;
+	if (cli->json) {
+		json_t *j = json_pack("{s:s,s:s}", "launchMeasurement", hex, "kind", "emulated");
+		cli_print_json(j);
+		json_decref(j);
+	} else {
+		printf("%s\n", hex);
+	}
+	return CLI_OK;
+}
+
 int cli_vm(struct cli *cli, int argc, char **argv)
 {
 	static const struct cli_verb verbs[] = {
@@ -556,6 +612,7 @@ int cli_vm(struct cli *cli, int argc, char **argv)
 		{ "list", vm_list, "list" },
 		{ "console", vm_console, "console NAME" },
 		{ "validate", vm_validate, "validate NAME [--os-image FILE]" },
+		{ "measure", vm_measure, "measure --kernel F --initrd F [--append CMDLINE]" },
 	};
 	return cli_dispatch(cli, "vm", verbs, CVM_ARRAY_SIZE(verbs), argc, argv);
 }

@@ -103,12 +103,13 @@ int cvm_guest_cmdline_parse(const char *cmdline, size_t len, struct cvm_guest_co
 		if (r == 0 && i > s && cvm_str_startswith(cmdline + s, "cvm.") && i - s > 4)
 			r = parse_word(cmdline + s, i - s, out, &tee_seen, err);
 	}
+	if (r == 0 && !out->attest_url != !out->orchestrator_url)
+		r = cvm_err_badparam(err, "cvm.attest, cvm.orchestrator: give both (HTTPS) or "
+				     "neither (host channel)");
 	static const struct {
 		const char *key;
 		size_t off;
 	} req[] = {
-		{ "cvm.attest", offsetof(struct cvm_guest_config, attest_url) },
-		{ "cvm.orchestrator", offsetof(struct cvm_guest_config, orchestrator_url) },
 		{ "cvm.vm", offsetof(struct cvm_guest_config, vm) },
 		{ "cvm.disk", offsetof(struct cvm_guest_config, disk) },
 	};

@@ -58,6 +58,37 @@ static int post_json(const struct agent *a, const char *url, const char *body,
 	return 0;
 }
 
+/* One request to the attestation service (kind ATTEST) or the orchestrator (RELEASE):
+ * over HTTPS when the command line names them, else through the host channel. The response
+ * body lands in out. */
+static int call(const struct agent *a, const char *kind, const char *body, struct cvm_buf *out,
+		struct cvm_err *err)
+{
+	if (!a->cfg.attest_url) {
+		uint8_t *d = NULL;
+		size_t l = 0;
+		int r = cvm_guest_host_call(&a->env, kind, body, &d, &l, err);
+		if (r < 0)
+			return r;
+		*out = (struct cvm_buf){ .data = d, .len = l, .cap = l };
+		return 0;
+	}
+	_cleanup_free_ char *url =
+		strcmp(kind, "ATTEST") == 0
+			? cvm_asprintf("%s/attest/SevSnpVm?api-version=2022-08-01", a->cfg.attest_url)
+			: cvm_asprintf("%s/vms/%s/release", a->cfg.orchestrator_url, a->cfg.vm);
+	if (!url)
+		return cvm_err_nomem(err);
+	struct cvm_http_result res = { 0 };
+	int r = post_json(a, url, body, &res, err);
+	if (r == 0) {
+		*out = res.body;
+		res.body = (struct cvm_buf){ 0 };
+	}
+	cvm_http_result_free(&res);
+	return r;
+}
+
 /* Activate the LUKS2 volume with the secret (libcryptsetup: the secret never reaches argv or
  * a file). */
 static int activate(const char *dev, const char *name, const struct cvm_secret *secret,
@@ -115,10 +146,10 @@ static int unlock(struct agent *a)
 	struct cvm_key *eph = NULL;
 	char nonce[33];
 	_cleanup_free_ char *rt = NULL, *body = NULL, *token = NULL, *rel_body = NULL,
-			    *enc = NULL, *attest_url = NULL, *rel_url = NULL;
+			    *enc = NULL;
 	uint8_t rd[64];
 	struct cvm_guest_evidence ev = { 0 };
-	struct cvm_http_result res = { 0 };
+	struct cvm_buf resp = { 0 };
 	_cleanup_free_ uint8_t *ct = NULL;
 	size_t ctl = 0;
 	_cleanup_secret_ struct cvm_secret *material = NULL, *secret = NULL;
@@ -129,13 +160,10 @@ static int unlock(struct agent *a)
 	    (r = cvm_guest_report_data(rt, strlen(rt), rd, &err)) == 0 &&
 	    (check = "evidence", r = cvm_guest_get_evidence(&a->env, tee, rd, &ev, &err)) == 0 &&
 	    (check = "attest", r = cvm_guest_attest_body(&ev, rt, nonce, &body, &err)) == 0) {
-		attest_url = cvm_asprintf("%s/attest/SevSnpVm?api-version=2022-08-01",
-					  a->cfg.attest_url);
-		r = attest_url ? post_json(a, attest_url, body, &res, &err) : cvm_err_nomem(&err);
+		r = call(a, "ATTEST", body, &resp, &err);
 		if (r == 0)
-			r = cvm_guest_parse_token(res.body.data, res.body.len, &token, &err);
-		cvm_http_result_free(&res);
-		res = (struct cvm_http_result){ 0 };
+			r = cvm_guest_parse_token(resp.data, resp.len, &token, &err);
+		cvm_buf_free(&resp);
 	}
 	if (r == 0) {
 		printf("cvm-guest: attested\n");
@@ -146,12 +174,10 @@ static int unlock(struct agent *a)
 		rel_body = rb ? cvm_json_dump(rb) : NULL;
 		if (rb)
 			json_decref(rb);
-		rel_url = cvm_asprintf("%s/vms/%s/release", a->cfg.orchestrator_url, a->cfg.vm);
-		r = rel_body && rel_url ? post_json(a, rel_url, rel_body, &res, &err)
-					: cvm_err_nomem(&err);
+		r = rel_body ? call(a, "RELEASE", rel_body, &resp, &err) : cvm_err_nomem(&err);
 		if (r == 0)
-			r = cvm_guest_parse_release(res.body.data, res.body.len, &ct, &ctl, &enc, &err);
-		cvm_http_result_free(&res);
+			r = cvm_guest_parse_release(resp.data, resp.len, &ct, &ctl, &enc, &err);
+		cvm_buf_free(&resp);
 	}
 	if (r == 0 && (check = "unwrap",
 		       r = cvm_guest_unwrap_released(eph, enc, ct, ctl, &material, &err)) == 0)

@@ -19,7 +19,7 @@ struct cvm_tdx_report_req {
 #define CVM_TDX_CMD_GET_REPORT0 _IOWR('T', 1, struct cvm_tdx_report_req)
 
 #define EXT_CERTS_MAX (64 * 1024) /* SEV_FW_BLOB_MAX_SIZE is 16 KiB; leave room */
-#define EMU_REPLY_MAX (16 * 1024)
+#define EMU_REPLY_MAX (512 * 1024)
 #define HCL_NV_INDEX "0x01400001"
 #define HCL_MAX (16 * 1024)
 
@@ -212,12 +212,12 @@ static int emu_request(int fd, const char *req, uint8_t **out, size_t *outlen,
 	size_t n = 0;
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int pr = poll(&p, 1, 30000);
+		int pr = poll(&p, 1, 120000);
 		if (pr < 0 && errno == EINTR)
 			continue;
 		if (pr == 0)
 			return cvm_err_set(err, ETIMEDOUT, "TeeError",
-					   "emulator port: no reply within 30 s");
+					   "host channel: no reply within 120 s");
 		char c;
 		ssize_t rd = read(fd, &c, 1);
 		if (rd < 0 && (errno == EINTR || errno == EAGAIN))
@@ -233,6 +233,24 @@ static int emu_request(int fd, const char *req, uint8_t **out, size_t *outlen,
 		line[n++] = c;
 	}
 	return cvm_guest_emu_parse_reply(line, n, out, outlen, err);
+}
+
+int cvm_guest_host_call(const struct cvm_guest_env *e, const char *kind, const char *body,
+			uint8_t **out, size_t *outlen, struct cvm_err *err)
+{
+	*out = NULL;
+	*outlen = 0;
+	_cleanup_free_ char *hex = cvm_hex_encode(body, strlen(body));
+	_cleanup_free_ char *req = hex ? cvm_asprintf("%s %s\n", kind, hex) : NULL;
+	if (!req)
+		return cvm_err_nomem(err);
+	int fd = open(e->emu_port, O_RDWR | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return cvm_err_set(err, ENODEV, "HostChannel", "%s: %s", e->emu_port,
+				   strerror(errno));
+	int r = emu_request(fd, req, out, outlen, err);
+	close(fd);
+	return r;
 }
 
 static int emu_evidence(const struct cvm_guest_env *e, const uint8_t rd[64],

@@ -8,7 +8,41 @@
 #include <string.h>
 #include <unistd.h>
 
-#define LINE_MAX_LEN 512
+#define LINE_MAX_LEN CVM_VM_HOST_LINE_MAX
+
+static int file_sha256(const char *path, uint8_t out[32], struct cvm_err *err)
+{
+	_cleanup_free_ uint8_t *d = NULL;
+	size_t l = 0, dl = 0;
+	uint8_t h[64];
+	int r = cvm_file_read(path, 512u * 1024 * 1024, &d, &l, err);
+	if (r < 0 || (r = cvm_digest("SHA256", d, l, h, &dl, err)) < 0)
+		return r;
+	memcpy(out, h, 32);
+	return 0;
+}
+
+int cvm_vm_emulated_measurement(const char *firmware, const char *kernel, const char *initrd,
+				const char *cmdline, uint8_t out[48], struct cvm_err *err)
+{
+	static const char label[] = "opencvm-emulated-launch-v1";
+	uint8_t buf[sizeof(label) - 1 + 4 * 32];
+	memcpy(buf, label, sizeof(label) - 1);
+	uint8_t *p = buf + sizeof(label) - 1;
+	uint8_t h[64];
+	size_t hl = 0;
+	int r;
+	if ((r = file_sha256(firmware, p, err)) < 0 || (r = file_sha256(kernel, p + 32, err)) < 0 ||
+	    (r = file_sha256(initrd, p + 64, err)) < 0 ||
+	    (r = cvm_digest("SHA256", cmdline ? cmdline : "", cmdline ? strlen(cmdline) : 0, h, &hl,
+			    err)) < 0)
+		return r;
+	memcpy(p + 96, h, 32);
+	if ((r = cvm_digest("SHA384", buf, sizeof(buf), h, &hl, err)) < 0)
+		return r;
+	memcpy(out, h, 48);
+	return 0;
+}
 
 static int reply_err(char **reply, const char *msg, struct cvm_err *err)
 {
@@ -43,10 +77,39 @@ static int chain_pem(const char *dir, struct cvm_buf *out, struct cvm_err *err)
 	return 0;
 }
 
+static int relay(const struct cvm_vm_tee_emu *e, const char *kind, const char *hex,
+		 char **reply, struct cvm_err *err)
+{
+	if (!e->relay)
+		return reply_err(reply, "no orchestrator relay on this host channel", err);
+	_cleanup_free_ uint8_t *body = NULL;
+	size_t bl = 0;
+	struct cvm_err e2 = { 0 };
+	if (cvm_hex_decode(hex, strlen(hex), &body, &bl, kind, &e2) < 0)
+		return reply_err(reply, "body: expected hex", err);
+	_cleanup_buf_ struct cvm_buf out = { 0 };
+	if (e->relay(e->relay_ctx, kind, body, bl, &out, &e2) < 0) {
+		/* The reason goes back to the guest's console: it names the failed check. */
+		char msg[600];
+		snprintf(msg, sizeof(msg), "%s: %s", kind, e2.msg);
+		for (char *c = msg; *c; c++)
+			if (*c == '\n' || *c == '\r')
+				*c = ' ';
+		return reply_err(reply, msg, err);
+	}
+	return reply_hex(reply, out.data, out.len, err);
+}
+
 int cvm_vm_tee_emu_handle(const struct cvm_vm_tee_emu *e, const char *line, char **reply,
 			  struct cvm_err *err)
 {
 	*reply = NULL;
+	if (cvm_str_startswith(line, "ATTEST "))
+		return relay(e, "ATTEST", line + 7, reply, err);
+	if (cvm_str_startswith(line, "RELEASE "))
+		return relay(e, "RELEASE", line + 8, reply, err);
+	if (!e->emu_dir)
+		return reply_err(reply, "no TEE emulator on this host channel", err);
 	if (strcmp(line, "VCEK") == 0) {
 		_cleanup_buf_ struct cvm_buf pem = { 0 };
 		struct cvm_err e2 = { 0 };
@@ -88,18 +151,26 @@ static int write_all(int fd, const char *s, size_t len, struct cvm_err *err)
 
 int cvm_vm_tee_emu_serve(const struct cvm_vm_tee_emu *e, int fd, struct cvm_err *err)
 {
-	char line[LINE_MAX_LEN + 1];
+	_cleanup_free_ char *line = malloc(LINE_MAX_LEN + 1);
 	size_t n = 0;
+	if (!line)
+		return cvm_err_nomem(err);
 	bool overlong = false;
+	char chunk[4096];
+	size_t have = 0, pos = 0;
 	for (;;) {
-		char c;
-		ssize_t rd = read(fd, &c, 1);
-		if (rd < 0 && errno == EINTR)
-			continue;
-		if (rd < 0)
-			return cvm_err_internal(err, "tee-emu: read: %s", strerror(errno));
-		if (rd == 0)
-			return 0;
+		if (pos == have) {
+			ssize_t rd = read(fd, chunk, sizeof(chunk));
+			if (rd < 0 && errno == EINTR)
+				continue;
+			if (rd < 0)
+				return cvm_err_internal(err, "tee-emu: read: %s", strerror(errno));
+			if (rd == 0)
+				return 0;
+			have = (size_t)rd;
+			pos = 0;
+		}
+		char c = chunk[pos++];
 		if (c != '\n') {
 			if (n < LINE_MAX_LEN)
 				line[n++] = c;

@@ -87,6 +87,12 @@ static void test_cmdline(void **state)
 	assert_string_equal(c.disk, "/dev/vda2");
 	assert_string_equal(c.ca_file, "/etc/opencvm/ca.pem");
 	cvm_guest_config_clear(&c);
+	/* no service URLs: the host channel */
+	const char *host = "cvm.vm=c cvm.disk=d";
+	assert_int_equal(cvm_guest_cmdline_parse(host, strlen(host), &c, &err), 0);
+	assert_null(c.attest_url);
+	assert_null(c.orchestrator_url);
+	cvm_guest_config_clear(&c);
 	/* tee defaults to auto, ca optional */
 	const char *min = "cvm.attest=a cvm.orchestrator=b cvm.vm=c cvm.disk=d";
 	assert_int_equal(cvm_guest_cmdline_parse(min, strlen(min), &c, &err), 0);
@@ -97,7 +103,8 @@ static void test_cmdline(void **state)
 	static const struct {
 		const char *cl, *msg;
 	} bad[] = {
-		{ "cvm.orchestrator=b cvm.vm=c cvm.disk=d", "cvm.attest: required" },
+		{ "cvm.orchestrator=b cvm.vm=c cvm.disk=d", "give both (HTTPS) or neither" },
+		{ "cvm.attest=a cvm.orchestrator=b cvm.disk=d", "cvm.vm: required" },
 		{ "cvm.attest=a cvm.orchestrator=b cvm.vm=c", "cvm.disk: required" },
 		{ "cvm.attest=a cvm.orchestrator=b cvm.vm=c cvm.disk=d cvm.tee=sgx", "cvm.tee" },
 		{ "cvm.attest=a cvm.orchestrator=b cvm.vm=c cvm.disk=d cvm.dsk=e", "unknown cvm.*" },

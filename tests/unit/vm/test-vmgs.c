@@ -284,12 +284,70 @@ static void test_tee_emu_serve(void **state)
 	close(sv[1]);
 }
 
+static int fake_relay(void *ctx, const char *kind, const uint8_t *body, size_t len,
+		      struct cvm_buf *reply, struct cvm_err *err)
+{
+	(void)ctx;
+	if (strcmp(kind, "RELEASE") == 0)
+		return cvm_err_set(err, EPERM, "Forbidden", "target: claims do not satisfy\nthe policy");
+	assert_string_equal(kind, "ATTEST");
+	assert_int_equal(len, 2);
+	assert_memory_equal(body, "{}", 2);
+	return cvm_buf_append_str(reply, "{\"token\":\"t\"}");
+}
+
+static void test_relay(void **state)
+{
+	(void)state;
+	struct cvm_err err = { 0 };
+	struct cvm_vm_tee_emu e = { .emu_dir = NULL, .relay = fake_relay };
+	_cleanup_free_ char *a = NULL, *b = NULL, *c = NULL, *d = NULL, *f = NULL;
+	assert_int_equal(cvm_vm_tee_emu_handle(&e, "ATTEST 7b7d", &a, &err), 0);
+	_cleanup_free_ char *want = cvm_hex_encode("{\"token\":\"t\"}", 13);
+	_cleanup_free_ char *wl = cvm_asprintf("OK %s\n", want);
+	assert_string_equal(a, wl);
+	/* the refusal reaches the guest on one line, naming the check */
+	assert_int_equal(cvm_vm_tee_emu_handle(&e, "RELEASE 7b7d", &b, &err), 0);
+	assert_string_equal(b, "ERR RELEASE: target: claims do not satisfy the policy\n");
+	assert_int_equal(cvm_vm_tee_emu_handle(&e, "ATTEST zz", &c, &err), 0);
+	assert_true(cvm_str_startswith(c, "ERR "));
+	/* no emulator: no reports; no relay: ATTEST refused */
+	assert_int_equal(cvm_vm_tee_emu_handle(&e, "VCEK", &d, &err), 0);
+	assert_true(cvm_str_startswith(d, "ERR no TEE emulator"));
+	struct cvm_vm_tee_emu none = { 0 };
+	assert_int_equal(cvm_vm_tee_emu_handle(&none, "ATTEST 7b7d", &f, &err), 0);
+	assert_true(cvm_str_startswith(f, "ERR no orchestrator relay"));
+}
+
+static void test_emulated_measurement(void **state)
+{
+	struct fx *fx = *state;
+	struct cvm_err err = { 0 };
+	_cleanup_free_ char *fw = mkpath(fx, "fw"), *k = mkpath(fx, "k"), *i = mkpath(fx, "i");
+	put(fw, "firmware");
+	put(k, "kernel");
+	put(i, "initrd");
+	uint8_t m1[48], m2[48], m3[48];
+	assert_int_equal(cvm_vm_emulated_measurement(fw, k, i, "console=ttyS0", m1, &err), 0);
+	assert_int_equal(cvm_vm_emulated_measurement(fw, k, i, "console=ttyS0", m2, &err), 0);
+	assert_memory_equal(m1, m2, 48);
+	/* a tampered command line, kernel or initrd changes it */
+	assert_int_equal(cvm_vm_emulated_measurement(fw, k, i, "console=ttyS0 init=/bin/sh", m3,
+						     &err), 0);
+	assert_memory_not_equal(m1, m3, 48);
+	put(k, "kernel2");
+	assert_int_equal(cvm_vm_emulated_measurement(fw, k, i, "console=ttyS0", m3, &err), 0);
+	assert_memory_not_equal(m1, m3, 48);
+	assert_int_equal(cvm_vm_emulated_measurement(fw, "/nonexistent", i, "", m3, &err), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_seal_roundtrip), cmocka_unit_test(test_unseal_refusals),
 		cmocka_unit_test(test_parse),          cmocka_unit_test(test_tee_emu),
-		cmocka_unit_test(test_tee_emu_serve),
+		cmocka_unit_test(test_tee_emu_serve),  cmocka_unit_test(test_relay),
+		cmocka_unit_test(test_emulated_measurement),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Confidential VM Orchestrator relay: forwards the guest's attestation request to the
+ * attestation service and performs the disk-key release with its own identity, the guest's
+ * token as target. It never sees the key: the release comes back wrapped to the guest's
+ * ephemeral key (bound in the token), and it forwards the response as is. */
+#include <opencvm/audit.h>
+#include <opencvm/http.h>
+#include <opencvm/json.h>
+#include <opencvm/store.h>
+#include <opencvm/vm.h>
+
+#include <string.h>
+
+#define TOKEN_SCOPE "https://managedhsm.azure.net/.default"
+
+static int form_escape(struct cvm_buf *b, const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		int r = ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+			 c == '-' || c == '_' || c == '.' || c == '~')
+				? cvm_buf_append(b, &c, 1)
+				: cvm_buf_printf(b, "%%%02X", c);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static const char *http_error_message(const struct cvm_http_result *res, char *buf, size_t cap)
+{
+	_cleanup_json_ json_t *j = NULL;
+	struct cvm_err e = { 0 };
+	const char *m = NULL;
+	if (cvm_json_parse(res->body.data, res->body.len, false, &j, &e) == 0)
+		m = json_string_value(cvm_json_path(j, "error.message"));
+	if (!m && j)
+		m = json_string_value(json_object_get(j, "error_description"));
+	snprintf(buf, cap, "%s", m ? m : "no error message");
+	return buf;
+}
+
+static int post(const struct cvm_vm_orch *o, const char *url, const char *ctype,
+		const char *bearer, const void *body, size_t len, struct cvm_http_result *res,
+		struct cvm_err *err)
+{
+	struct cvm_http_client_opts opts = { .ca_file = o->ca_file, .timeout_ms = 60000 };
+	_cleanup_free_ char *ct = cvm_asprintf("Content-Type: %s", ctype);
+	_cleanup_free_ char *auth = bearer ? cvm_asprintf("Authorization: Bearer %s", bearer) : NULL;
+	if (!ct || (bearer && !auth))
+		return cvm_err_nomem(err);
+	const char *hdrs[] = { ct, "Accept: application/json", auth, NULL };
+	int r = cvm_http_request(&opts, "POST", url, hdrs, body, len, res, err);
+	if (r < 0)
+		return cvm_err_prefix(err, "POST %s", url);
+	if (res->status / 100 != 2) {
+		char m[400];
+		http_error_message(res, m, sizeof(m));
+		int en = res->status == 401 ? EACCES : res->status == 403 ? EPERM
+			: res->status == 404 ? ENOENT : res->status / 100 == 4 ? EINVAL : EIO;
+		return cvm_err_set(err, en, "Refused", "HTTP %ld: %s", res->status, m);
+	}
+	return 0;
+}
+
+/* Client-credentials token for the orchestrator's identity. */
+static int orch_token(const struct cvm_vm_orch *o, char **token, struct cvm_err *err)
+{
+	*token = NULL;
+	if (!o->tenant || !o->client_id || !o->client_secret)
+		return cvm_err_set(err, EACCES, "NotConfigured",
+				   "orchestrator identity: tenant, client id and secret are required");
+	_cleanup_free_ char *url = cvm_asprintf("%s/%s/oauth2/v2.0/token", o->kv_url, o->tenant);
+	struct cvm_buf form = { 0 };
+	int r = url ? cvm_buf_append_str(&form, "grant_type=client_credentials&client_id=")
+		    : -ENOMEM;
+	if (r == 0)
+		r = form_escape(&form, o->client_id, strlen(o->client_id));
+	if (r == 0)
+		r = cvm_buf_append_str(&form, "&client_secret=");
+	if (r == 0)
+		r = form_escape(&form, (const char *)o->client_secret->data, o->client_secret->len);
+	if (r == 0)
+		r = cvm_buf_append_str(&form, "&scope=");
+	if (r == 0)
+		r = form_escape(&form, TOKEN_SCOPE, strlen(TOKEN_SCOPE));
+	if (r < 0) {
+		cvm_buf_wipe(&form);
+		return cvm_err_nomem(err);
+	}
+	struct cvm_http_result res = { 0 };
+	r = post(o, url, "application/x-www-form-urlencoded", NULL, form.data, form.len, &res, err);
+	cvm_buf_wipe(&form);
+	if (r == 0) {
+		_cleanup_json_ json_t *j = NULL;
+		const char *t = NULL;
+		if ((r = cvm_json_parse(res.body.data, res.body.len, false, &j, err)) == 0 &&
+		    (r = cvm_json_str(j, "access_token", "access_token", true, &t, NULL, err)) == 0 &&
+		    !(*token = cvm_strdup(t)))
+			r = cvm_err_nomem(err);
+	}
+	cvm_http_result_free(&res);
+	return r < 0 ? cvm_err_prefix(err, "orchestrator token") : 0;
+}
+
+/* ".../keys/<name>/<version>" of a kid. */
+static int kid_path(const char *kid, char **out, struct cvm_err *err)
+{
+	const char *k = kid ? strstr(kid, "/keys/") : NULL;
+	if (!k || !strchr(k + 6, '/'))
+		return cvm_err_badparam(err, "kid: expected .../keys/<name>/<version>");
+	*out = cvm_strdup(k);
+	return *out ? 0 : cvm_err_nomem(err);
+}
+
+static int audit_release(const struct cvm_vm_orch *o, const char *kid, const struct cvm_err *why)
+{
+	struct cvm_audit *a = NULL;
+	struct cvm_err e = { 0 };
+	int r = cvm_audit_open(o->store, &a, &e);
+	if (r == 0) {
+		struct cvm_audit_event ev = {
+			.principal = o->client_id, .operation = "vms/release", .key_name = o->vm,
+			.key_version = kid, .status = why ? cvm_err_http_status(why) : 200,
+			.result = why ? why->code : "ok",
+		};
+		r = cvm_audit_append(a, &ev, NULL, &e);
+	}
+	cvm_audit_close(a);
+	if (r < 0)
+		cvm_log_error("vm_audit_failed", "vm=%s op=vms/release reason=\"%s\"", o->vm, e.msg);
+	return r;
+}
+
+static int do_release(const struct cvm_vm_orch *o, const uint8_t *body, size_t len,
+		      struct cvm_buf *reply, struct cvm_err *err)
+{
+	_cleanup_json_ json_t *req = NULL;
+	const char *target = NULL, *kid = NULL, *nonce = NULL;
+	int r = cvm_json_parse(body, len, false, &req, err);
+	if (r < 0 || (r = cvm_json_str(req, "target", "target", true, &target, NULL, err)) < 0 ||
+	    (r = cvm_json_str(req, "kid", "kid", true, &kid, NULL, err)) < 0 ||
+	    (r = cvm_json_str(req, "nonce", "nonce", false, &nonce, NULL, err)) < 0)
+		return r;
+	/* Only this VM's disk key: a guest must not use the orchestrator's role for others. */
+	if (!o->expected_kid || strcmp(kid, o->expected_kid) != 0)
+		return cvm_err_set(err, EPERM, "Forbidden",
+				   "kid: %s is not the disk key of VM %s", kid, o->vm);
+	_cleanup_free_ char *path = NULL, *token = NULL, *url = NULL, *payload = NULL;
+	if ((r = kid_path(kid, &path, err)) < 0 || (r = orch_token(o, &token, err)) < 0)
+		return r;
+	url = cvm_asprintf("%s%s/release?api-version=7.4", o->kv_url, path);
+	json_t *p = json_pack("{s:s}", "target", target);
+	if (p && nonce)
+		json_object_set_new(p, "nonce", json_string(nonce));
+	payload = p ? cvm_json_dump(p) : NULL;
+	if (p)
+		json_decref(p);
+	if (!url || !payload)
+		return cvm_err_nomem(err);
+	struct cvm_http_result res = { 0 };
+	r = post(o, url, "application/json", token, payload, strlen(payload), &res, err);
+	if (r == 0 && cvm_buf_append(reply, res.body.data, res.body.len) < 0)
+		r = cvm_err_nomem(err);
+	cvm_http_result_free(&res);
+	return r < 0 ? cvm_err_prefix(err, "key release") : 0;
+}
+
+int cvm_vm_orch_relay(void *ctx, const char *kind, const uint8_t *body, size_t len,
+		      struct cvm_buf *reply, struct cvm_err *err)
+{
+	const struct cvm_vm_orch *o = ctx;
+	if (strcmp(kind, "ATTEST") == 0) {
+		_cleanup_free_ char *url =
+			cvm_asprintf("%s/attest/SevSnpVm?api-version=2022-08-01", o->attest_url);
+		if (!url)
+			return cvm_err_nomem(err);
+		struct cvm_http_result res = { 0 };
+		int r = post(o, url, "application/json", NULL, body, len, &res, err);
+		if (r == 0 && cvm_buf_append(reply, res.body.data, res.body.len) < 0)
+			r = cvm_err_nomem(err);
+		cvm_http_result_free(&res);
+		if (r < 0)
+			cvm_log_info("vm_attest_refused", "vm=%s reason=\"%s\"", o->vm, err->msg);
+		return r < 0 ? cvm_err_prefix(err, "attestation") : 0;
+	}
+	if (strcmp(kind, "RELEASE") != 0)
+		return cvm_err_badparam(err, "relay: unknown request %s", kind);
+	enum cvm_vm_state starting = CVM_VM_STARTING;
+	struct cvm_err e2 = { 0 };
+	int r = cvm_vm_transition(o->store, o->vm, &starting, CVM_VM_ATTESTING, "release requested",
+				  o->client_id, err);
+	if (r < 0)
+		return r;
+	r = do_release(o, body, len, reply, err);
+	audit_release(o, o->expected_kid, r < 0 ? err : NULL);
+	if (r < 0) {
+		cvm_vm_transition(o->store, o->vm, NULL, CVM_VM_FAILED, err->msg, o->client_id, &e2);
+		return r;
+	}
+	if (cvm_vm_transition(o->store, o->vm, NULL, CVM_VM_RUNNING, "disk key released",
+			      o->client_id, &e2) < 0)
+		cvm_log_error("vm_state_failed", "vm=%s reason=\"%s\"", o->vm, e2.msg);
+	return 0;
+}
