@@ -414,6 +414,7 @@ struct cvm_tdx_policy {
 	 * NULL = UpToDate, SWHardeningNeeded, ConfigurationNeeded,
 	 * ConfigurationAndSWHardeningNeeded). */
 	const char *const *allowed_tcb_status;
+	bool allow_emulated;             /* quotes under the emulator root; default false */
 };
 CVM_EXPORT void cvm_tdx_policy_default(struct cvm_tdx_policy *p);
 /* JSON form with the struct's member names: {"allow_debug": bool, "min_qe_svn": n,
@@ -429,6 +430,9 @@ CVM_EXPORT void cvm_tdx_policy_store_free(struct cvm_tdx_policy_store *s);
 struct cvm_tdx_verify_opts {
 	int64_t now;                     /* 0 = current time */
 	X509 *root;                      /* NULL = built-in Intel SGX Root CA (pinned) */
+	/* A TEE-emulator root (cvm_tee_emu_tdx_root, pinned by fingerprint), tried when the
+	 * PCK chain does not lead to root; verdicts under it are marked emulated. */
+	X509 *emulator_root;
 	X509_CRL *pck_crl;               /* optional, signed by the PCK CA */
 	/* Collateral (PCS JSON bodies) and the chain that signed them (PEM, TCB signing cert +
 	 * root). Without the chain the collateral is used only when collateral_trusted says the
@@ -450,6 +454,7 @@ struct cvm_tdx_verdict {
 	uint16_t pck_pcesvn;
 	char tcb_status[40];             /* "" when no TCB info was given */
 	char qe_tcb_status[40];          /* "" when no QE identity was given */
+	bool emulated;                   /* the PCK chain ends at the emulator root */
 };
 CVM_EXPORT int cvm_tdx_verify(const uint8_t *buf, size_t len,
 			      const struct cvm_tdx_verify_opts *opts,
@@ -587,6 +592,34 @@ CVM_EXPORT const char *cvm_maa_policy_hash(const struct cvm_maa_policy *p);
  * claims to it. */
 CVM_EXPORT int cvm_maa_policy_eval(const struct cvm_maa_policy *p, json_t *claims,
 				   bool *permitted, json_t *issued, struct cvm_err *err);
+
+/* TDX emulator: an Intel-shaped PCK chain (P-256 root, PCK CA, PCK certificate with the SGX
+ * extensions) and an attestation key, in dir as tdx-root.pem, tdx-pck-ca.pem, tdx-pck.pem,
+ * tdx-pck-key.pem, tdx-ak-key.pem (keys 0600) and tdx-platform.json. Quotes are v4 with a QE
+ * report signed by the PCK key, in the exact hardware layout. */
+struct cvm_tee_emu_tdx_params {
+	uint8_t fmspc[6];
+	uint8_t cpusvn[16];              /* also the PCK TCB component SVNs */
+	uint16_t pcesvn;
+	uint8_t tee_tcb_svn[16];
+	uint8_t mrseam[48];
+};
+CVM_EXPORT int cvm_tee_emu_tdx_init(const char *dir, const struct cvm_tee_emu_tdx_params *p,
+				    char fingerprint_hex[65], struct cvm_err *err);
+struct cvm_tee_emu_tdx_in {
+	uint8_t report_data[64];
+	uint8_t mrtd[48];
+	uint8_t rtmr[4][48];
+	uint8_t mrconfigid[48], mrowner[48], mrownerconfig[48];
+	uint64_t td_attributes;
+	uint64_t xfam;
+};
+/* Appends the quote to out (zeroed cvm_buf). */
+CVM_EXPORT int cvm_tee_emu_tdx_quote(const char *dir, const struct cvm_tee_emu_tdx_in *in,
+				     struct cvm_buf *out, struct cvm_err *err);
+/* The emulator root from dir, only if its SHA-256 fingerprint equals fingerprint_hex. */
+CVM_EXPORT int cvm_tee_emu_tdx_root(const char *dir, const char *fingerprint_hex, X509 **out,
+				    struct cvm_err *err);
 
 /* ==== attestation service (MAA shape) ======================================================= */
 

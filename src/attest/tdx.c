@@ -624,6 +624,15 @@ int cvm_tdx_verify(const uint8_t *buf, size_t len, const struct cvm_tdx_verify_o
 	/* 1. the PCK chain to the root; 2. the QE report signed by the PCK. */
 	rc = verify_chain(buf + q->pck_chain_off, q->pck_chain_len, root, now, opts->pck_crl,
 			  "tdx.pck_chain", &pck, err);
+	if (rc == -EBADMSG && opts->emulator_root) {
+		struct cvm_err e2 = { 0 };
+		if (verify_chain(buf + q->pck_chain_off, q->pck_chain_len, opts->emulator_root, now,
+				 NULL, "tdx.pck_chain", &pck, &e2) == 0) {
+			rc = 0;
+			v.emulated = true;
+			cvm_err_clear(err);
+		}
+	}
 	if (rc == 0)
 		rc = verify_p256(X509_get0_pubkey(pck), q->qe_report_raw, QE_REPORT_LEN,
 				 q->qe_report_sig, "tdx.qe_report", err);
@@ -711,6 +720,8 @@ int cvm_tdx_policy_check(const struct cvm_tdx_verdict *v, const struct cvm_tdx_p
 	}
 	const struct cvm_tdx_quote *q = &v->quote;
 	const struct cvm_tdx_body *b = &q->body;
+	if (v->emulated && !p->allow_emulated)
+		return REFUSE("tdx.emulated: the quote comes from the TEE emulator");
 	if ((b->td_attributes & 1) && !p->allow_debug)
 		return REFUSE("tdx.td_attributes.debug: the TD is debuggable");
 	if (!status_allowed(v->tcb_status, p->allowed_tcb_status))
@@ -850,10 +861,10 @@ static int tdx_member(const char *k, json_t *x, struct cvm_tdx_policy *p,
 			return cvm_err_badparam(err, "policy.%s: expected 32 hex digits", k);
 		return cvm_hex_decode_fixed(h, p->min_tee_tcb_svn, 16, k, err);
 	}
-	if (strcmp(k, "allow_debug") == 0) {
+	if (strcmp(k, "allow_debug") == 0 || strcmp(k, "allow_emulated") == 0) {
 		if (!json_is_boolean(x))
 			return cvm_err_badparam(err, "policy.%s: expected a boolean", k);
-		p->allow_debug = json_is_true(x);
+		*(k[6] == 'd' ? &p->allow_debug : &p->allow_emulated) = json_is_true(x);
 		return 0;
 	}
 	if (strcmp(k, "min_qe_svn") == 0 || strcmp(k, "min_pce_svn") == 0) {

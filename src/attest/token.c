@@ -458,8 +458,8 @@ int cvm_attest_issue_tdx_token(struct cvm_attest_service *s, const struct cvm_td
 			       const struct cvm_attest_runtime *rt, char **token,
 			       struct cvm_err *err)
 {
-	const struct tee_facts f = { "tdxvm", "TdxVm", v->quote.body.report_data, false, tdx_claims,
-				     v };
+	const struct tee_facts f = { "tdxvm", "TdxVm", v->quote.body.report_data, v->emulated,
+				     tdx_claims, v };
 	return issue_token(s, &f, rt, token, err);
 }
 

@@ -482,6 +482,47 @@ static void test_tdx_token(void **state)
 	json_decref(body);
 	assert_int_equal(cvm_attest_service_attest_tdx(f->svc, bs3, strlen(bs3), &token, &err), -EBADMSG);
 	assert_null(token);
+
+	/* Emulated TDX: refused by default, marked emulated when allowed. */
+	char emu[128], fp[65];
+	snprintf(emu, sizeof(emu), "%s/tdx-emu", f->dir);
+	struct cvm_tee_emu_tdx_params tp = { .pcesvn = 11 };
+	assert_int_equal(cvm_tee_emu_tdx_init(emu, &tp, fp, &err), 0);
+	struct cvm_tee_emu_tdx_in in = { 0 };
+	size_t dl = 0;
+	assert_int_equal(cvm_digest("SHA256", h + 0x4D4, n, in.report_data, &dl, &err), 0);
+	struct cvm_buf eq = { 0 };
+	assert_int_equal(cvm_tee_emu_tdx_quote(emu, &in, &eq, &err), 0);
+	_cleanup_free_ char *eqs = cvm_b64url_encode(eq.data, eq.len);
+	cvm_buf_free(&eq);
+	body = json_pack("{s:s, s:{s:s}}", "quote", eqs, "runtimeData", "data", rt);
+	_cleanup_free_ char *bs4 = cvm_json_dump(body);
+	json_decref(body);
+	assert_int_equal(cvm_attest_service_attest_tdx(f->svc, bs4, strlen(bs4), &token, &err), -EBADMSG);
+	X509 *root = NULL;
+	assert_int_equal(cvm_tee_emu_tdx_root(emu, fp, &root, &err), 0);
+	struct cvm_tdx_verify_opts to = { .emulator_root = root };
+	struct cvm_tdx_policy tpol;
+	cvm_tdx_policy_default(&tpol);
+	_cleanup_(cvm_key_freep) struct cvm_key *k = NULL;
+	assert_int_equal(cvm_key_generate_rsa(2048, 0, &k, &err), 0);
+	struct cvm_attest_service_config cfg = { .issuer = ISSUER, .signing_key = k,
+						 .roots = f->roots, .tdx_opts = &to,
+						 .tdx_policy = &tpol };
+	_cleanup_(cvm_attest_service_freep) struct cvm_attest_service *s2 = NULL;
+	assert_int_equal(cvm_attest_service_new(&cfg, &s2, &err), 0);
+	assert_int_equal(cvm_attest_service_attest_tdx(s2, bs4, strlen(bs4), &token, &err), -EPERM);
+	tpol.allow_emulated = true;
+	_cleanup_(cvm_attest_service_freep) struct cvm_attest_service *s3 = NULL;
+	assert_int_equal(cvm_attest_service_new(&cfg, &s3, &err), 0);
+	assert_int_equal(cvm_attest_service_attest_tdx(s3, bs4, strlen(bs4), &token, &err), 0);
+	c = independent_verify(s3, token);
+	assert_true(json_is_true(json_object_get(c, "x-opencvm-emulated")));
+	assert_string_equal(json_string_value(json_object_get(c, "x-ms-compliance-status")),
+			    "opencvm-emulated");
+	json_decref(c);
+	free(token);
+	X509_free(root);
 }
 
 static int free_port(void)
