@@ -35,6 +35,11 @@ echo "plain_copy_dd_4M_MBps=$copy"
 speed=$(openssl speed -elapsed -evp aes-256-xts -bytes 4096 -seconds 3 -multi "$CORES" 2>/dev/null |
 	awk '/^AES-256-XTS/ || /^aes-256-xts/ {v=$NF} END {sub(/k$/, "", v); printf "%.1f", v * 1000 / 1e6}')
 echo "openssl_speed_aes256xts_4096B_x${CORES}_MBps=$speed"
+# the same per CPU-second (openssl speed's default divides by CPU time), one process
+speed1=$(openssl speed -evp aes-256-xts -bytes 4096 -seconds 3 2>/dev/null |
+	awk '/^AES-256-XTS/ || /^aes-256-xts/ {v=$NF} END {sub(/k$/, "", v); printf "%.1f", v * 1000 / 1e6}')
+echo "openssl_speed_aes256xts_4096B_MB_per_cpu_s=$speed1"
+ours_cpu=$(sed -n 's/^opencvm_encrypt_MB_per_cpu_s=//p' "$W/ours.txt")
 
 # (b) cryptsetup's offline in-place encryption of the same image (4096-byte sectors, cheap
 # PBKDF so key derivation does not count)
@@ -51,8 +56,9 @@ echo "cryptsetup_reencrypt_encrypt_seconds=$(awk -v ns="$cs_s" 'BEGIN {printf "%
 echo "cryptsetup_reencrypt_encrypt_MBps=$cs"
 
 echo "loadavg_after=$(cut -d' ' -f1 /proc/loadavg)"
-awk -v o="$ours" -v s="$speed" -v c="$cs" -v p="$copy" 'BEGIN {
+awk -v o="$ours" -v s="$speed" -v c="$cs" -v p="$copy" -v oc="$ours_cpu" -v s1="$speed1" 'BEGIN {
 	printf "ratio=%.2f opencvm_encrypt/plain_copy (the I/O ceiling)\n", o / p
+	printf "ratio=%.2f opencvm_encrypt_per_cpu_s/openssl_speed_per_cpu_s (load-independent)\n", oc / s1
 	printf "ratio=%.2f opencvm_encrypt/openssl_speed_x_cores (goal >= 0.7)\n", o / s
 	printf "ratio=%.2f opencvm_encrypt/cryptsetup_reencrypt (goal >= 10)\n", o / c
 }'
