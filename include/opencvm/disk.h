@@ -137,13 +137,12 @@ CVM_EXPORT int cvm_disk_create_temp(const char *path, uint64_t size,
  * MBR/GPT partition table (a table made for 512-byte LBAs would not be found behind 4096-byte
  * logical sectors), 512 otherwise. Work happens in "<dst>.partial"; when that file exists from
  * an interrupted run of the same source, the run resumes (it unwraps the secret through
- * wp->kw to get the volume key back). qcow2, vmdk, vhdx, dynamic vhd and LUKS sources are
+ * wp->kw to get the volume key back; the interrupted run's sector and chunk size are kept
+ * whatever opts say). qcow2, vmdk, vhdx, dynamic vhd and LUKS sources are
  * refused (-ENOTSUP / -EINVAL): convert to raw first (fixed VHD is raw plus a footer). */
 CVM_EXPORT int cvm_disk_encrypt_image(const char *src, const char *dst,
 				      const struct cvm_disk_wrap_params *wp,
 				      const struct cvm_disk_opts *opts, struct cvm_err *err);
-
-/* On resume the interrupted run's sector and chunk size are kept whatever opts say. */
 
 /* Full volume-key change (for a compromised key or secret): a new image at dst with a fresh
  * volume key and a fresh secret wrapped per wp, whose data is src's data re-encrypted in one
@@ -179,7 +178,9 @@ CVM_EXPORT int cvm_disk_unlock_secret(const char *path, const struct cvm_disk_ke
 
 /* Re-wrap the secret for another key (or a new version of the same key): unwrap with the
  * current token, wrap with new_key_url/alg, add the new token, prove it unlocks, then remove
- * the old one. The data area is not touched. */
+ * the old one. Only the LUKS2 metadata area is rewritten (under libcryptsetup's metadata lock),
+ * never the data area, so it is safe while a VM uses the disk, as long as nothing inside the
+ * guest rewrites the header at the same time. */
 CVM_EXPORT int cvm_disk_rotate(const char *path, const struct cvm_disk_keywrap *kw,
 			       const char *new_key_url, const char *alg, struct cvm_err *err);
 
