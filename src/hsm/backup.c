@@ -7,7 +7,8 @@
  *
  * Blob: "OCVMKB" 0x01 || cvm_seal(backup_key, aad "opencvm key backup v1", payload JSON)
  * Payload: {"format":"opencvm-key-backup","v":1,"key":<record>}
- * Record:  {"name","current_version","created","updated","rotation_policy"?,
+ * Record:  {"name" (canonical lowercase),"display_name","current_version","created","updated",
+ *           "rotation_policy"?,
  *           "deleted"?,"deleted_date"?,"scheduled_purge"?, "versions":[<version>...]}
  * Version: {"version","kty","key_size","crv"?,"key_ops","public_jwk","enabled","nbf"?,"exp"?,
  *           "exportable","tags"?,"release_policy"?,"created","updated","sealed"(b64url)} */
@@ -92,7 +93,8 @@ static int records_from_rows(const struct cvm_rows *rows, bool with_state, json_
 		if (!rec_name || strcmp(rec_name, kv->name)) {
 			const char *cur = cvm_rows_text(rows, i, KV_COL_CURRENT);
 			const char *pol = cvm_rows_text(rows, i, KV_COL_SEALED + 1);
-			rec = json_pack("{s:s,s:s,s:I,s:I,s:[]}", "name", kv->name, "current_version",
+			rec = json_pack("{s:s,s:s,s:s,s:I,s:I,s:[]}", "name", kv->name,
+					"display_name", kv->display, "current_version",
 					cur ? cur : "", "created",
 					(json_int_t)cvm_rows_int(rows, i, KV_COL_SEALED + 2),
 					"updated",
@@ -212,10 +214,11 @@ static int parse_record(json_t *rec, const char *path, bool with_state,
 		return cvm_err_nomem(err);
 	if (!json_is_object(rec))
 		return bad(err, path, "expected an object");
-	const char *name, *cur;
+	const char *name, *cur, *display = NULL;
 	json_t *pol = NULL, *vers;
 	int r;
 	if ((r = cvm_json_str(rec, "name", "name", true, &name, NULL, err)) < 0 ||
+	    (r = cvm_json_str(rec, "display_name", "display_name", false, &display, NULL, err)) < 0 ||
 	    (r = cvm_json_str(rec, "current_version", "current_version", true, &cur, NULL, err)) < 0 ||
 	    (r = get_time(rec, "created", "created", true, &b->created, NULL, err)) < 0 ||
 	    (r = get_time(rec, "updated", "updated", true, &b->updated, NULL, err)) < 0 ||
@@ -229,14 +232,24 @@ static int parse_record(json_t *rec, const char *path, bool with_state,
 	     (r = get_time(rec, "scheduled_purge", "scheduled_purge", b->deleted,
 			   &b->scheduled_purge, NULL, err)) < 0))
 		return cvm_err_prefix(err, "%s", path);
-	if ((r = cvm_hsm_check_name(name, err)) < 0)
+	char id[CVM_HSM_NAME_MAX + 1], did[CVM_HSM_NAME_MAX + 1];
+	if ((r = cvm_hsm_name_id(name, id, err)) < 0)
 		return cvm_err_prefix(err, "%s", path);
+	if (strcmp(id, name))
+		return bad(err, path, "name: expected the canonical lowercase id");
+	if (!display)
+		display = name;
+	if ((r = cvm_hsm_name_id(display, did, err)) < 0)
+		return cvm_err_prefix(err, "%s", path);
+	if (strcmp(did, id))
+		return bad(err, path, "display_name: does not match name");
 	if (!is_hex32(cur))
 		return bad(err, path, "current_version: expected 32 lowercase hex characters");
 	size_t n = json_array_size(vers);
 	if (n < 1 || n > MAX_VERSIONS)
 		return bad(err, path, "versions: expected 1..10000 versions");
 	snprintf(b->name, sizeof(b->name), "%s", name);
+	snprintf(b->display, sizeof(b->display), "%s", display);
 	snprintf(b->current_version, sizeof(b->current_version), "%s", cur);
 	if (pol && !(b->rotation_policy = json_deep_copy(pol)))
 		return cvm_err_nomem(err);
@@ -252,6 +265,7 @@ static int parse_record(json_t *rec, const char *path, bool with_state,
 			return r;
 		struct cvm_hsm_keyver *m = &b->versions[i].meta;
 		snprintf(m->name, sizeof(m->name), "%s", name);
+		snprintf(m->display, sizeof(m->display), "%s", display);
 		for (size_t j = 0; j < i; j++)
 			if (!strcmp(b->versions[j].meta.version, m->version))
 				return bad(err, vpath, "version: duplicate");
@@ -305,12 +319,13 @@ int cvm_hsm_key_backup(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const 
 	int active = cvm_hsm_check_active(h, err);
 	if (active < 0)
 		return active;
-	int r = cvm_hsm_check_name(name, err);
+	char id[CVM_HSM_NAME_MAX + 1];
+	int r = cvm_hsm_name_id(name, id, err);
 	if (r < 0)
 		return r;
 	_cleanup_tx_ struct cvm_tx *tx = NULL;
 	_cleanup_rows_ struct cvm_rows *rows = NULL;
-	struct cvm_val p[] = { CVM_VAL_S(name) };
+	struct cvm_val p[] = { CVM_VAL_S(id) };
 	if ((r = cvm_tx_begin(h->store, CVM_TX_READ, &tx, err)) < 0 ||
 	    (r = cvm_tx_query(tx, "SELECT " RECORD_COLS " FROM hsm_keys k JOIN hsm_key_versions v "
 				  "ON v.name = k.name WHERE k.name = ? AND k.deleted = 0 "
@@ -360,6 +375,7 @@ static int insert_record(struct cvm_tx *tx, const struct cvm_hsm_backup *b, int6
 		return cvm_err_nomem(err);
 	struct cvm_val k[] = {
 		CVM_VAL_S(b->name),
+		CVM_VAL_S(b->display),
 		CVM_VAL_S(b->current_version),
 		CVM_VAL_I(b->deleted),
 		b->deleted ? CVM_VAL_I(b->deleted_date) : CVM_VAL_NIL,
@@ -368,9 +384,9 @@ static int insert_record(struct cvm_tx *tx, const struct cvm_hsm_backup *b, int6
 		CVM_VAL_I(b->created),
 		CVM_VAL_I(updated),
 	};
-	int r = cvm_tx_exec(tx, "INSERT INTO hsm_keys (name, current_version, deleted, "
-				"deleted_date, scheduled_purge, rotation_policy, created, updated) "
-				"VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+	int r = cvm_tx_exec(tx, "INSERT INTO hsm_keys (name, display_name, current_version, "
+				"deleted, deleted_date, scheduled_purge, rotation_policy, created, "
+				"updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
 			    k, CVM_ARRAY_SIZE(k), NULL, err);
 	if (r < 0)
 		return r;

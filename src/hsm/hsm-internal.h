@@ -56,7 +56,9 @@ struct cvm_hsm {
  * One version of one key with its attributes, as stored. Produced by cvm_hsm_keyver_get
  * (metadata only, key == NULL) or cvm_hsm_keyver_load (adds the private key). */
 struct cvm_hsm_keyver {
-	char name[CVM_HSM_NAME_MAX + 1];
+	char name[CVM_HSM_NAME_MAX + 1];    /* canonical id: lowercase (Key Vault names are
+	                                     * case-insensitive); storage, cache, seal AAD */
+	char display[CVM_HSM_NAME_MAX + 1]; /* as first created: kid URLs and messages */
 	char version[33];
 	char kty[8];              /* as reported: "RSA", "RSA-HSM", "EC", "EC-HSM", "oct-HSM" */
 	enum cvm_kty type;
@@ -113,6 +115,8 @@ const char *cvm_hsm_base_url(const struct cvm_hsm_caller *c);
 /* ---- shared helpers (module-private) -------------------------------------------------------- */
 /* Key name check: ^[0-9a-zA-Z-]{1,127}$ -> -EINVAL "BadParameter" naming "name". */
 int cvm_hsm_check_name(const char *name, struct cvm_err *err);
+/* check_name + the canonical id (lowercase) every query, cache entry and seal AAD uses. */
+int cvm_hsm_name_id(const char *name, char id[CVM_HSM_NAME_MAX + 1], struct cvm_err *err);
 /* -EBUSY "HsmNotActivated" unless activated. Caller holds domain_lock (shared). */
 int cvm_hsm_require_active(struct cvm_hsm *h, struct cvm_err *err);
 /* Same, taking the lock itself: the entry check of every public key call (an HSM without its
@@ -150,7 +154,8 @@ struct cvm_hsm_backup_version {
 	size_t sealed_len;
 };
 struct cvm_hsm_backup {
-	char name[CVM_HSM_NAME_MAX + 1];
+	char name[CVM_HSM_NAME_MAX + 1];      /* canonical id */
+	char display[CVM_HSM_NAME_MAX + 1];
 	char current_version[33];
 	json_t *rotation_policy;      /* stored policy object or NULL */
 	int64_t created, updated;
@@ -177,12 +182,12 @@ int cvm_hsm_backup_parse_payload(const uint8_t *buf, size_t len, struct cvm_hsm_
 #define KV_COLS                                                                               \
 	"v.name, v.version, v.kty, v.key_size, v.crv, v.key_ops, v.public_jwk, v.enabled, v.nbf, " \
 	"v.exp, v.exportable, v.tags, v.release_policy, v.created, v.updated, k.deleted, "         \
-	"k.deleted_date, k.scheduled_purge, k.current_version, v.sealed"
+	"k.deleted_date, k.scheduled_purge, k.current_version, k.display_name, v.sealed"
 enum {
 	KV_COL_NAME, KV_COL_VERSION, KV_COL_KTY, KV_COL_KEY_SIZE, KV_COL_CRV, KV_COL_KEY_OPS,
 	KV_COL_PUBLIC_JWK, KV_COL_ENABLED, KV_COL_NBF, KV_COL_EXP, KV_COL_EXPORTABLE, KV_COL_TAGS,
 	KV_COL_RELEASE_POLICY, KV_COL_CREATED, KV_COL_UPDATED, KV_COL_DELETED, KV_COL_DELETED_DATE,
-	KV_COL_SCHEDULED_PURGE, KV_COL_CURRENT, KV_COL_SEALED,
+	KV_COL_SCHEDULED_PURGE, KV_COL_CURRENT, KV_COL_DISPLAY, KV_COL_SEALED,
 };
 int cvm_hsm_keyver_from_row(const struct cvm_rows *rows, size_t i, struct cvm_hsm_keyver **out,
 			    struct cvm_err *err);
@@ -201,7 +206,8 @@ void cvm_hsm_log(const char *event, const struct cvm_hsm_caller *c, const char *
  * inserts the version and makes it current. With expect_current set it is a compare-and-set:
  * -EALREADY when the key's current version is no longer expect_current. */
 struct cvm_hsm_newver {
-	const char *name;
+	const char *name;         /* canonical id (cvm_hsm_name_id) */
+	const char *display;      /* as the caller spelled it; kept only by a key's first version */
 	char version[33];
 	char kty[8];
 	enum cvm_kty type;

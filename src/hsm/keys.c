@@ -318,11 +318,11 @@ static int version_insert_tx(struct cvm_tx *tx, void *vctx, struct cvm_err *err)
 				       "notified_version = NULL WHERE name = ?",
 				   up, 3, NULL, err);
 	}
-	struct cvm_val ins[] = { CVM_VAL_S(nv->name), CVM_VAL_S(nv->version), CVM_VAL_I(nv->now),
-				 CVM_VAL_I(nv->now) };
-	r = cvm_tx_exec(tx, "INSERT INTO hsm_keys (name, current_version, deleted, created, "
-			    "updated) VALUES (?, ?, 0, ?, ?)",
-			ins, 4, NULL, err);
+	struct cvm_val ins[] = { CVM_VAL_S(nv->name), CVM_VAL_S(nv->display ? nv->display : nv->name),
+				 CVM_VAL_S(nv->version), CVM_VAL_I(nv->now), CVM_VAL_I(nv->now) };
+	r = cvm_tx_exec(tx, "INSERT INTO hsm_keys (name, display_name, current_version, deleted, "
+			    "created, updated) VALUES (?, ?, ?, 0, ?, ?)",
+			ins, 5, NULL, err);
 	/* Another process created the first version of this name meanwhile (PostgreSQL): retry,
 	 * the next attempt sees its row and adds this version on top. */
 	if (r == -EEXIST)
@@ -455,17 +455,18 @@ int cvm_hsm_key_create(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const 
 	static const char *const ktys[] = { "EC", "EC-HSM", "RSA", "RSA-HSM", "oct", "oct-HSM",
 					    NULL };
 	_cleanup_json_ json_t *owned = NULL;
-	int r = cvm_hsm_check_name(name, err);
+	char id[CVM_HSM_NAME_MAX + 1];
+	int r = cvm_hsm_name_id(name, id, err);
 	if (r < 0 || (r = empty_body(&body, &owned, err)) < 0)
 		return r;
 	const char *kty;
 	if ((r = cvm_json_enum(body, "kty", "kty", true, ktys, &kty, err)) < 0)
 		return r;
-	struct cvm_hsm_newver nv = { .name = name, .now = cvm_now() };
+	struct cvm_hsm_newver nv = { .name = id, .display = name, .now = cvm_now() };
 	cvm_hsm_kty_type(kty, &nv.type);
 	_cleanup_key_ struct cvm_key *k = NULL;
 	if ((r = parse_version_fields(body, body, "key_ops", &nv, err)) < 0 ||
-	    (r = refuse_deleted_name(h, name, err)) < 0 ||
+	    (r = refuse_deleted_name(h, id, err)) < 0 ||
 	    (r = gen_key(body, nv.type, kty, &k, err)) < 0 ||
 	    (r = cvm_hsm_newver_from_key(h, &nv, reported_kty(nv.type, strstr(kty, "-HSM")), k,
 					 err)) < 0 ||
@@ -486,7 +487,8 @@ int cvm_hsm_key_import(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const 
 	if (active < 0)
 		return active;
 	_cleanup_json_ json_t *owned = NULL;
-	int r = cvm_hsm_check_name(name, err);
+	char id[CVM_HSM_NAME_MAX + 1];
+	int r = cvm_hsm_name_id(name, id, err);
 	if (r < 0 || (r = empty_body(&body, &owned, err)) < 0)
 		return r;
 	json_t *jwk;
@@ -499,7 +501,8 @@ int cvm_hsm_key_import(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const 
 	_cleanup_key_ struct cvm_key *k = NULL;
 	if ((r = cvm_key_from_jwk(jwk, true, &k, err)) < 0)
 		return r;
-	struct cvm_hsm_newver nv = { .name = name, .now = cvm_now(), .type = cvm_key_type(k) };
+	struct cvm_hsm_newver nv = { .name = id, .display = name, .now = cvm_now(),
+				     .type = cvm_key_type(k) };
 	int bits = cvm_key_bits(k);
 	if (nv.type == CVM_KTY_RSA && bits != 2048 && bits != 3072 && bits != 4096)
 		return cvm_err_badparam(err, "key.n: RSA keys of 2048, 3072 or 4096 bits are "
@@ -703,7 +706,7 @@ static int key_item(struct cvm_hsm *h, const struct cvm_hsm_caller *c,
 		    const struct cvm_hsm_keyver *kv, bool with_version, json_t **out,
 		    struct cvm_err *err)
 {
-	_cleanup_free_ char *kid = cvm_hsm_kid(c, kv->name, with_version ? kv->version : NULL);
+	_cleanup_free_ char *kid = cvm_hsm_kid(c, kv->display, with_version ? kv->version : NULL);
 	_cleanup_json_ json_t *it = json_object();
 	if (!kid || !it)
 		return cvm_err_nomem(err);
@@ -774,7 +777,7 @@ int cvm_hsm_key_versions(struct cvm_hsm *h, const struct cvm_hsm_caller *c, cons
 		return r;
 	_cleanup_rows_ struct cvm_rows *rows = NULL;
 	_cleanup_tx_ struct cvm_tx *tx = NULL;
-	struct cvm_val p[] = { CVM_VAL_S(name), CVM_VAL_S(after), CVM_VAL_I(limit + 1) };
+	struct cvm_val p[] = { CVM_VAL_S(cur->name), CVM_VAL_S(after), CVM_VAL_I(limit + 1) };
 	if ((r = cvm_tx_begin(h->store, CVM_TX_READ, &tx, err)) < 0 ||
 	    (r = cvm_tx_query(tx, "SELECT " KV_COLS " FROM hsm_keys k JOIN hsm_key_versions v ON "
 				  "v.name = k.name WHERE k.name = ? AND k.deleted = 0 AND "

@@ -147,7 +147,7 @@ int cvm_hsm_key_op(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const char
 		r = cvm_hsm_keyver_usable(kv, ops[i].path, cvm_now(), err);
 	if (r == 0)
 		r = cvm_hsm_keyver_permits(kv, ops[i].jwk_op, err);
-	_cleanup_free_ char *kid = r == 0 ? cvm_hsm_kid(c, kv->name, kv->version) : NULL;
+	_cleanup_free_ char *kid = r == 0 ? cvm_hsm_kid(c, kv->display, kv->version) : NULL;
 	if (r == 0 && !kid)
 		r = cvm_err_nomem(err);
 	if (r == 0)

@@ -169,12 +169,13 @@ static int policy_response(const struct cvm_hsm_caller *c, const char *name, jso
 /* Stored policy of a non-deleted key (NULL when none). */
 static int load_policy(struct cvm_hsm *h, const char *name, json_t **policy, struct cvm_err *err)
 {
-	int r = cvm_hsm_check_name(name, err);
+	char id[CVM_HSM_NAME_MAX + 1];
+	int r = cvm_hsm_name_id(name, id, err);
 	if (r < 0)
 		return r;
 	_cleanup_tx_ struct cvm_tx *tx = NULL;
 	_cleanup_rows_ struct cvm_rows *rows = NULL;
-	struct cvm_val p[] = { CVM_VAL_S(name) };
+	struct cvm_val p[] = { CVM_VAL_S(id) };
 	if ((r = cvm_tx_begin(h->store, CVM_TX_READ, &tx, err)) < 0 ||
 	    (r = cvm_tx_query(tx, "SELECT rotation_policy FROM hsm_keys WHERE name = ? AND "
 				  "deleted = 0",
@@ -234,7 +235,10 @@ int cvm_hsm_rotation_policy_put(struct cvm_hsm *h, const struct cvm_hsm_caller *
 	_cleanup_free_ char *text = cvm_json_dump(pol);
 	if (!text)
 		return cvm_err_nomem(err);
-	struct put_ctx p = { .name = name, .text = text };
+	char id[CVM_HSM_NAME_MAX + 1];
+	if ((r = cvm_hsm_name_id(name, id, err)) < 0)
+		return r;
+	struct put_ctx p = { .name = id, .text = text };
 	if ((r = cvm_store_transact(h->store, CVM_TX_WRITE, put_tx, &p, err)) < 0)
 		return r;
 	cvm_hsm_log("key_rotation_policy", c, name, NULL);

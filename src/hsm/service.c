@@ -14,7 +14,8 @@
 
 /* Schema v1. Table names carry the hsm_ prefix: the auth half keeps its own tables. Listing is
  * one indexed range scan: (deleted, name) for keys, the primary key (name, version) for
- * versions; the skiptoken is the last name/version seen. */
+ * versions; the skiptoken is the last name/version seen. `name` is the canonical lowercase id
+ * (Key Vault names are case-insensitive), display_name the spelling of the first create. */
 static const char *const schema_v1[] = {
 	"CREATE TABLE IF NOT EXISTS hsm_meta ("
 	" id INTEGER PRIMARY KEY,"
@@ -26,6 +27,7 @@ static const char *const schema_v1[] = {
 	" domain_created INTEGER)",
 	"CREATE TABLE IF NOT EXISTS hsm_keys ("
 	" name TEXT PRIMARY KEY,"
+	" display_name TEXT NOT NULL,"
 	" current_version TEXT NOT NULL,"
 	" deleted INTEGER NOT NULL,"
 	" deleted_date INTEGER,"
@@ -96,6 +98,18 @@ int cvm_hsm_check_name(const char *name, struct cvm_err *err)
 						"name: only 0-9, a-z, A-Z and '-' are allowed "
 						"(pattern ^[0-9a-zA-Z-]+$)");
 	}
+	return 0;
+}
+
+int cvm_hsm_name_id(const char *name, char id[CVM_HSM_NAME_MAX + 1], struct cvm_err *err)
+{
+	int r = cvm_hsm_check_name(name, err);
+	if (r < 0)
+		return r;
+	size_t i;
+	for (i = 0; name[i]; i++)
+		id[i] = (name[i] >= 'A' && name[i] <= 'Z') ? (char)(name[i] - 'A' + 'a') : name[i];
+	id[i] = '\0';
 	return 0;
 }
 
@@ -479,11 +493,14 @@ int cvm_hsm_keyver_from_row(const struct cvm_rows *rows, size_t i, struct cvm_hs
 	const char *version = cvm_rows_text(rows, i, KV_COL_VERSION);
 	const char *kty = cvm_rows_text(rows, i, KV_COL_KTY);
 	const char *crv = cvm_rows_text(rows, i, KV_COL_CRV);
+	const char *display = cvm_rows_text(rows, i, KV_COL_DISPLAY);
 	if (!name || !version || !kty || strlen(name) > CVM_HSM_NAME_MAX || strlen(version) != 32 ||
+	    !display || strlen(display) > CVM_HSM_NAME_MAX ||
 	    strlen(kty) >= sizeof(kv->kty) || (crv && strlen(crv) >= sizeof(kv->crv)) ||
 	    cvm_hsm_kty_type(kty, &kv->type) < 0)
 		return cvm_err_internal(err, "hsm_key_versions: malformed row");
 	strcpy(kv->name, name);
+	strcpy(kv->display, display);
 	strcpy(kv->version, version);
 	strcpy(kv->kty, kty);
 	if (crv)
@@ -543,13 +560,14 @@ static int keyver_fetch(struct cvm_hsm *h, const char *name, const char *version
 			bool include_deleted, struct cvm_hsm_keyver **out, struct cvm_rows **rows_out,
 			struct cvm_err *err)
 {
-	int r = cvm_hsm_check_name(name, err);
+	char id[CVM_HSM_NAME_MAX + 1];
+	int r = cvm_hsm_name_id(name, id, err);
 	if (r < 0)
 		return r;
 	if (version && version[0] && (r = check_version(version, err)) < 0)
 		return r;
 	_cleanup_rows_ struct cvm_rows *rows = NULL;
-	r = keyver_query(h, name, version, &rows, err);
+	r = keyver_query(h, id, version, &rows, err);
 	if (r < 0)
 		return r;
 	char what[CVM_HSM_NAME_MAX + 40];
@@ -681,7 +699,7 @@ json_t *cvm_hsm_attributes_json(struct cvm_hsm *h, const struct cvm_hsm_keyver *
 int cvm_hsm_key_bundle(struct cvm_hsm *h, const struct cvm_hsm_caller *c,
 		       const struct cvm_hsm_keyver *kv, json_t **out, struct cvm_err *err)
 {
-	_cleanup_free_ char *kid = cvm_hsm_kid(c, kv->name, kv->version);
+	_cleanup_free_ char *kid = cvm_hsm_kid(c, kv->display, kv->version);
 	_cleanup_json_ json_t *key = json_object();
 	_cleanup_json_ json_t *b = json_object();
 	if (!kid || !key || !b)

@@ -11,7 +11,8 @@
 static int add_deleted_fields(const struct cvm_hsm_caller *c, const struct cvm_hsm_keyver *kv,
 			      json_t *obj, struct cvm_err *err)
 {
-	_cleanup_free_ char *rid = cvm_asprintf("%s/deletedkeys/%s", cvm_hsm_base_url(c), kv->name);
+	_cleanup_free_ char *rid = cvm_asprintf("%s/deletedkeys/%s", cvm_hsm_base_url(c),
+						kv->display);
 	if (!rid || json_object_set_new(obj, "recoveryId", json_string(rid)) ||
 	    json_object_set_new(obj, "deletedDate", json_integer(kv->deleted_date)) ||
 	    json_object_set_new(obj, "scheduledPurgeDate", json_integer(kv->scheduled_purge)))
@@ -61,14 +62,15 @@ int cvm_hsm_key_delete(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const 
 	int active = cvm_hsm_check_active(h, err);
 	if (active < 0)
 		return active;
-	int r = cvm_hsm_check_name(name, err);
+	char id[CVM_HSM_NAME_MAX + 1];
+	int r = cvm_hsm_name_id(name, id, err);
 	if (r < 0)
 		return r;
-	struct del_ctx d = { .name = name, .now = cvm_now() };
+	struct del_ctx d = { .name = id, .now = cvm_now() };
 	d.purge_at = d.now + (int64_t)h->retention_days * 86400;
 	if ((r = cvm_store_transact(h->store, CVM_TX_WRITE, delete_tx, &d, err)) < 0)
 		return r;
-	cvm_hsm_cache_drop(h, name);
+	cvm_hsm_cache_drop(h, id);
 	cvm_hsm_log("key_delete", c, name, NULL);
 	return deleted_bundle(h, c, name, out, err);
 }
@@ -113,7 +115,7 @@ int cvm_hsm_deleted_list(struct cvm_hsm *h, const struct cvm_hsm_caller *c, int 
 		_cleanup_keyver_ struct cvm_hsm_keyver *kv = NULL;
 		if ((r = cvm_hsm_keyver_from_row(rows, i, &kv, err)) < 0)
 			return r;
-		_cleanup_free_ char *kid = cvm_hsm_kid(c, kv->name, NULL);
+		_cleanup_free_ char *kid = cvm_hsm_kid(c, kv->display, NULL);
 		json_t *it = json_object();
 		if (!kid || !it || json_array_append_new(items, it) ||
 		    json_object_set_new(it, "kid", json_string(kid)) ||
@@ -147,9 +149,9 @@ int cvm_hsm_deleted_recover(struct cvm_hsm *h, const struct cvm_hsm_caller *c, c
 	int active = cvm_hsm_check_active(h, err);
 	if (active < 0)
 		return active;
-	int r = cvm_hsm_check_name(name, err);
-	if (r < 0 || (r = cvm_store_transact(h->store, CVM_TX_WRITE, recover_tx, (void *)name,
-					     err)) < 0)
+	char id[CVM_HSM_NAME_MAX + 1];
+	int r = cvm_hsm_name_id(name, id, err);
+	if (r < 0 || (r = cvm_store_transact(h->store, CVM_TX_WRITE, recover_tx, id, err)) < 0)
 		return r;
 	cvm_hsm_log("key_recover", c, name, NULL);
 	return cvm_hsm_key_get(h, c, name, NULL, out, err);
@@ -208,13 +210,14 @@ int cvm_hsm_deleted_purge(struct cvm_hsm *h, const struct cvm_hsm_caller *c, con
 	int active = cvm_hsm_check_active(h, err);
 	if (active < 0)
 		return active;
-	int r = cvm_hsm_check_name(name, err);
+	char id[CVM_HSM_NAME_MAX + 1];
+	int r = cvm_hsm_name_id(name, id, err);
 	if (r < 0)
 		return r;
-	struct purge_ctx p = { .h = h, .name = name, .now = cvm_now() };
+	struct purge_ctx p = { .h = h, .name = id, .now = cvm_now() };
 	if ((r = cvm_store_transact(h->store, CVM_TX_WRITE, purge_tx, &p, err)) < 0)
 		return r;
-	cvm_hsm_cache_drop(h, name);
+	cvm_hsm_cache_drop(h, id);
 	cvm_hsm_log("key_purge", c, name, NULL);
 	return 0;
 }

@@ -493,6 +493,49 @@ static void store_has_no_plaintext(void **state)
 	kt_close(&t);
 }
 
+/* Key Vault names are case-insensitive; the spelling of the first create is what kids show. */
+static void names_case_insensitive(void **state)
+{
+	struct kt t;
+	kt_open(&t, state, "casing", 7, false);
+	json_t *v1 = kt_create(&t, "MixedCase", "{\"kty\":\"oct-HSM\"}");
+	assert_true(cvm_str_startswith(jstr(v1, "key.kid"), "https://hsm.test:8443/keys/MixedCase/"));
+	json_t *v2 = kt_create(&t, "MIXEDCASE", "{\"kty\":\"oct-HSM\"}");
+	assert_true(cvm_str_startswith(jstr(v2, "key.kid"), "https://hsm.test:8443/keys/MixedCase/"));
+	json_t *out = NULL;
+	ASSERT_OK(cvm_hsm_key_get(t.h, &caller, "mixedcase", NULL, &out, err));
+	assert_string_equal(kid_version(out), kid_version(v2));
+	json_decref(out);
+	json_t *vers = NULL;
+	ASSERT_OK(cvm_hsm_key_versions(t.h, &caller, "mixedCASE", 0, NULL, NULL, &vers, err));
+	assert_int_equal(json_array_size(json_object_get(vers, "value")), 2);
+	json_decref(vers);
+	json_t *l = NULL;
+	ASSERT_OK(cvm_hsm_key_list(t.h, &caller, 0, NULL, NULL, &l, err));
+	assert_int_equal(json_array_size(json_object_get(l, "value")), 1);
+	assert_string_equal(jstr(json_array_get(json_object_get(l, "value"), 0), "kid"),
+			    "https://hsm.test:8443/keys/MixedCase");
+	json_decref(l);
+	json_t *w = NULL, *wb = J("{\"alg\":\"A256KW\",\"value\":\"AAECAwQFBgcICQoLDA0ODw\"}");
+	ASSERT_OK(cvm_hsm_key_op(t.h, &caller, "mixedcase", NULL, "wrapkey", wb, &w, err));
+	json_decref(wb);
+	assert_true(cvm_str_startswith(jstr(w, "kid"), "https://hsm.test:8443/keys/MixedCase/"));
+	json_decref(w);
+	ASSERT_OK(cvm_hsm_key_delete(t.h, &caller, "MIXEDcase", &out, err));
+	assert_string_equal(jstr(out, "recoveryId"), "https://hsm.test:8443/deletedkeys/MixedCase");
+	json_decref(out);
+	json_t *cb = J("{\"kty\":\"oct-HSM\"}");
+	out = NULL;
+	ASSERT_ERR(cvm_hsm_key_create(t.h, &caller, "mixedcase", cb, &out, err), EEXIST, "Conflict",
+		   NULL);
+	json_decref(cb);
+	ASSERT_OK(cvm_hsm_deleted_recover(t.h, &caller, "mixedcase", &out, err));
+	json_decref(out);
+	json_decref(v1);
+	json_decref(v2);
+	kt_close(&t);
+}
+
 struct racer {
 	struct cvm_hsm *h;
 	int failures;
@@ -554,6 +597,7 @@ int main(void)
 		cmocka_unit_test(not_activated),
 		cmocka_unit_test(store_has_no_plaintext),
 		cmocka_unit_test(concurrent_creates),
+		cmocka_unit_test(names_case_insensitive),
 	};
 	return testdb_run("hsm-keys", tests, CVM_ARRAY_SIZE(tests));
 }
