@@ -621,6 +621,19 @@ CVM_EXPORT int cvm_tee_emu_tdx_quote(const char *dir, const struct cvm_tee_emu_t
 CVM_EXPORT int cvm_tee_emu_tdx_root(const char *dir, const char *fingerprint_hex, X509 **out,
 				    struct cvm_err *err);
 
+/* Service mode, transport-independent (the host wires it to a guest's virtio-serial port):
+ * the guest asks with {"tee": "sev-snp"|"tdx", "report_data": hex(64 bytes), "vmpl"?: 0..3}
+ * and gets {"report": b64url, "cert_chain": PEM VCEK+ASK+ARK} or {"quote": b64url}. What the
+ * VM is (measurement, host data, MRTD, ...) comes from the host's launch description, never
+ * from the guest. Errors: {"error": "message"} and a negative return. */
+struct cvm_tee_emu_vm {
+	struct cvm_tee_emu_report_in snp;   /* report_data and vmpl are taken from the request */
+	struct cvm_tee_emu_tdx_in tdx;      /* report_data is taken from the request */
+};
+CVM_EXPORT int cvm_tee_emu_serve(const char *dir, const struct cvm_tee_emu_vm *vm,
+				 const char *request, size_t len, char **response,
+				 struct cvm_err *err);
+
 /* ==== attestation service (MAA shape) ======================================================= */
 
 struct cvm_attest_service_config {

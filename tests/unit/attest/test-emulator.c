@@ -302,8 +302,88 @@ static void test_tdx_emulator(void **state)
 		assert_int_not_equal(cvm_tdx_verify(q.data, q.len, &o, &pol, &v, &err), 0);
 		q.data[off] ^= 0x01;
 	}
+	/* The same through service mode: the host's MRTD, the guest's report data. */
+	struct cvm_tee_emu_vm vm = { .tdx = in };
+	const char *req = "{\"tee\": \"tdx\", \"report_data\": \""
+			  "0909090909090909090909090909090909090909090909090909090909090909"
+			  "0909090909090909090909090909090909090909090909090909090909090909\"}";
+	char *resp = NULL;
+	assert_int_equal(cvm_tee_emu_serve(dir, &vm, req, strlen(req), &resp, &err), 0);
+	json_t *j = json_loads(resp, 0, NULL);
+	free(resp);
+	const char *qs = json_string_value(json_object_get(j, "quote"));
+	uint8_t *qb = NULL;
+	size_t ql = 0;
+	assert_int_equal(cvm_b64url_decode(qs, strlen(qs), &qb, &ql, "quote", &err), 0);
+	assert_int_equal(cvm_tdx_verify(qb, ql, &o, &pol, &v, &err), 0);
+	assert_int_equal(v.quote.body.report_data[0], 9);
+	assert_int_equal(v.quote.body.mrtd[0], 0x7d);
+	free(qb);
+	json_decref(j);
 	X509_free(root);
 	cvm_buf_free(&q);
+}
+
+/* Service mode: the guest chooses only report data (and VMPL); the host fixes the rest. */
+static void test_serve(void **state)
+{
+	struct fixture *f = *state;
+	struct cvm_err err = { 0 };
+	struct cvm_tee_emu_vm vm = { 0 };
+	memset(vm.snp.measurement, 0xab, 48);
+	memset(vm.snp.report_data, 0xee, 64); /* ignored: the request's value wins */
+	const char *req = "{\"tee\": \"sev-snp\", \"vmpl\": 2, \"report_data\": \""
+			  "0101010101010101010101010101010101010101010101010101010101010101"
+			  "0101010101010101010101010101010101010101010101010101010101010101\"}";
+	char *resp = NULL;
+	assert_int_equal(cvm_tee_emu_serve(f->genoa, &vm, req, strlen(req), &resp, &err), 0);
+	json_t *j = json_loads(resp, 0, NULL);
+	free(resp);
+	const char *rep = json_string_value(json_object_get(j, "report"));
+	const char *chain = json_string_value(json_object_get(j, "cert_chain"));
+	assert_non_null(rep);
+	assert_non_null(chain);
+	uint8_t *r = NULL;
+	size_t rl = 0;
+	assert_int_equal(cvm_b64url_decode(rep, strlen(rep), &r, &rl, "report", &err), 0);
+	struct cvm_snp_certs certs = { 0 };
+	assert_int_equal(cvm_snp_certs_add(&certs, (const uint8_t *)chain, strlen(chain), &err), 0);
+	assert_non_null(certs.ark);
+	_cleanup_roots_ struct cvm_attest_roots *roots = NULL;
+	assert_int_equal(cvm_attest_roots_new_empty(&roots, &err), 0);
+	assert_int_equal(cvm_attest_roots_add_emulator(roots, f->genoa, f->fp_genoa, &err), 0);
+	struct cvm_snp_policy pol;
+	cvm_snp_policy_default(&pol);
+	pol.allow_emulated = true;
+	struct cvm_snp_verdict v;
+	assert_int_equal(cvm_snp_verify(r, rl, &certs, roots, NULL, &pol, &v, &err), 0);
+	assert_int_equal(v.report.vmpl, 2);
+	assert_int_equal(v.report.report_data[0], 1);
+	assert_int_equal(v.report.measurement[0], 0xab);
+	free(r);
+	cvm_snp_certs_clear(&certs);
+	json_decref(j);
+	/* Bad requests answer with an error object. */
+	const char *bad[] = { "{\"tee\": \"sgx\", \"report_data\": \"00\"}",
+			      "{\"tee\": \"sev-snp\", \"report_data\": \"00\"}",
+			      "{\"tee\": \"sev-snp\"}", "not json",
+			      "{\"tee\": \"sev-snp\", \"vmpl\": 4, \"report_data\": \"" 
+			      "0000000000000000000000000000000000000000000000000000000000000000"
+			      "0000000000000000000000000000000000000000000000000000000000000000\"}" };
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(bad); i++) {
+		resp = NULL;
+		assert_int_equal(cvm_tee_emu_serve(f->genoa, &vm, bad[i], strlen(bad[i]), &resp, &err),
+				 -EINVAL);
+		assert_non_null(strstr(resp, "\"error\""));
+		free(resp);
+	}
+	/* TDX request against a directory without a TDX emulator: an error, not a crash. */
+	req = "{\"tee\": \"tdx\", \"report_data\": \""
+	      "0000000000000000000000000000000000000000000000000000000000000000"
+	      "0000000000000000000000000000000000000000000000000000000000000000\"}";
+	resp = NULL;
+	assert_int_equal(cvm_tee_emu_serve(f->turin, &vm, req, strlen(req), &resp, &err), -ENOENT);
+	free(resp);
 }
 
 static void test_bad_inputs(void **state)
@@ -330,6 +410,7 @@ int main(void)
 		cmocka_unit_test(test_vcek_tcb_mismatch),
 		cmocka_unit_test(test_crl),
 		cmocka_unit_test(test_tdx_emulator),
+		cmocka_unit_test(test_serve),
 		cmocka_unit_test(test_bad_inputs),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
