@@ -205,7 +205,8 @@ CVM_EXPORT int cvm_mbr2gpt(const char *in, const char *out, const struct cvm_mbr
  * Either side killed at any point resumes from the last acknowledged cursor; if the two states
  * disagree (different generation or pass) the source fetches the target's hashes (zstd) and
  * compares against those, so nothing is trusted that the target cannot vouch for. Memory is
- * bounded by the sync window (default 32 MiB of block data), independent of the disk size.
+ * bounded (16 MiB read batch, one block of each buffer, hashes of the sync window),
+ * independent of the disk size.
  *
  * Wire frames: 12-byte header "CVR1" | type u8 | flags u8 | reserved u16 (0) | length u32 LE,
  * then `length` payload bytes (<= CVM_REPL_MAX_PAYLOAD). All integers little-endian. */
@@ -306,7 +307,7 @@ struct cvm_repl_send_opts {
 	struct cvm_repl_tls tls;
 	uint32_t block_size;      /* 0 = CVM_REPL_DEFAULT_BLOCK (first pass fixes it) */
 	int zstd_level;           /* 0 = 1 (fast); < 0 = no compression */
-	uint64_t sync_bytes;      /* 0 = 32 MiB: data between SYNCs (memory bound) */
+	uint64_t sync_bytes;      /* 0 = 64 MiB: data between SYNCs (bounds what a crash resends) */
 	cvm_repl_progress_fn progress;
 	void *progress_ctx;
 };

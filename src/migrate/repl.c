@@ -21,6 +21,7 @@
 #define ST_MAGIC "CVMRST01"
 #define HASH 32u
 #define BATCH 256u                 /* blocks whose hashes are read from the state at once */
+#define BATCH_BYTES (16u << 20)    /* source data read and hashed at once */
 #define MAX_PENDING 65536u         /* target: blocks accepted between SYNCs */
 #define SYNC_MS 2000u
 
@@ -401,8 +402,10 @@ struct sender {
 	struct rstate s;
 	int img;
 	uint8_t *data, *zbuf;
+	uint8_t *batch;              /* BATCH_BYTES of source read at once */
 	size_t zcap;
 	ZSTD_CCtx *zc;
+	unsigned zmiss, zskip;       /* consecutive incompressible blocks; blocks left to skip */
 	uint64_t *pend_idx;
 	uint8_t *pend_hash;
 	size_t npend, pend_cap;
@@ -537,22 +540,28 @@ static void report(struct sender *x, uint64_t block, bool force)
 	x->o->progress(x->o->progress_ctx, block, x->s.nblocks, x->st);
 }
 
-static int send_block(struct sender *x, uint64_t i, size_t len, const uint8_t hash[HASH],
-		      struct cvm_err *err)
+static int send_block(struct sender *x, uint64_t i, const uint8_t *data, size_t len,
+		      const uint8_t hash[HASH], struct cvm_err *err)
 {
 	uint8_t head[8 + HASH];
 	mig_put_le64(head, i);
 	memcpy(head + 8, hash, HASH);
-	const uint8_t *payload = x->data;
+	const uint8_t *payload = data;
 	size_t plen = len;
 	uint8_t flags = 0;
-	if (x->zc) {
-		size_t z = ZSTD_compressCCtx(x->zc, x->zbuf, x->zcap, x->data, len,
+	/* Incompressible runs (encrypted or compressed data) skip zstd for a while rather than
+	 * paying for it on every block; a probe every 64 blocks notices when that changes. */
+	if (x->zc && (x->zskip == 0 || x->zskip-- == 0)) {
+		size_t z = ZSTD_compressCCtx(x->zc, x->zbuf, x->zcap, data, len,
 					     x->o->zstd_level ? x->o->zstd_level : 1);
-		if (!ZSTD_isError(z) && z < len) {
+		if (!ZSTD_isError(z) && z < len - len / 64) {
 			payload = x->zbuf;
 			plen = z;
 			flags = CVM_REPL_F_ZSTD;
+			x->zmiss = 0;
+		} else if (++x->zmiss >= 8) {
+			x->zskip = 64;
+			x->zmiss = 0;
 		}
 	}
 	int r = conn_send(&x->c, CVM_REPL_BLOCK, flags, head, sizeof(head), payload, plen, err);
@@ -578,35 +587,79 @@ static int send_block(struct sender *x, uint64_t i, size_t len, const uint8_t ha
 	return 0;
 }
 
+/* Hash blocks [from, to) of a batch already in memory. */
+struct hash_job {
+	const uint8_t *buf;
+	uint8_t *out;
+	uint64_t from, to;
+	uint32_t bs;
+	uint64_t last_len;   /* length of the batch's final block (short at the disk's end) */
+	uint64_t nblk;
+	bool ok;
+};
+
+static void *hash_range_job(void *arg)
+{
+	struct hash_job *j = arg;
+	unsigned int ol;
+	j->ok = true;
+	for (uint64_t k = j->from; k < j->to && j->ok; k++) {
+		size_t len = k + 1 == j->nblk ? (size_t)j->last_len : j->bs;
+		ol = HASH;
+		j->ok = EVP_Digest(j->buf + k * j->bs, len, j->out + k * HASH, &ol, EVP_sha256(), NULL) == 1;
+	}
+	return NULL;
+}
+
+/* One read for the batch, hashes on two threads (the host's cores, not the network, bound a
+ * delta pass), then the changed blocks go out in order. */
 static int scan(struct sender *x, uint64_t start, struct cvm_err *err)
 {
-	uint64_t sync_bytes = x->o->sync_bytes ? x->o->sync_bytes : 32ull << 20;
-	uint8_t known[BATCH * HASH], h[HASH], zero_hash[HASH];
+	uint64_t sync_bytes = x->o->sync_bytes ? x->o->sync_bytes : 64ull << 20;
+	uint8_t known[BATCH * HASH], hashes[BATCH * HASH], zero_hash[HASH];
 	memset(x->data, 0, x->s.bs);
 	int r = sha256(x->data, x->s.bs, zero_hash, err);
 	x->last_sync_ms = (uint64_t)cvm_now_ms();
-	for (uint64_t b = start; b < x->s.nblocks && r == 0; b += BATCH) {
-		uint64_t n = x->s.nblocks - b < BATCH ? x->s.nblocks - b : BATCH;
-		if ((r = st_get(&x->s, b, n, known, err)) < 0)
+	uint64_t per = BATCH_BYTES / x->s.bs < BATCH ? BATCH_BYTES / x->s.bs : BATCH;
+	for (uint64_t b = start; b < x->s.nblocks && r == 0; b += per) {
+		uint64_t n = x->s.nblocks - b < per ? x->s.nblocks - b : per;
+		uint64_t off = b * x->s.bs;
+		uint64_t blen = x->s.disk - off < n * x->s.bs ? x->s.disk - off : n * x->s.bs;
+		if ((r = st_get(&x->s, b, n, known, err)) < 0 ||
+		    (r = mig_pread_full(x->img, x->batch, (size_t)blen, off, err)) < 0)
 			break;
+		struct hash_job j[2];
+		for (int t = 0; t < 2; t++)
+			j[t] = (struct hash_job){.buf = x->batch, .out = hashes, .from = t ? n / 2 : 0,
+						 .to = t ? n : n / 2, .bs = x->s.bs, .nblk = n,
+						 .last_len = blen - (n - 1) * x->s.bs};
+		pthread_t th;
+		bool threaded = n > 1 && pthread_create(&th, NULL, hash_range_job, &j[1]) == 0;
+		hash_range_job(&j[0]);
+		if (threaded)
+			pthread_join(th, NULL);
+		else
+			hash_range_job(&j[1]);
+		if (!j[0].ok || !j[1].ok) {
+			r = cvm_err_openssl(err, EIO, "sha256");
+			break;
+		}
 		for (uint64_t k = 0; k < n && r == 0; k++) {
-			uint64_t i = b + k, off = i * x->s.bs;
-			size_t len = x->s.disk - off < x->s.bs ? (size_t)(x->s.disk - off) : x->s.bs;
-			if ((r = mig_pread_full(x->img, x->data, len, off, err)) < 0 ||
-			    (r = sha256(x->data, len, h, err)) < 0)
-				break;
+			uint64_t i = b + k;
+			size_t len = k + 1 == n ? (size_t)j[0].last_len : x->s.bs;
+			const uint8_t *h = hashes + k * HASH;
 			if (memcmp(h, known + k * HASH, HASH) == 0) {
 				if (len == x->s.bs && memcmp(h, zero_hash, HASH) == 0)
 					x->st->blocks_zero_skipped++;
 				continue;
 			}
-			if ((r = send_block(x, i, len, h, err)) < 0)
+			if ((r = send_block(x, i, x->batch + k * x->s.bs, len, h, err)) < 0)
 				break;
 			if (x->since_sync >= sync_bytes ||
 			    (uint64_t)cvm_now_ms() - x->last_sync_ms >= SYNC_MS)
 				r = sync_upto(x, i + 1, err);
-			report(x, i, false);
 		}
+		report(x, b + n, false);
 	}
 	return r < 0 ? r : sync_upto(x, x->s.nblocks, err);
 }
@@ -685,11 +738,12 @@ static int repl_send(const struct cvm_repl_send_opts *o, struct cvm_repl_stats *
 	if ((r = sender_state(&x, disk, err)) < 0)
 		goto out;
 	x.data = malloc(x.s.bs);
+	x.batch = malloc(BATCH_BYTES);
 	x.zcap = ZSTD_compressBound(x.s.bs);
 	x.zbuf = malloc(x.zcap);
 	if (o->zstd_level >= 0)
 		x.zc = ZSTD_createCCtx();
-	if (!x.data || !x.zbuf || (o->zstd_level >= 0 && !x.zc)) {
+	if (!x.data || !x.batch || !x.zbuf || (o->zstd_level >= 0 && !x.zc)) {
 		r = cvm_err_nomem(err);
 		goto out;
 	}
@@ -763,6 +817,7 @@ out:
 		close(x.img);
 	ZSTD_freeCCtx(x.zc);
 	free(x.data);
+	free(x.batch);
 	free(x.zbuf);
 	free(x.pend_idx);
 	free(x.pend_hash);
