@@ -251,7 +251,7 @@ static int version_insert_tx(struct cvm_tx *tx, void *vctx, struct cvm_err *err)
 		return r;
 	bool exists = cvm_rows_count(rows) == 1;
 	if (exists && cvm_rows_int(rows, 0, 0))
-		return cvm_hsm_err_deleted_conflict(err, nv->name);
+		return cvm_hsm_err_deleted_conflict(err, nv->display ? nv->display : nv->name);
 	const char *cur = exists ? cvm_rows_text(rows, 0, 1) : NULL;
 	if (nv->expect_current && (!cur || strcmp(cur, nv->expect_current)))
 		return cvm_err_set(err, EALREADY, "Conflict",
@@ -430,11 +430,12 @@ static int empty_body(json_t **body, json_t **owned, struct cvm_err *err)
 
 /* Early, cheap refusal of a soft-deleted name before generating key material (an RSA-4096
  * generation takes a while); the insert transaction checks again. */
-static int refuse_deleted_name(struct cvm_hsm *h, const char *name, struct cvm_err *err)
+static int refuse_deleted_name(struct cvm_hsm *h, const char *id, const char *name,
+			       struct cvm_err *err)
 {
 	_cleanup_tx_ struct cvm_tx *tx = NULL;
 	_cleanup_rows_ struct cvm_rows *rows = NULL;
-	struct cvm_val p[] = { CVM_VAL_S(name) };
+	struct cvm_val p[] = { CVM_VAL_S(id) };
 	int r;
 	if ((r = cvm_tx_begin(h->store, CVM_TX_READ, &tx, err)) < 0 ||
 	    (r = cvm_tx_query(tx, "SELECT deleted FROM hsm_keys WHERE name = ?", p, 1, &rows,
@@ -466,7 +467,7 @@ int cvm_hsm_key_create(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const 
 	cvm_hsm_kty_type(kty, &nv.type);
 	_cleanup_key_ struct cvm_key *k = NULL;
 	if ((r = parse_version_fields(body, body, "key_ops", &nv, err)) < 0 ||
-	    (r = refuse_deleted_name(h, id, err)) < 0 ||
+	    (r = refuse_deleted_name(h, id, name, err)) < 0 ||
 	    (r = gen_key(body, nv.type, kty, &k, err)) < 0 ||
 	    (r = cvm_hsm_newver_from_key(h, &nv, reported_kty(nv.type, strstr(kty, "-HSM")), k,
 					 err)) < 0 ||
