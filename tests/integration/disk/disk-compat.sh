@@ -168,11 +168,11 @@ python3 -c "import sys; sys.stdout.buffer.write(bytes((i * 37 + 11) % 256 for i 
 head -c $((320 * 1024 * 1024)) /dev/urandom >"$W/k.raw"
 K_SHA=$(sha "$W/k.raw")
 kills=0
-for attempt in $(seq 1 12); do
+for attempt in $(seq 1 30); do
 	"$TOOL" encrypt "$W/k.raw" "$W/k.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES" threads=2 chunk=262144 \
 		ckpt_ms=20 vkfile="$W/fixed.vk" 2>"$W/k.err" &
 	pid=$!
-	sleep "0.$((RANDOM % 4 + 1))"
+	sleep "$(printf 0.%02d $((RANDOM % 26 + 5)))" # 0.05 .. 0.30 s
 	kill -KILL "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 	if [ -e "$W/k.img" ]; then
