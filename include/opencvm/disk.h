@@ -269,6 +269,19 @@ CVM_EXPORT int cvm_disk_rec_list(struct cvm_store *s, const char *des, struct cv
 CVM_EXPORT void cvm_disk_rec_list_free(struct cvm_disk_rec *list, size_t n);
 CVM_EXPORT int cvm_disk_rec_delete(struct cvm_store *s, const char *name, struct cvm_err *err);
 
+/* The CLI's `disk create` / `disk encrypt` in one call each: wrap with the named DES's key,
+ * create the image at path (cvm_disk_create / cvm_disk_encrypt_image with opts), then register
+ * it under name with the kid actually used. The name is checked first (-EEXIST before any
+ * work); if registering still fails, the new image is removed again. */
+CVM_EXPORT int cvm_disk_create_registered(struct cvm_store *s, const char *name,
+					  const char *path, uint64_t size, const char *des,
+					  const struct cvm_disk_keywrap *kw,
+					  const struct cvm_disk_opts *opts, struct cvm_err *err);
+CVM_EXPORT int cvm_disk_encrypt_registered(struct cvm_store *s, const char *name,
+					   const char *src, const char *path, const char *des,
+					   const struct cvm_disk_keywrap *kw,
+					   const struct cvm_disk_opts *opts, struct cvm_err *err);
+
 /* Rotate a registered disk to its DES's key (the latest version when the DES follows latest):
  * re-wrap via cvm_disk_rotate when the kid would change, then record the new kid. Sets
  * *rotated to whether anything changed. */

@@ -3,6 +3,8 @@
 #include "disk-internal.h"
 
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <opencvm/store.h>
 
@@ -435,4 +437,90 @@ int cvm_disk_rotate_registered(struct cvm_store *s, const char *name,
 	cvm_log_info("disk_rotated_registered", "name=%s des=%s kid=%s", name, rec.des,
 		     info.hsm.key_url);
 	return 0;
+}
+
+/* ---- create + register ------------------------------------------------------------------- */
+
+static int name_free(struct cvm_store *s, const char *name, struct cvm_err *err)
+{
+	struct cvm_disk_rec rec;
+	int r = cvm_disk_rec_get(s, name, &rec, err);
+	if (r == 0) {
+		cvm_disk_rec_clear(&rec);
+		return cvm_err_set(err, EEXIST, "Conflict", "disk %s already exists", name);
+	}
+	if (r != -ENOENT)
+		return r;
+	cvm_err_clear(err);
+	return 0;
+}
+
+static int register_new(struct cvm_store *s, const char *name, const char *path,
+			const char *des, const struct cvm_disk_opts *opts, struct cvm_err *err)
+{
+	_cleanup_(cvm_disk_info_clear) struct cvm_disk_info info = { 0 };
+	struct stat st;
+	int r = cvm_disk_info(path, &info, err);
+	if (r >= 0 && stat(path, &st) < 0)
+		r = cvm_err_set(err, errno, "InternalError", "stat %s: %s", path, strerror(errno));
+	if (r >= 0) {
+		struct cvm_disk_rec rec = {
+			.name = (char *)name, .path = (char *)path, .des = (char *)des,
+			.kind = opts ? opts->kind : CVM_DISK_KIND_OS, .size = (uint64_t)st.st_size,
+			.kid = info.hsm.key_url,
+		};
+		r = cvm_disk_rec_add(s, &rec, err);
+	}
+	if (r < 0) {
+		(void)unlink(path); /* an image nobody can find by name is only a liability */
+		return cvm_err_prefix(err, "register disk %s", name);
+	}
+	return 0;
+}
+
+/* Look up the DES and its wrap parameters; the caller's kw does the wrapping. */
+static int des_params(struct cvm_store *s, const char *des_name,
+		      const struct cvm_disk_keywrap *kw, struct cvm_des *des,
+		      struct cvm_disk_wrap_params *wp, struct cvm_err *err)
+{
+	int r = cvm_des_get(s, des_name, des, err);
+	if (r < 0)
+		return r;
+	*wp = (struct cvm_disk_wrap_params){ .kw = kw, .key_url = des->key_url, .alg = des->alg,
+					     .des = des->name };
+	return 0;
+}
+
+int cvm_disk_create_registered(struct cvm_store *s, const char *name, const char *path,
+			       uint64_t size, const char *des_name,
+			       const struct cvm_disk_keywrap *kw, const struct cvm_disk_opts *opts,
+			       struct cvm_err *err)
+{
+	_cleanup_(cvm_des_clear) struct cvm_des des = { 0 };
+	struct cvm_disk_wrap_params wp;
+	int r;
+	if (!valid_name(name))
+		return cvm_err_badparam(err, "name: expected 1..80 characters of A-Z a-z 0-9 - _");
+	if ((r = name_free(s, name, err)) < 0 ||
+	    (r = des_params(s, des_name, kw, &des, &wp, err)) < 0 ||
+	    (r = cvm_disk_create(path, size, &wp, opts, err)) < 0)
+		return r;
+	return register_new(s, name, path, des.name, opts, err);
+}
+
+int cvm_disk_encrypt_registered(struct cvm_store *s, const char *name, const char *src,
+				const char *path, const char *des_name,
+				const struct cvm_disk_keywrap *kw, const struct cvm_disk_opts *opts,
+				struct cvm_err *err)
+{
+	_cleanup_(cvm_des_clear) struct cvm_des des = { 0 };
+	struct cvm_disk_wrap_params wp;
+	int r;
+	if (!valid_name(name))
+		return cvm_err_badparam(err, "name: expected 1..80 characters of A-Z a-z 0-9 - _");
+	if ((r = name_free(s, name, err)) < 0 ||
+	    (r = des_params(s, des_name, kw, &des, &wp, err)) < 0 ||
+	    (r = cvm_disk_encrypt_image(src, path, &wp, opts, err)) < 0)
+		return r;
+	return register_new(s, name, path, des.name, opts, err);
 }

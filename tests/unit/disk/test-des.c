@@ -215,11 +215,60 @@ static void test_registry_and_rotation(void **state)
 	assert_int_equal(cvm_des_delete(fx->store, "pinned", &err), 0);
 }
 
+static void test_registered(void **state)
+{
+	struct fx *fx = *state;
+	struct cvm_err err = { 0 };
+	struct cvm_des d = des_of("des1", "https://kv.test/keys/k1", "oid-ok");
+	assert_int_equal(cvm_des_create(fx->store, &d, &authz, &err), 0);
+	_cleanup_free_ char *p1 = cvm_asprintf("%s/vm1-os.img", fx->dir);
+	_cleanup_free_ char *p2 = cvm_asprintf("%s/other.img", fx->dir);
+	_cleanup_free_ char *src = cvm_asprintf("%s/src.raw", fx->dir);
+	_cleanup_free_ char *p3 = cvm_asprintf("%s/vm1-data.img", fx->dir);
+	struct cvm_disk_opts o = { .kind = CVM_DISK_KIND_VMGS };
+	assert_int_equal(cvm_disk_create_registered(fx->store, "vm1-vmgs", p1, 32u << 20, "des1",
+						    &fx->kw, &o, &err),
+			 0);
+	struct cvm_disk_rec rec;
+	assert_int_equal(cvm_disk_rec_get(fx->store, "vm1-vmgs", &rec, &err), 0);
+	assert_string_equal(rec.kid, "https://kv.test/keys/k1/v1");
+	assert_string_equal(rec.des, "des1");
+	assert_int_equal(rec.kind, CVM_DISK_KIND_VMGS);
+	assert_int_equal(rec.size, 32u << 20);
+	cvm_disk_rec_clear(&rec);
+
+	/* twins: the name is taken (nothing created), the DES does not exist (nothing created) */
+	assert_int_equal(cvm_disk_create_registered(fx->store, "vm1-vmgs", p2, 32u << 20, "des1",
+						    &fx->kw, &o, &err),
+			 -EEXIST);
+	assert_int_equal(cvm_disk_create_registered(fx->store, "x", p2, 32u << 20, "nope", &fx->kw,
+						    &o, &err),
+			 -ENOENT);
+	assert_int_equal(access(p2, F_OK), -1);
+
+	/* encrypt + register */
+	FILE *f = fopen(src, "w");
+	assert_non_null(f);
+	for (int i = 0; i < 2 * 1024 * 1024; i += 8)
+		fputs("opencvm!", f);
+	fclose(f);
+	o.kind = CVM_DISK_KIND_DATA;
+	assert_int_equal(cvm_disk_encrypt_registered(fx->store, "vm1-data", src, p3, "des1", &fx->kw,
+						     &o, &err),
+			 0);
+	assert_int_equal(cvm_disk_rec_get(fx->store, "vm1-data", &rec, &err), 0);
+	assert_int_equal(rec.size, (2u << 20) + CVM_DISK_DATA_OFFSET);
+	cvm_disk_rec_clear(&rec);
+	_cleanup_secret_ struct cvm_secret *sec = NULL;
+	assert_int_equal(cvm_disk_unlock_secret(p3, &fx->kw, &sec, &err), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_des_crud, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_registry_and_rotation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_registered, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
