@@ -336,3 +336,54 @@ struct cvm_repl_state_info {
 };
 CVM_EXPORT int cvm_repl_state_read(const char *path, struct cvm_repl_state_info *out,
 				   struct cvm_err *err);
+
+/* ---- projects and servers (persisted through store.h, every change audited) --------------
+ * A project holds servers; each server moves through the phases below. Every transition is
+ * checked against the table (cvm_mig_phase_allowed) and committed in one transaction with its
+ * audit record (operation "migrate/servers/<verb>", detail JSON with project, server, from,
+ * to, reason). A server whose last assessment is not-ready cannot start replicating. */
+enum cvm_mig_phase {
+	CVM_MIG_DISCOVERED, CVM_MIG_ASSESSED, CVM_MIG_REMEDIATED, CVM_MIG_REPLICATING,
+	CVM_MIG_TEST_MIGRATED, CVM_MIG_CUTOVER_READY, CVM_MIG_CUT_OVER, CVM_MIG_DECOMMISSIONED,
+	CVM_MIG_FAILED, CVM_MIG_ROLLED_BACK,
+};
+/* "discovered" "assessed" "remediated" "replicating" "test-migrated" "cutover-ready"
+ * "cut-over" "decommissioned" "failed" "rolled-back" */
+CVM_EXPORT const char *cvm_mig_phase_name(enum cvm_mig_phase p);
+CVM_EXPORT int cvm_mig_phase_parse(const char *s, enum cvm_mig_phase *out, struct cvm_err *err);
+CVM_EXPORT bool cvm_mig_phase_allowed(enum cvm_mig_phase from, enum cvm_mig_phase to);
+
+struct cvm_mig_server {
+	char *project, *name;
+	char *source;             /* disk image path */
+	enum cvm_mig_phase phase;
+	enum cvm_mig_phase failed_from; /* phase a failed/rolled-back server left */
+	char *verdict;            /* last assessment verdict, NULL before the first */
+	char *reason;             /* reason given with the last transition */
+	int64_t created, updated;
+};
+CVM_EXPORT void cvm_mig_server_clear(struct cvm_mig_server *s);
+CVM_EXPORT void cvm_mig_server_list_free(struct cvm_mig_server *list, size_t n);
+
+struct cvm_store;
+/* Names: 1..80 of [A-Za-z0-9_.-]. principal (nullable) goes into the audit records. */
+CVM_EXPORT int cvm_mig_project_create(struct cvm_store *s, const char *name,
+				      const char *principal, struct cvm_err *err);
+CVM_EXPORT int cvm_mig_server_add(struct cvm_store *s, const char *project, const char *name,
+				  const char *source, const char *principal, struct cvm_err *err);
+/* Assess the server's source image, store the verdict and report, and move it to assessed
+ * (from discovered, assessed, remediated or failed). *report is the JSON (malloc'd). */
+CVM_EXPORT int cvm_mig_server_assess(struct cvm_store *s, const char *project, const char *name,
+				     const struct cvm_assess_opts *opts, const char *principal,
+				     char **report, struct cvm_err *err);
+/* Move to `to` when the table allows it; -EPERM "Forbidden" with the allowed next phases
+ * otherwise. */
+CVM_EXPORT int cvm_mig_server_transition(struct cvm_store *s, const char *project,
+					 const char *name, enum cvm_mig_phase to,
+					 const char *reason, const char *principal,
+					 struct cvm_err *err);
+CVM_EXPORT int cvm_mig_server_get(struct cvm_store *s, const char *project, const char *name,
+				  struct cvm_mig_server *out, struct cvm_err *err);
+/* Ordered by name; -ENOENT when the project does not exist. */
+CVM_EXPORT int cvm_mig_server_list(struct cvm_store *s, const char *project,
+				   struct cvm_mig_server **out, size_t *n, struct cvm_err *err);

@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include <opencvm/migrate.h>
+#include <opencvm/store.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -276,6 +277,141 @@ static int migrate_replicate(struct cli *cli, int argc, char **argv)
 	return cli_dispatch(cli, "migrate replicate", verbs, CVM_ARRAY_SIZE(verbs), argc - 1, argv + 1);
 }
 
+/* ---- projects and servers ------------------------------------------------------------------ */
+#define STORE_USAGE "(--store URL | --state-dir DIR)"
+
+static int open_store(const char *store, const char *state_dir, struct cvm_store **s,
+		      struct cvm_err *err)
+{
+	_cleanup_free_ char *url = NULL;
+	if (!store && state_dir)
+		store = url = cvm_asprintf("sqlite:%s/cvmd.db", state_dir);
+	if (!store)
+		return cvm_err_badparam(err, "--store URL or --state-dir DIR is required");
+	return cvm_store_open(store, s, err);
+}
+
+static const char *principal(void)
+{
+	const char *u = getenv("USER");
+	return u && u[0] ? u : "cli";
+}
+
+static json_t *server_json(const struct cvm_mig_server *v)
+{
+	return json_pack("{s:s,s:s,s:s,s:s,s:s?,s:s?,s:s?,s:I,s:I}", "project", v->project, "name",
+			 v->name, "source", v->source, "phase", cvm_mig_phase_name(v->phase),
+			 "failed_from", (v->phase == CVM_MIG_FAILED || v->phase == CVM_MIG_ROLLED_BACK) ?
+			 cvm_mig_phase_name(v->failed_from) : NULL, "verdict", v->verdict, "reason",
+			 v->reason, "created", (json_int_t)v->created, "updated", (json_int_t)v->updated);
+}
+
+static int migrate_project(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "migrate project create NAME " STORE_USAGE;
+	const char *store = NULL, *state_dir = NULL, *pos[2] = {0};
+	size_t np = 0;
+	const struct cli_opt opts[] = {{"--store", true, &store, NULL, NULL},
+				       {"--state-dir", true, &state_dir, NULL, NULL}};
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 2, 2, &np, usage);
+	if (rc)
+		return rc;
+	if (np != 2 || strcmp(pos[0], "create") != 0)
+		return cli_usage_error(usage, "expected: create NAME");
+	struct cvm_err err = {0};
+	_cleanup_store_ struct cvm_store *s = NULL;
+	if (open_store(store, state_dir, &s, &err) < 0 ||
+	    cvm_mig_project_create(s, pos[1], principal(), &err) < 0)
+		return cli_fail(&err, "migrate project create");
+	if (!cli->json)
+		printf("project %s created\n", pos[1]);
+	return CLI_OK;
+}
+
+static int migrate_server(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "migrate server add PROJECT NAME --image FILE | assess PROJECT NAME | "
+			    "set-phase PROJECT NAME PHASE [--reason TEXT] | show PROJECT NAME | "
+			    "list PROJECT  " STORE_USAGE;
+	const char *store = NULL, *state_dir = NULL, *image = NULL, *reason = NULL, *pos[4] = {0};
+	size_t np = 0;
+	const struct cli_opt opts[] = {{"--store", true, &store, NULL, NULL},
+				       {"--state-dir", true, &state_dir, NULL, NULL},
+				       {"--image", true, &image, NULL, NULL},
+				       {"--reason", true, &reason, NULL, NULL}};
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 4, 2, &np, usage);
+	if (rc)
+		return rc;
+	const char *verb = pos[0];
+	bool list = strcmp(verb, "list") == 0, setp = strcmp(verb, "set-phase") == 0;
+	if ((list && np != 2) || (setp && np != 4) || (!list && !setp && np != 3) ||
+	    (!list && !setp && strcmp(verb, "add") && strcmp(verb, "assess") && strcmp(verb, "show")))
+		return cli_usage_error(usage, "unexpected arguments for '%s'", verb);
+	if (strcmp(verb, "add") == 0 && !image)
+		return cli_usage_error(usage, "add needs --image FILE");
+	struct cvm_err err = {0};
+	_cleanup_store_ struct cvm_store *s = NULL;
+	if (open_store(store, state_dir, &s, &err) < 0)
+		return cli_fail(&err, "migrate server");
+	const char *proj = pos[1], *name = pos[2];
+	int r = 0;
+	if (strcmp(verb, "add") == 0) {
+		r = cvm_mig_server_add(s, proj, name, image, principal(), &err);
+	} else if (strcmp(verb, "assess") == 0) {
+		_cleanup_free_ char *report = NULL;
+		r = cvm_mig_server_assess(s, proj, name, NULL, principal(), &report, &err);
+		if (r == 0 && cli->json)
+			printf("%s\n", report);
+		else if (r == 0) {
+			json_t *j = json_loads(report, 0, NULL);
+			printf("server %s assessed: %s\n", name,
+			       json_string_value(json_object_get(j, "verdict")));
+			json_decref(j);
+		}
+		if (r == 0)
+			return CLI_OK;
+	} else if (setp) {
+		enum cvm_mig_phase to;
+		if (cvm_mig_phase_parse(pos[3], &to, &err) < 0)
+			return cli_usage_error(usage, "%s", err.msg);
+		r = cvm_mig_server_transition(s, proj, name, to, reason, principal(), &err);
+	} else if (list) {
+		struct cvm_mig_server *v = NULL;
+		size_t n = 0;
+		if ((r = cvm_mig_server_list(s, proj, &v, &n, &err)) < 0)
+			return cli_fail(&err, "migrate server list");
+		json_t *rows = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(rows, server_json(&v[i]));
+		cvm_mig_server_list_free(v, n);
+		if (cli->json) {
+			cli_print_json(rows);
+		} else {
+			static const char *const h[] = {"NAME", "PHASE", "VERDICT", "SOURCE"};
+			static const char *const p[] = {"name", "phase", "verdict", "source"};
+			cli_print_table(rows, h, p, 4);
+		}
+		json_decref(rows);
+		return CLI_OK;
+	}
+	if (r < 0)
+		return cli_fail(&err, "migrate server");
+	struct cvm_mig_server v;
+	if (cvm_mig_server_get(s, proj, name, &v, &err) < 0)
+		return cli_fail(&err, "migrate server");
+	json_t *j = server_json(&v);
+	cvm_mig_server_clear(&v);
+	if (cli->json) {
+		cli_print_json(j);
+	} else {
+		static const char *const l[] = {"name", "phase", "verdict", "source", "reason"};
+		static const char *const p[] = {"name", "phase", "verdict", "source", "reason"};
+		cli_print_fields(j, l, p, 5);
+	}
+	json_decref(j);
+	return CLI_OK;
+}
+
 int cli_migrate(struct cli *cli, int argc, char **argv)
 {
 	static const struct cli_verb verbs[] = {
@@ -283,6 +419,9 @@ int cli_migrate(struct cli *cli, int argc, char **argv)
 		{"mbr2gpt", migrate_mbr2gpt,
 		 "mbr2gpt --in IMG --out IMG [--grow] [--no-fstab] [--dry-run] [--json]"},
 		{"replicate", migrate_replicate, "replicate send|serve|status ..."},
+		{"project", migrate_project, "project create NAME (--store URL | --state-dir DIR)"},
+		{"server", migrate_server, "server add|assess|set-phase|show|list PROJECT [NAME] "
+					   "(--store URL | --state-dir DIR)"},
 	};
 	return cli_dispatch(cli, "migrate", verbs, CVM_ARRAY_SIZE(verbs), argc, argv);
 }
