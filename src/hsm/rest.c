@@ -325,11 +325,18 @@ void rest_note_kid(struct rest_call *c, json_t *bundle)
 static int check_api_version(struct rest_call *c, struct cvm_err *err)
 {
 	const char *v = cvm_http_req_query(c->req, "api-version");
+	/* 7.6 / 2025-07-01 are what current SDKs send by default; the keys API shapes we serve
+	 * are the same for them. */
+	static const char *const supported[] = { "7.4", "7.5", "7.6", "2025-07-01" };
 	if (!v)
 		return cvm_err_badparam(err, "api-version: required query parameter is missing "
-					     "(supported: 7.4, 7.5)");
-	if (strcmp(v, "7.4") && strcmp(v, "7.5"))
-		return cvm_err_badparam(err, "api-version: unsupported value (supported: 7.4, 7.5)");
+					     "(supported: 7.4, 7.5, 7.6, 2025-07-01)");
+	bool ok = false;
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(supported) && !ok; i++)
+		ok = strcmp(v, supported[i]) == 0;
+	if (!ok)
+		return cvm_err_badparam(err, "api-version: unsupported value '%.32s' (supported: "
+					     "7.4, 7.5, 7.6, 2025-07-01)", v);
 	c->api_version = v;
 	return 0;
 }

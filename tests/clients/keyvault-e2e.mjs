@@ -140,7 +140,7 @@ await test('role assignments via REST (201, Managed HSM shape)', async () => {
 const credential = new ClientSecretCredential(info.tenant, user.client_id, user.client_secret, {
   authorityHost: info.base_url, disableInstanceDiscovery: true,
 });
-const clientOpts = { disableChallengeResourceVerification: true, serviceVersion: '7.5' };
+const clientOpts = { disableChallengeResourceVerification: true };
 const client = new KeyClient(info.base_url, credential, clientOpts);
 const cryptoFor = (key) => new CryptographyClient(key, credential, clientOpts);
 const poll = { intervalInMs: 100 };
