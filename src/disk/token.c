@@ -97,7 +97,7 @@ void cvm_disk_hsm_token_clear(struct cvm_disk_hsm_token *t)
 static const char *const algs[] = { "RSA-OAEP-256", "A256KW", NULL };
 
 /* Wrapped length the algorithm can produce: A256KW of 32 bytes is 40; RSA-OAEP output is the
- * modulus size, 2048..4096 bits in whole bytes. */
+ * modulus size, and the key service makes 2048, 3072 and 4096-bit RSA keys. */
 static int check_wrapped(const char *alg, const char *b64, struct cvm_err *err)
 {
 	size_t slen = strlen(b64);
@@ -113,9 +113,10 @@ static int check_wrapped(const char *alg, const char *b64, struct cvm_err *err)
 		if (rawlen != CVM_DISK_SECRET_LEN + 8)
 			return cvm_err_badparam(err, "wrapped: A256KW output must be %d bytes, got %zu",
 						CVM_DISK_SECRET_LEN + 8, rawlen);
-	} else if (rawlen < 256 || rawlen > 512) {
+	} else if (rawlen != 256 && rawlen != 384 && rawlen != 512) {
 		return cvm_err_badparam(err,
-					"wrapped: RSA-OAEP-256 output must be 256..512 bytes, got %zu",
+					"wrapped: RSA-OAEP-256 output must be 256, 384 or 512 bytes "
+					"(RSA-2048/3072/4096), got %zu",
 					rawlen);
 	}
 	return 0;
