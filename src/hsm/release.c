@@ -56,7 +56,7 @@ static int decode_policy(const struct cvm_hsm_keyver *kv, json_t **out, struct c
 	if (!data)
 		return cvm_err_set(err, EPERM, "Forbidden",
 				   "Key %s has no release policy; only keys with a release policy "
-				   "can be released.", kv->name);
+				   "can be released.", kv->display);
 	_cleanup_free_ uint8_t *raw = NULL;
 	size_t len = 0;
 	struct cvm_err e2 = { 0 };
@@ -290,7 +290,7 @@ static int build_response(struct cvm_hsm *h, const struct cvm_hsm_caller *c,
 	json_t *key = json_object_get(bundle, "key");
 	if (!key || json_object_set_new(key, "key_hsm", json_string(key_hsm_b64)) < 0)
 		return cvm_err_internal(err, "release: key bundle without key object");
-	_cleanup_free_ char *kid = cvm_hsm_kid(c, kv->name, kv->version);
+	_cleanup_free_ char *kid = cvm_hsm_kid(c, kv->display, kv->version);
 	_cleanup_json_ json_t *payload = json_pack("{s:{s:s,s:s,s:s},s:{s:O}}", "request",
 						   "api-version", api_version, "enc", enc, "kid",
 						   kid ? kid : "", "response", "key", bundle);
