@@ -181,12 +181,16 @@ struct cvm_mbr2gpt_result {
 	unsigned fstab_rewritten;  /* entries changed */
 	int fstab_part;            /* partition whose /etc/fstab changed, 0 = none */
 	bool checksums_equal;      /* every partition's data equal to the source (before fstab) */
+	bool bootloader_installed; /* shim + signed grub from the image's packages on the ESP */
 };
 
 /* Convert the MBR image `in` (raw) into a GPT image at `out` (-EEXIST when it exists): same
  * partition extents and filesystem UUIDs, a new FAT32 ESP, protective MBR, primary and backup
  * GPT with correct CRCs, verified by re-reading with our parser and libfdisk; partition data
- * compared by SHA-256 before /etc/fstab is rewritten to UUID= through libext2fs. Refuses
+ * compared by SHA-256 before /etc/fstab is rewritten to UUID= through libext2fs. When the
+ * image carries Debian/Ubuntu's signed shim and grub (shim-signed, grub-efi-amd64-signed), they
+ * are copied onto the ESP (EFI/BOOT/BOOTX64.EFI + EFI/<os>/) with a grub.cfg that loads
+ * /boot/grub/grub.cfg by filesystem UUID; otherwise the plan names the packages. Refuses
  * (-ENOTSUP, reason in err) GPT inputs, LDM, extended partitions whose logical partitions
  * would not keep their numbers, 4K-sector tables, and partitions past 2^32 sectors. */
 CVM_EXPORT int cvm_mbr2gpt(const char *in, const char *out, const struct cvm_mbr2gpt_opts *opts,

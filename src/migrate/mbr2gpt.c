@@ -356,7 +356,7 @@ static int write_gpt(int fd, const struct cvm_ptable *t, const struct layout *l,
 	return 0;
 }
 
-static int run_argv(char *const argv[], struct cvm_err *err)
+static int run_argv_env(char *const argv[], char *const envp[], struct cvm_err *err)
 {
 	pid_t pid;
 	posix_spawn_file_actions_t fa;
@@ -364,7 +364,7 @@ static int run_argv(char *const argv[], struct cvm_err *err)
 	/* The tools' chatter would mix with our output; their exit status is what counts. */
 	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-	int r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	int r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	if (r)
 		return cvm_err_set(err, r, "InternalError", "%s: %s", argv[0], strerror(r));
@@ -376,6 +376,11 @@ static int run_argv(char *const argv[], struct cvm_err *err)
 		return cvm_err_internal(err, "%s exited with status %d", argv[0],
 					WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 	return 0;
+}
+
+static int run_argv(char *const argv[], struct cvm_err *err)
+{
+	return run_argv_env(argv, environ, err);
 }
 
 static int format_esp(const char *out, const struct layout *l, struct cvm_err *err)
@@ -501,6 +506,192 @@ static int rewrite_fstab(const char *out, const struct cvm_ptable *t, const stru
 	return 0;
 }
 
+/* ---- UEFI boot chain from the image's own packages -------------------------------------- */
+/* Signed binaries as Debian/Ubuntu's shim-signed and grub-efi-amd64-signed install them. */
+static const char *const shim_paths[] = {"/usr/lib/shim/shimx64.efi.signed.latest",
+					 "/usr/lib/shim/shimx64.efi.signed", NULL};
+static const char *const grub_paths[] = {"/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+					 NULL};
+static const char *const mm_paths[] = {"/usr/lib/shim/mmx64.efi.signed", "/usr/lib/shim/mmx64.efi",
+				       NULL};
+#define MAX_EFI_BINARY (16u << 20)
+
+static int read_first(struct mig_extfs *x, const char *const *paths, uint8_t **buf, size_t *len,
+		      const char **which)
+{
+	for (size_t i = 0; paths[i]; i++) {
+		struct cvm_err e = {0};
+		if (mig_extfs_read(x, paths[i], MAX_EFI_BINARY, buf, len, &e) == 0) {
+			*which = paths[i];
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+struct esp_ctx {
+	const char *image;
+	char at[64];          /* "@@<byte offset>" suffix for mtools */
+	char dir[64];         /* temporary directory for the files copied in */
+	char **envp;
+};
+
+static int esp_run(struct esp_ctx *e, const char *tool, const char *a1, const char *a2,
+		   struct cvm_err *err)
+{
+	_cleanup_free_ char *img = cvm_asprintf("%s%s", e->image, e->at);
+	if (!img)
+		return cvm_err_nomem(err);
+	char *argv[] = {(char *)tool, "-i", img, (char *)a1, (char *)a2, NULL};
+	int r = run_argv_env(argv, e->envp, err);
+	return r < 0 ? cvm_err_prefix(err, "ESP: %s %s", tool, a2 ? a2 : a1) : 0;
+}
+
+/* Write buf to a temp file and mcopy it to ::dst on the ESP. */
+static int esp_put(struct esp_ctx *e, const char *name, const void *buf, size_t len,
+		   const char *dst, struct cvm_err *err)
+{
+	_cleanup_free_ char *tmp = cvm_path_join(e->dir, name);
+	if (!tmp)
+		return cvm_err_nomem(err);
+	int r = cvm_file_write_atomic(tmp, buf, len, 0600, err);
+	if (r == 0)
+		r = esp_run(e, "mcopy", tmp, dst, err);
+	unlink(tmp);
+	return r;
+}
+
+/* Install shim (as the removable-media default loader EFI/BOOT/BOOTX64.EFI and as
+ * EFI/<os>/shimx64.efi), the signed grub next to both, and the small grub.cfg Ubuntu's
+ * grub-install writes: find the filesystem holding /boot/grub by UUID and load its grub.cfg.
+ * The binaries come from the image itself, so their signatures are the distribution's own.
+ * Returns -ENOENT (nothing written) when the image lacks the signed packages. */
+static int install_boot(const char *out, const struct cvm_ptable *t, const struct mig_fsinfo *fs,
+			const struct layout *l, struct cvm_mbr2gpt_result *res, struct cvm_err *err)
+{
+	struct mig_extfs *root = NULL, *boot = NULL;
+	const char *root_uuid = NULL, *boot_uuid = NULL;
+	const char *prefix = "/boot/grub";
+	for (size_t i = 0; i < t->nparts; i++) {
+		const struct cvm_part *p = &t->parts[i];
+		struct mig_extfs *x = NULL;
+		struct cvm_err e = {0};
+		if (strncmp(fs[i].type, "ext", 3) != 0 ||
+		    mig_extfs_open(out, p->start_lba * SECTOR, false, &x, &e) < 0)
+			continue;
+		if (!root && mig_extfs_exists(x, "/etc/os-release")) {
+			root = x;
+			root_uuid = fs[i].uuid;
+		} else if (!boot && mig_extfs_exists(x, "/grub/grub.cfg")) {
+			boot = x;
+			boot_uuid = fs[i].uuid;
+		} else {
+			mig_extfs_close(x);
+		}
+	}
+	int r = 0;
+	uint8_t *shim = NULL, *grub = NULL, *mm = NULL, *osrel = NULL;
+	size_t shim_len = 0, grub_len = 0, mm_len = 0, osrel_len = 0;
+	const char *shim_from = NULL, *grub_from = NULL, *mm_from = NULL;
+	char osid[32] = "";
+	if (!root) {
+		r = -ENOENT;
+		goto out;
+	}
+	if (read_first(root, shim_paths, &shim, &shim_len, &shim_from) < 0 ||
+	    read_first(root, grub_paths, &grub, &grub_len, &grub_from) < 0) {
+		r = -ENOENT;
+		goto out;
+	}
+	read_first(root, mm_paths, &mm, &mm_len, &mm_from);
+	if (mig_extfs_read(root, "/etc/os-release", 1u << 20, &osrel, &osrel_len, err) == 0) {
+		const char *idp = strstr((const char *)osrel, "\nID=");
+		idp = idp ? idp + 4 : strncmp((const char *)osrel, "ID=", 3) == 0 ? (const char *)osrel + 3 : NULL;
+		size_t n = 0;
+		while (idp && idp[n] && idp[n] != '\n' && n + 1 < sizeof(osid))
+			n++;
+		if (idp)
+			memcpy(osid, idp, n);
+		osid[n] = 0;
+	}
+	/* The signed grub image has its prefix built in: /EFI/<vendor> as the distribution named
+	 * it; Debian and Ubuntu both use their os-release ID. Anything else is not guessed. */
+	if (strcmp(osid, "ubuntu") != 0 && strcmp(osid, "debian") != 0) {
+		r = cvm_err_set(err, ENOTSUP, "BadParameter", "bootloader: signed shim/grub found, "
+				"but the EFI directory for ID=%s is not known; install it in a chroot",
+				osid[0] ? osid : "?");
+		goto out;
+	}
+	const char *uuid = root_uuid;
+	if (!mig_extfs_exists(root, "/boot/grub/grub.cfg") && boot) {
+		uuid = boot_uuid;
+		prefix = "/grub";
+	}
+	if (!uuid || !uuid[0]) {
+		r = cvm_err_set(err, ENOTSUP, "BadParameter", "bootloader: the filesystem holding "
+				"/boot/grub has no UUID");
+		goto out;
+	}
+	struct esp_ctx e = {.image = out};
+	snprintf(e.at, sizeof(e.at), "@@%llu", (unsigned long long)(l->esp_start * SECTOR));
+	const char *tmpd = getenv("TMPDIR");
+	snprintf(e.dir, sizeof(e.dir), "%s/cvm-esp-XXXXXX", tmpd && strlen(tmpd) < 40 ? tmpd : "/tmp");
+	size_t nenv = 0;
+	while (environ[nenv])
+		nenv++;
+	e.envp = calloc(nenv + 2, sizeof(char *));
+	if (!e.envp || !mkdtemp(e.dir)) {
+		free(e.envp);
+		r = cvm_err_internal(err, "bootloader: temporary directory: %s", strerror(errno));
+		goto out;
+	}
+	memcpy(e.envp, environ, nenv * sizeof(char *));
+	e.envp[nenv] = "MTOOLS_SKIP_CHECK=1";
+	char vendor[48], cfg[256];
+	snprintf(vendor, sizeof(vendor), "::/EFI/%s", osid);
+	int n = snprintf(cfg, sizeof(cfg), "search.fs_uuid %s root\nset prefix=($root)'%s'\n"
+			 "configfile $prefix/grub.cfg\n", uuid, prefix);
+	char dst[96];
+	r = esp_run(&e, "mmd", "::/EFI", NULL, err);
+	if (r == 0)
+		r = esp_run(&e, "mmd", "::/EFI/BOOT", NULL, err);
+	if (r == 0)
+		r = esp_run(&e, "mmd", vendor, NULL, err);
+	if (r == 0)
+		r = esp_put(&e, "shim", shim, shim_len, "::/EFI/BOOT/BOOTX64.EFI", err);
+	if (r == 0)
+		r = esp_put(&e, "grub", grub, grub_len, "::/EFI/BOOT/grubx64.efi", err);
+	snprintf(dst, sizeof(dst), "%s/shimx64.efi", vendor);
+	if (r == 0)
+		r = esp_put(&e, "shim", shim, shim_len, dst, err);
+	snprintf(dst, sizeof(dst), "%s/grubx64.efi", vendor);
+	if (r == 0)
+		r = esp_put(&e, "grub", grub, grub_len, dst, err);
+	snprintf(dst, sizeof(dst), "%s/mmx64.efi", vendor);
+	if (r == 0 && mm)
+		r = esp_put(&e, "mm", mm, mm_len, dst, err);
+	snprintf(dst, sizeof(dst), "%s/grub.cfg", vendor);
+	if (r == 0)
+		r = esp_put(&e, "grub.cfg", cfg, (size_t)n, dst, err);
+	if (r == 0)
+		r = esp_put(&e, "grub.cfg", cfg, (size_t)n, "::/EFI/BOOT/grub.cfg", err);
+	rmdir(e.dir);
+	free(e.envp);
+	if (r == 0) {
+		res->bootloader_installed = true;
+		plan(res, "ESP: EFI/BOOT/BOOTX64.EFI and EFI/%s/shimx64.efi from %s, grubx64.efi "
+		     "from %s, grub.cfg -> UUID=%s %s", osid, shim_from, grub_from, uuid, prefix);
+	}
+out:
+	free(shim);
+	free(grub);
+	free(mm);
+	free(osrel);
+	mig_extfs_close(root);
+	mig_extfs_close(boot);
+	return r;
+}
+
 /* ---- the conversion ------------------------------------------------------------------------ */
 static int convert(int in, const char *out, const struct cvm_ptable *t, const struct layout *l,
 		   const struct cvm_mbr2gpt_opts *o, const struct mig_fsinfo *fs,
@@ -576,7 +767,15 @@ static int convert(int in, const char *out, const struct cvm_ptable *t, const st
 	plan(res, "verified: our GPT parser and libfdisk read the same %zu partitions", nconv + 1);
 	if (o->rewrite_fstab && (r = rewrite_fstab(out, t, fs, res, err)) < 0)
 		return r;
-	return 0;
+	r = install_boot(out, t, fs, l, res, err);
+	if (r == -ENOENT) {
+		plan(res, "remaining: the image has no signed shim/grub-efi packages; install "
+		     "shim-signed and grub-efi-amd64-signed on the source (or in a chroot of the "
+		     "copy) and rerun, or run grub-install --target=x86_64-efi --uefi-secure-boot "
+		     "in a chroot");
+		r = 0;
+	}
+	return r;
 }
 
 int cvm_mbr2gpt(const char *in, const char *out, const struct cvm_mbr2gpt_opts *opts,
@@ -638,8 +837,10 @@ int cvm_mbr2gpt(const char *in, const char *out, const struct cvm_mbr2gpt_opts *
 			unlink(out);
 		goto done;
 	}
-	plan(res, "remaining: install shim + grub-efi into the ESP from the image's own packages "
-	     "(chroot: grub-install --target=x86_64-efi --uefi-secure-boot; update-grub)");
+	if (res->bootloader_installed)
+		plan(res, "remaining: NVRAM boot entries are not needed (the firmware finds "
+		     "EFI/BOOT/BOOTX64.EFI); run update-grub once booted so grub.cfg drops BIOS-only "
+		     "entries");
 	cvm_log_info("migrate.mbr2gpt", "in=%s out=%s parts=%zu esp=%u fstab=%u", in, out,
 		     t->nparts, l.esp_number, res->fstab_rewritten);
 done:

@@ -35,7 +35,6 @@ check "... and writes nothing" test ! -e "$out"
 check "mbr2gpt converts mbr-bios" bash -c "'$CVM' migrate mbr2gpt --json --in '$in' --out '$out' > '$TMP/res.json'"
 check "result: checksums_equal" jq -e '.checksums_equal == true' "$TMP/res.json"
 check "result: two fstab entries rewritten on partition 1" jq -e '.fstab_rewritten == 2 and .fstab_partition == 1' "$TMP/res.json"
-check "result: plan says what remains (bootloader)" jq -e '.plan | test("remaining: install shim")' "$TMP/res.json"
 check "sgdisk -v: no problems" bash -c "sgdisk -v '$out' | grep -q 'No problems found'"
 check "blkid: PTTYPE gpt" is "$(blkid -p -o value -s PTTYPE "$out")" gpt
 check "fdisk sees a gpt label" bash -c "fdisk -l '$out' | grep -q 'Disklabel type: gpt'"
@@ -62,6 +61,27 @@ check "ESP holds FAT32" is "$(blkid -p -o value -s VERSION "$TMP/esp")" FAT32
 for c in partition-table firmware fstab-device-names; do
   check "assess after conversion: $c pass" jq -e --arg c $c '.findings[] | select(.check==$c) | .status == "pass"' "$TMP/after.json"
 done
+
+check "no signed packages in mbr-bios: no bootloader installed" jq -e '.bootloader_installed == false' "$TMP/res.json"
+check "... and the plan names the packages to install" jq -e '.plan | test("shim-signed and grub-efi-amd64-signed")' "$TMP/res.json"
+
+# The image's own signed shim and grub land on the ESP.
+sh=$TMP/shim.img
+check "mbr2gpt converts mbr-shim" bash -c "'$CVM' migrate mbr2gpt --json --in '$IMG/mbr-shim.img' --out '$sh' > '$TMP/shim.json'"
+check "bootloader installed" jq -e '.bootloader_installed == true' "$TMP/shim.json"
+read -r esp_start _ < <(part "$sh" 3)
+export MTOOLS_SKIP_CHECK=1
+m() { mtype -i "$sh@@$((esp_start * 512))" "$1"; }
+extract "$sh" 1 "$TMP/shim-root"
+debugfs -R "cat /usr/lib/shim/shimx64.efi.signed" "$TMP/shim-root" 2>/dev/null >"$TMP/shim.pkg"
+debugfs -R "cat /usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed" "$TMP/shim-root" 2>/dev/null >"$TMP/grub.pkg"
+check "ESP: EFI/BOOT/BOOTX64.EFI is the image's shim" cmp <(m ::/EFI/BOOT/BOOTX64.EFI) "$TMP/shim.pkg"
+check "ESP: EFI/ubuntu/shimx64.efi is the image's shim" cmp <(m ::/EFI/ubuntu/shimx64.efi) "$TMP/shim.pkg"
+check "ESP: EFI/ubuntu/grubx64.efi is the image's signed grub" cmp <(m ::/EFI/ubuntu/grubx64.efi) "$TMP/grub.pkg"
+check "ESP: grub.cfg finds /boot/grub by the root UUID" bash -c \
+  "mtype -i '$sh@@$((esp_start * 512))' ::/EFI/ubuntu/grub.cfg | grep -q 'search.fs_uuid 11111111-2222-4333-8444-555555555501 root'"
+check "converted mbr-shim assesses ready" bash -c "'$CVM' migrate assess --json --image '$sh' | jq -e '.verdict == \"ready\"'"
+check "converted mbr-shim: sgdisk -v clean" bash -c "sgdisk -v '$sh' | grep -q 'No problems found'"
 
 # Refusals leave nothing behind.
 "$CVM" migrate mbr2gpt --in "$IMG/gpt-uefi.img" --out "$TMP/x.img" >"$TMP/err" 2>&1; rc=$?
