@@ -537,82 +537,77 @@ static int digest_input(const char *alg, const char *in, uint8_t *dg, size_t *dl
 	return cvm_digest(md, data, len, dg, dlen, err);
 }
 
-static int key_sign(struct cli *cli, int argc, char **argv)
+/* sign and verify share their arguments; verify reads --sig where sign writes --out. */
+static int key_sign_or_verify(struct cli *cli, int argc, char **argv, bool verify)
 {
-	const char *usage = "key sign NAME --alg ALG --in FILE --out SIGFILE [--version V]";
-	const char *alg = NULL, *in = NULL, *outp = NULL, *version = NULL, *pos[1];
-	const struct cli_opt opts[] = {
-		{"--alg", true, &alg, NULL, NULL}, {"--in", true, &in, NULL, NULL},
-		{"--out", true, &outp, NULL, NULL}, {"--version", true, &version, NULL, NULL},
-	};
-	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
-	if (rc || (rc = check_segment("NAME", pos[0], usage)))
-		return rc;
-	if (!alg || !in || !outp)
-		return cli_usage_error(usage, "--alg, --in and --out are required");
-	struct cvm_err err = {0};
-	uint8_t dg[64];
-	size_t dlen = sizeof(dg);
-	if (digest_input(alg, in, dg, &dlen, &err) < 0)
-		return cli_fail(&err, "key sign");
-	json_t *body = json_pack("{s:s}", "alg", alg);
-	cvm_json_set_b64url(body, "value", dg, dlen);
-	_cleanup_free_ char *path = op_path(cli, pos[0], version, "/sign", &err);
-	json_t *res = NULL;
-	int r = path ? cli_call(cli, "POST", path, body, &res, &err) : -EIO;
-	json_decref(body);
-	if (r < 0)
-		return cli_fail(&err, "key sign");
-	_cleanup_free_ uint8_t *sig = NULL;
-	size_t slen;
-	if (cvm_json_b64url(res, "value", "value", true, &sig, &slen, &err) < 0 ||
-	    cli_write_output(outp, sig, slen, 0644, &err) < 0) {
-		json_decref(res);
-		return cli_fail(&err, "key sign");
-	}
-	if (cli->json)
-		cli_print_json(json_pack("{s:O}", "kid", json_object_get(res, "kid")));
-	json_decref(res);
-	return CLI_OK;
-}
-
-static int key_verify(struct cli *cli, int argc, char **argv)
-{
-	const char *usage = "key verify NAME --alg ALG --in FILE --sig SIGFILE [--version V]";
+	const char *usage = verify ? "key verify NAME --alg ALG --in FILE --sig SIGFILE [--version V]"
+				   : "key sign NAME --alg ALG --in FILE --out SIGFILE [--version V]";
+	const char *what = verify ? "key verify" : "key sign";
 	const char *alg = NULL, *in = NULL, *sigf = NULL, *version = NULL, *pos[1];
 	const struct cli_opt opts[] = {
 		{"--alg", true, &alg, NULL, NULL}, {"--in", true, &in, NULL, NULL},
-		{"--sig", true, &sigf, NULL, NULL}, {"--version", true, &version, NULL, NULL},
+		{verify ? "--sig" : "--out", true, &sigf, NULL, NULL},
+		{"--version", true, &version, NULL, NULL},
 	};
 	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
 	if (rc || (rc = check_segment("NAME", pos[0], usage)))
 		return rc;
 	if (!alg || !in || !sigf)
-		return cli_usage_error(usage, "--alg, --in and --sig are required");
+		return cli_usage_error(usage, "--alg, --in and %s are required",
+				       verify ? "--sig" : "--out");
 	struct cvm_err err = {0};
 	uint8_t dg[64];
 	size_t dlen = sizeof(dg);
 	_cleanup_free_ uint8_t *sig = NULL;
-	size_t slen;
+	size_t slen = 0;
 	if (digest_input(alg, in, dg, &dlen, &err) < 0 ||
-	    cli_read_input(sigf, 65536, &sig, &slen, &err) < 0)
-		return cli_fail(&err, "key verify");
+	    (verify && cli_read_input(sigf, 65536, &sig, &slen, &err) < 0))
+		return cli_fail(&err, what);
 	json_t *body = json_pack("{s:s}", "alg", alg);
-	cvm_json_set_b64url(body, "digest", dg, dlen);
-	cvm_json_set_b64url(body, "value", sig, slen);
-	_cleanup_free_ char *path = op_path(cli, pos[0], version, "/verify", &err);
+	if (verify) {
+		cvm_json_set_b64url(body, "digest", dg, dlen);
+		cvm_json_set_b64url(body, "value", sig, slen);
+	} else {
+		cvm_json_set_b64url(body, "value", dg, dlen);
+	}
+	_cleanup_free_ char *path = op_path(cli, pos[0], version, verify ? "/verify" : "/sign", &err);
 	json_t *res = NULL;
 	int r = path ? cli_call(cli, "POST", path, body, &res, &err) : -EIO;
 	json_decref(body);
 	if (r < 0)
-		return cli_fail(&err, "key verify");
-	bool valid = json_is_true(json_object_get(res, "value"));
-	if (cli->json)
+		return cli_fail(&err, what);
+	if (verify) {
+		bool valid = json_is_true(json_object_get(res, "value"));
+		if (cli->json)
+			cli_print_json(res);
+		else
+			printf("%s\n", valid ? "signature valid" : "signature INVALID");
+		json_decref(res);
+		return valid ? CLI_OK : CLI_FAIL;
+	}
+	_cleanup_free_ uint8_t *out = NULL;
+	size_t olen;
+	if (cvm_json_b64url(res, "value", "value", true, &out, &olen, &err) < 0 ||
+	    cli_write_output(sigf, out, olen, 0644, &err) < 0) {
+		json_decref(res);
+		return cli_fail(&err, what);
+	}
+	if (cli->json) {
+		json_object_del(res, "value");
 		cli_print_json(res);
-	else
-		printf("%s\n", valid ? "signature valid" : "signature INVALID");
+	}
 	json_decref(res);
-	return valid ? CLI_OK : CLI_FAIL;
+	return CLI_OK;
+}
+
+static int key_sign(struct cli *cli, int argc, char **argv)
+{
+	return key_sign_or_verify(cli, argc, argv, false);
+}
+
+static int key_verify(struct cli *cli, int argc, char **argv)
+{
+	return key_sign_or_verify(cli, argc, argv, true);
 }
 
 static int key_release(struct cli *cli, int argc, char **argv)
