@@ -3,7 +3,7 @@
 # HA: two cvmd processes on one PostgreSQL database (same domain key file) serve the same keys,
 # tokens and role assignments. Needs CVM_TEST_POSTGRES; skipped (77) without it.
 source "$(dirname "$0")/lib-cvmd.sh"
-if [[ -z ${CVM_TEST_POSTGRES:-} ]]; then
+if [[ -z ${CVM_TEST_POSTGRES:-} || ${CVM_TEST_STORE:-postgres} != postgres ]]; then
   echo "CVM_TEST_POSTGRES not set: skipping the HA test"
   rm -rf "$TMP"
   exit 77

@@ -35,7 +35,8 @@ finish() {
 # Not for $(...): the database list must stay in this shell.
 fresh_store() {
   STORE_URL=
-  [[ -n ${CVM_TEST_POSTGRES:-} ]] || return 0
+  # scripts/test runs the suite once per engine and says which in CVM_TEST_STORE.
+  [[ -n ${CVM_TEST_POSTGRES:-} && ${CVM_TEST_STORE:-postgres} == postgres ]] || return 0
   local db="cvm_it_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
   psql -q "$CVM_TEST_POSTGRES" -c "CREATE DATABASE $db" >/dev/null || return 1
   PG_DBS+=("$db")
