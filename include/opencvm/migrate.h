@@ -291,6 +291,8 @@ struct cvm_repl_tls {
 
 struct cvm_repl_stats {
 	uint64_t blocks_total, blocks_sent, blocks_zero_skipped;
+	uint64_t blocks_read;     /* read and hashed at the source (dirty blocks only, VM sources) */
+	bool dirty_bitmap;        /* the pass was limited to a dirty bitmap's blocks */
 	uint64_t bytes_changed;   /* raw bytes of the blocks sent */
 	uint64_t bytes_payload;   /* frame bytes written + read (after compression) */
 	uint64_t bytes_wire;      /* TCP bytes sent + received on the connection (TLS included) */
@@ -306,6 +308,10 @@ typedef void (*cvm_repl_progress_fn)(void *ctx, uint64_t block, uint64_t nblocks
 
 struct cvm_repl_send_opts {
 	const char *image;        /* raw image (regular file or block device), read only */
+	/* Or a running QEMU VM, agentless: its QMP socket and the block node of the disk. A
+	 * dirty bitmap on the node limits later passes to the blocks written since the last
+	 * successful pass; the data is read over an NBD export (see vmsrc.c). */
+	const char *qmp, *node;
 	const char *state;        /* source state file (created on first use) */
 	const char *connect;      /* host:port of the target */
 	struct cvm_repl_tls tls;

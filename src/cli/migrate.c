@@ -123,8 +123,9 @@ static void repl_progress(void *ctx, uint64_t block, uint64_t nblocks, const str
 
 static json_t *stats_json(const struct cvm_repl_stats *st)
 {
-	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I}", "blocks_total",
-			 (json_int_t)st->blocks_total, "blocks_sent", (json_int_t)st->blocks_sent,
+	return json_pack("{s:I,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I,s:I}", "blocks_total",
+			 (json_int_t)st->blocks_total, "blocks_read", (json_int_t)st->blocks_read,
+			 "dirty_bitmap", st->dirty_bitmap, "blocks_sent", (json_int_t)st->blocks_sent,
 			 "blocks_zero_skipped", (json_int_t)st->blocks_zero_skipped, "bytes_changed",
 			 (json_int_t)st->bytes_changed, "bytes_payload", (json_int_t)st->bytes_payload,
 			 "bytes_wire", (json_int_t)st->bytes_wire, "resumed_from",
@@ -134,13 +135,16 @@ static json_t *stats_json(const struct cvm_repl_stats *st)
 
 static int repl_send(struct cli *cli, int argc, char **argv)
 {
-	const char *usage = "migrate replicate send --image IMG --state FILE --connect HOST:PORT "
+	const char *usage = "migrate replicate send (--image IMG | --qmp SOCKET --node NODE) "
+			    "--state FILE --connect HOST:PORT "
 			    "--cert PEM --key PEM --ca PEM [--peer-name NAME] [--block-size N] "
 			    "[--no-compress] [--json]";
 	const char *bs = NULL;
 	bool nocomp = false;
 	struct cvm_repl_send_opts o = {0};
 	const struct cli_opt opts[] = {{"--image", true, &o.image, NULL, NULL},
+				       {"--qmp", true, &o.qmp, NULL, NULL},
+				       {"--node", true, &o.node, NULL, NULL},
 				       {"--state", true, &o.state, NULL, NULL},
 				       {"--connect", true, &o.connect, NULL, NULL},
 				       {"--cert", true, &o.tls.cert, NULL, NULL},
@@ -152,8 +156,9 @@ static int repl_send(struct cli *cli, int argc, char **argv)
 	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), NULL, 0, 0, NULL, usage);
 	if (rc)
 		return rc;
-	if (!o.image || !o.state || !o.connect)
-		return cli_usage_error(usage, "--image, --state and --connect are required");
+	if (!o.image == !o.qmp || (o.qmp && !o.node) || !o.state || !o.connect)
+		return cli_usage_error(usage, "--image IMG or --qmp SOCKET --node NODE, and --state and "
+				       "--connect are required");
 	struct cvm_err err = {0};
 	if (bs) {
 		int64_t v;
@@ -269,7 +274,8 @@ static int repl_status(struct cli *cli, int argc, char **argv)
 static int migrate_replicate(struct cli *cli, int argc, char **argv)
 {
 	static const struct cli_verb verbs[] = {
-		{"send", repl_send, "send --image IMG --state FILE --connect HOST:PORT --cert PEM "
+		{"send", repl_send, "send (--image IMG | --qmp SOCK --node NODE) --state FILE "
+				    "--connect HOST:PORT --cert PEM "
 				    "--key PEM --ca PEM [--peer-name NAME] [--block-size N] [--no-compress]"},
 		{"serve", repl_serve, "serve --target IMG --state FILE --listen HOST:PORT --cert PEM "
 				      "--key PEM --ca PEM [--peer-name NAME] [--sessions N] [--ready-file F]"},

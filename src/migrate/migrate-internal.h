@@ -70,3 +70,16 @@ int mig_fstab_parse(const uint8_t *buf, size_t len, struct mig_fstab_entry *out,
 		    size_t *n, struct cvm_err *err);
 /* True for kernel device names (/dev/sda1, /dev/vdb, /dev/hda2, /dev/xvda1, /dev/nvme0n1p1). */
 bool mig_fstab_is_devname(const char *spec);
+
+/* ---- running QEMU VM as a replication source (vmsrc.c): QMP dirty bitmaps + NBD ---- */
+struct mig_vmsrc;
+/* Connects to QMP, starts the pass (see vmsrc.c), exports the node over NBD and connects.
+ * *incremental: the pass bitmap holds every change since the last successful pass. */
+int mig_vmsrc_open(const char *qmp, const char *node, struct mig_vmsrc **out, uint64_t *size,
+		   bool *incremental, struct cvm_err *err);
+int mig_vmsrc_read(struct mig_vmsrc *v, void *buf, size_t len, uint64_t off, struct cvm_err *err);
+/* Bit b of bits (nblocks bits) set when block b (bs bytes) holds a change. */
+int mig_vmsrc_dirty(struct mig_vmsrc *v, uint32_t bs, uint64_t nblocks, uint8_t *bits,
+		    uint64_t *ndirty, struct cvm_err *err);
+/* Ends the pass: ok removes the pass bitmap, !ok folds it back into the tracking bitmap. */
+void mig_vmsrc_finish(struct mig_vmsrc *v, bool ok);

@@ -401,6 +401,8 @@ struct sender {
 	struct conn c;
 	struct rstate s;
 	int img;
+	struct mig_vmsrc *vm;        /* VM source instead of img */
+	uint8_t *dirty;              /* VM source, incremental pass: blocks to look at */
 	uint8_t *data, *zbuf;
 	uint8_t *batch;              /* BATCH_BYTES of source read at once */
 	size_t zcap;
@@ -590,6 +592,8 @@ static int send_block(struct sender *x, uint64_t i, const uint8_t *data, size_t 
 /* Hash blocks [from, to) of a batch already in memory. */
 struct hash_job {
 	const uint8_t *buf;
+	const uint8_t *dirty;        /* bit per block of the batch; NULL = all */
+	const uint8_t *known;        /* hashes copied for blocks not dirty */
 	uint8_t *out;
 	uint64_t from, to;
 	uint32_t bs;
@@ -605,6 +609,10 @@ static void *hash_range_job(void *arg)
 	j->ok = true;
 	for (uint64_t k = j->from; k < j->to && j->ok; k++) {
 		size_t len = k + 1 == j->nblk ? (size_t)j->last_len : j->bs;
+		if (j->dirty && !(j->dirty[k / 8] & (1u << (k % 8)))) {
+			memcpy(j->out + k * HASH, j->known + k * HASH, HASH);
+			continue;
+		}
 		ol = HASH;
 		j->ok = EVP_Digest(j->buf + k * j->bs, len, j->out + k * HASH, &ol, EVP_sha256(), NULL) == 1;
 	}
@@ -625,14 +633,41 @@ static int scan(struct sender *x, uint64_t start, struct cvm_err *err)
 		uint64_t n = x->s.nblocks - b < per ? x->s.nblocks - b : per;
 		uint64_t off = b * x->s.bs;
 		uint64_t blen = x->s.disk - off < n * x->s.bs ? x->s.disk - off : n * x->s.bs;
-		if ((r = st_get(&x->s, b, n, known, err)) < 0 ||
-		    (r = mig_pread_full(x->img, x->batch, (size_t)blen, off, err)) < 0)
+		uint8_t bd[BATCH / 8] = {0};
+		uint64_t nd = n;
+		if (x->dirty) {
+			nd = 0;
+			for (uint64_t k = 0; k < n; k++)
+				if (x->dirty[(b + k) / 8] & (1u << ((b + k) % 8))) {
+					bd[k / 8] |= (uint8_t)(1u << (k % 8));
+					nd++;
+				}
+			if (nd == 0) {
+				report(x, b + n, false);
+				continue;
+			}
+		}
+		if ((r = st_get(&x->s, b, n, known, err)) < 0)
 			break;
+		if (!x->dirty) {
+			r = x->vm ? mig_vmsrc_read(x->vm, x->batch, (size_t)blen, off, err) :
+				    mig_pread_full(x->img, x->batch, (size_t)blen, off, err);
+		} else {
+			for (uint64_t k = 0; k < n && r == 0; k++)
+				if (bd[k / 8] & (1u << (k % 8)))
+					r = mig_vmsrc_read(x->vm, x->batch + k * x->s.bs,
+							   k + 1 == n ? (size_t)(blen - k * x->s.bs) : x->s.bs,
+							   off + k * x->s.bs, err);
+		}
+		if (r < 0)
+			break;
+		x->st->blocks_read += nd;
 		struct hash_job j[2];
 		for (int t = 0; t < 2; t++)
 			j[t] = (struct hash_job){.buf = x->batch, .out = hashes, .from = t ? n / 2 : 0,
 						 .to = t ? n : n / 2, .bs = x->s.bs, .nblk = n,
-						 .last_len = blen - (n - 1) * x->s.bs};
+						 .last_len = blen - (n - 1) * x->s.bs,
+						 .dirty = x->dirty ? bd : NULL, .known = known};
 		pthread_t th;
 		bool threaded = n > 1 && pthread_create(&th, NULL, hash_range_job, &j[1]) == 0;
 		hash_range_job(&j[0]);
@@ -712,8 +747,9 @@ int cvm_repl_send(const struct cvm_repl_send_opts *o, struct cvm_repl_stats *st,
 static int repl_send(const struct cvm_repl_send_opts *o, struct cvm_repl_stats *st,
 		     struct cvm_err *err)
 {
-	if (!o || !o->image || !o->state || !o->connect || !st)
-		return cvm_err_badparam(err, "replicate: image, state and connect are required");
+	if (!o || (!o->image == !o->qmp) || !o->state || !o->connect || !st)
+		return cvm_err_badparam(err, "replicate: an image or a VM (qmp + node), state and "
+					"connect are required");
 	if (o->block_size && (o->block_size < CVM_REPL_MIN_BLOCK || o->block_size > CVM_REPL_MAX_BLOCK ||
 			      (o->block_size & (o->block_size - 1))))
 		return cvm_err_badparam(err, "block size: expected a power of two from 4096 to 1048576");
@@ -722,17 +758,23 @@ static int repl_send(const struct cvm_repl_send_opts *o, struct cvm_repl_stats *
 	x.start_ms = (uint64_t)cvm_now_ms();
 	uint64_t disk = 0;
 	int r = 0;
-	x.img = open(o->image, O_RDONLY | O_CLOEXEC);
-	if (x.img < 0) {
-		r = cvm_err_set(err, errno, errno == ENOENT ? "NotFound" : "InternalError", "%s: %s",
-				o->image, strerror(errno));
-		goto out;
+	bool incremental = false;
+	if (o->qmp) {
+		if ((r = mig_vmsrc_open(o->qmp, o->node, &x.vm, &disk, &incremental, err)) < 0)
+			goto out;
+	} else {
+		x.img = open(o->image, O_RDONLY | O_CLOEXEC);
+		if (x.img < 0) {
+			r = cvm_err_set(err, errno, errno == ENOENT ? "NotFound" : "InternalError",
+					"%s: %s", o->image, strerror(errno));
+			goto out;
+		}
+		posix_fadvise(x.img, 0, 0, POSIX_FADV_SEQUENTIAL);
+		if ((r = mig_fd_size(x.img, &disk, err)) < 0)
+			goto out;
 	}
-	posix_fadvise(x.img, 0, 0, POSIX_FADV_SEQUENTIAL);
-	if ((r = mig_fd_size(x.img, &disk, err)) < 0)
-		goto out;
 	if (disk == 0) {
-		r = cvm_err_badparam(err, "%s: empty image", o->image);
+		r = cvm_err_badparam(err, "%s: empty image", o->image ? o->image : o->node);
 		goto out;
 	}
 	if ((r = sender_state(&x, disk, err)) < 0)
@@ -785,8 +827,21 @@ static int repl_send(const struct cvm_repl_send_opts *o, struct cvm_repl_stats *
 	}
 	st->resumed_from = start;
 	st->blocks_total = x.s.nblocks;
-	cvm_log_info("migrate.replicate.pass", "image=%s pass=%llu start=%llu blocks=%llu fetched=%d",
-		     o->image, (unsigned long long)x.s.pass, (unsigned long long)start,
+	/* The bitmap narrows the pass only when the target holds what our state says; after a
+	 * manifest fetch every block is compared. */
+	if (x.vm && incremental && !st->manifest_fetched) {
+		uint64_t nd = 0;
+		x.dirty = calloc((x.s.nblocks + 7) / 8, 1);
+		if (!x.dirty) {
+			r = cvm_err_nomem(err);
+			goto out;
+		}
+		if ((r = mig_vmsrc_dirty(x.vm, x.s.bs, x.s.nblocks, x.dirty, &nd, err)) < 0)
+			goto out;
+		st->dirty_bitmap = true;
+	}
+	cvm_log_info("migrate.replicate.pass", "source=%s pass=%llu start=%llu blocks=%llu fetched=%d",
+		     o->image ? o->image : o->node, (unsigned long long)x.s.pass, (unsigned long long)start,
 		     (unsigned long long)x.s.nblocks, st->manifest_fetched);
 	if ((r = scan(&x, start, err)) < 0)
 		goto out;
@@ -815,6 +870,8 @@ out:
 	st_close(&x.s);
 	if (x.img >= 0)
 		close(x.img);
+	mig_vmsrc_finish(x.vm, r == 0);
+	free(x.dirty);
 	ZSTD_freeCCtx(x.zc);
 	free(x.data);
 	free(x.batch);
