@@ -1173,8 +1173,8 @@ static int repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_repl_stats
 	int r = tls_ctx(&o->tls, true, &ctx, err);
 	if (r < 0)
 		return r;
-	int lfd;
-	uint16_t port;
+	int lfd = -1;
+	uint16_t port = 0;
 	if ((r = listen_on(o->listen, &lfd, &port, err)) < 0) {
 		SSL_CTX_free(ctx);
 		return r;
