@@ -397,3 +397,18 @@ CVM_EXPORT int cvm_mig_server_get(struct cvm_store *s, const char *project, cons
 /* Ordered by name; -ENOENT when the project does not exist. */
 CVM_EXPORT int cvm_mig_server_list(struct cvm_store *s, const char *project,
 				   struct cvm_mig_server **out, size_t *n, struct cvm_err *err);
+
+/* ---- connectivity (cvm migrate check-network) --------------------------------------------
+ * From the source side: TCP reachability of the target's ports (the seed matrix: 443 key and
+ * attestation service, 9443 replication, 22 SSH, 5985 WinRM) and name resolution of private
+ * endpoints. A port passes when a TCP connection completes within the timeout. */
+struct cvm_netcheck {
+	char check[96];           /* "tcp 10.0.0.2:443 (key/attestation service)", "dns kv.internal" */
+	bool ok;
+	char detail[192];         /* "connected", "refused", "timed out after 2000 ms", addresses */
+	uint64_t ms;
+};
+CVM_EXPORT int cvm_migrate_check_network(const char *host, const uint16_t *ports, size_t nports,
+					 const char *const *names, size_t nnames,
+					 unsigned timeout_ms, struct cvm_netcheck **out, size_t *n,
+					 struct cvm_err *err);

@@ -419,6 +419,74 @@ static int migrate_server(struct cli *cli, int argc, char **argv)
 	return CLI_OK;
 }
 
+/* ---- check-network ------------------------------------------------------------------------ */
+static int migrate_check_network(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "migrate check-network --target HOST [--ports 443,9443,22,5985] "
+			    "[--resolve NAME]... [--timeout-ms N] [--json]";
+	const char *target = NULL, *ports_s = NULL, *timeout_s = NULL, **names = NULL;
+	const struct cli_opt opts[] = {{"--target", true, &target, NULL, NULL},
+				       {"--ports", true, &ports_s, NULL, NULL},
+				       {"--timeout-ms", true, &timeout_s, NULL, NULL},
+				       {"--resolve", true, NULL, NULL, &names}};
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), NULL, 0, 0, NULL, usage);
+	if (rc) {
+		free(names);
+		return rc;
+	}
+	struct cvm_err err = {0};
+	uint16_t ports[32] = {443, 9443, 22, 5985};
+	size_t np = 4, nn = 0;
+	int64_t timeout = 2000;
+	while (names && names[nn])
+		nn++;
+	if (!target) {
+		free(names);
+		return cli_usage_error(usage, "--target is required");
+	}
+	if (ports_s) {
+		np = 0;
+		_cleanup_free_ char *copy = cvm_strdup(ports_s);
+		char *save = NULL;
+		for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save)) {
+			int64_t p;
+			if (np == CVM_ARRAY_SIZE(ports) || cvm_parse_i64(t, 1, 65535, &p, "--ports", &err) < 0) {
+				free(names);
+				return cli_usage_error(usage, "--ports: expected up to 32 ports from 1 to 65535");
+			}
+			ports[np++] = (uint16_t)p;
+		}
+	}
+	if (timeout_s && cvm_parse_i64(timeout_s, 1, 60000, &timeout, "--timeout-ms", &err) < 0) {
+		free(names);
+		return cli_usage_error(usage, "%s", err.msg);
+	}
+	struct cvm_netcheck *v = NULL;
+	size_t n = 0;
+	int r = cvm_migrate_check_network(target, ports, np, names, nn, (unsigned)timeout, &v, &n, &err);
+	free(names);
+	if (r < 0)
+		return cli_fail(&err, "migrate check-network");
+	bool all = true;
+	json_t *rows = json_array();
+	for (size_t i = 0; i < n; i++) {
+		all = all && v[i].ok;
+		json_array_append_new(rows, json_pack("{s:s,s:s,s:s,s:I}", "check", v[i].check, "status",
+						      v[i].ok ? "pass" : "fail", "detail", v[i].detail,
+						      "ms", (json_int_t)v[i].ms));
+	}
+	free(v);
+	if (cli->json) {
+		cli_print_json(rows);
+	} else {
+		static const char *const h[] = {"CHECK", "STATUS", "DETAIL"};
+		static const char *const p[] = {"check", "status", "detail"};
+		cli_print_table(rows, h, p, 3);
+	}
+	json_decref(rows);
+	return all ? CLI_OK : CLI_FAIL;
+}
+
 int cli_migrate(struct cli *cli, int argc, char **argv)
 {
 	static const struct cli_verb verbs[] = {
@@ -426,6 +494,8 @@ int cli_migrate(struct cli *cli, int argc, char **argv)
 		{"mbr2gpt", migrate_mbr2gpt,
 		 "mbr2gpt --in IMG --out IMG [--grow] [--no-fstab] [--dry-run] [--json]"},
 		{"replicate", migrate_replicate, "replicate send|serve|status ..."},
+		{"check-network", migrate_check_network,
+		 "check-network --target HOST [--ports LIST] [--resolve NAME]... [--timeout-ms N]"},
 		{"project", migrate_project, "project create NAME (--store URL | --state-dir DIR)"},
 		{"server", migrate_server, "server add|assess|set-phase|show|list PROJECT [NAME] "
 					   "(--store URL | --state-dir DIR)"},
