@@ -412,3 +412,34 @@ CVM_EXPORT int cvm_migrate_check_network(const char *host, const uint16_t *ports
 					 const char *const *names, size_t nnames,
 					 unsigned timeout_ms, struct cvm_netcheck **out, size_t *n,
 					 struct cvm_err *err);
+
+/* ---- cutover (cvm migrate cutover) -------------------------------------------------------
+ * For a server in phase cutover-ready whose source is a running QEMU VM: freeze the source
+ * (QMP stop), final delta pass (dirty bitmap, VM paused so the copy is consistent), validate
+ * the replica (its readiness verdict must not be not-ready and its firmware must be UEFI; then
+ * the optional validator program, run as `PROGRAM REPLICA`, must exit 0), switch traffic (the
+ * server's name in the endpoints file, a JSON object name -> address, moves to the target
+ * address; written atomically), then mark cut-over and decommission the source (QMP quit,
+ * phase decommissioned). Any failure after the freeze rolls back: the source resumes (QMP
+ * cont), the endpoints stay, the phase becomes rolled-back with the reason. Every step is
+ * timed; the downtime is freeze to switch (or to resume on rollback). Transitions are audited
+ * with the timings in their reason. */
+struct cvm_cutover_opts {
+	const char *project, *server, *principal;
+	struct cvm_repl_send_opts repl;   /* qmp, node, state, connect, tls of the replication */
+	const char *replica;              /* the replica image as the validator can read it */
+	const char *validator;            /* optional program; NULL = built-in checks only */
+	const char *endpoints;            /* JSON name -> address file; NULL = no switch */
+	const char *name, *target_addr;   /* entry to move and where it moves */
+	struct cvm_assess_opts assess;
+};
+struct cvm_cutover_result {
+	bool cut_over, rolled_back;
+	char reason[384];                 /* why it rolled back */
+	uint64_t freeze_ms, sync_ms, validate_ms, switch_ms, downtime_ms;
+	struct cvm_repl_stats sync;
+};
+/* 0 when cut over; -ECANCELED when validation failed and the rollback succeeded (res says
+ * why); other errors when even the rollback failed or the server was not cutover-ready. */
+CVM_EXPORT int cvm_migrate_cutover(struct cvm_store *s, const struct cvm_cutover_opts *o,
+				   struct cvm_cutover_result *res, struct cvm_err *err);

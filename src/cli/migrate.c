@@ -487,6 +487,67 @@ static int migrate_check_network(struct cli *cli, int argc, char **argv)
 	return all ? CLI_OK : CLI_FAIL;
 }
 
+/* ---- cutover ----------------------------------------------------------------------------- */
+static int migrate_cutover(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "migrate cutover PROJECT SERVER --qmp SOCK --node NODE --state FILE "
+			    "--connect HOST:PORT --cert PEM --key PEM --ca PEM [--peer-name NAME] "
+			    "--replica IMG [--validator PROGRAM] [--endpoints FILE --name NAME "
+			    "--target-addr ADDR] " STORE_USAGE;
+	const char *store = NULL, *state_dir = NULL, *pos[2] = {0};
+	size_t np = 0;
+	struct cvm_cutover_opts o = {0};
+	const struct cli_opt opts[] = {{"--store", true, &store, NULL, NULL},
+				       {"--state-dir", true, &state_dir, NULL, NULL},
+				       {"--qmp", true, &o.repl.qmp, NULL, NULL},
+				       {"--node", true, &o.repl.node, NULL, NULL},
+				       {"--state", true, &o.repl.state, NULL, NULL},
+				       {"--connect", true, &o.repl.connect, NULL, NULL},
+				       {"--cert", true, &o.repl.tls.cert, NULL, NULL},
+				       {"--key", true, &o.repl.tls.key, NULL, NULL},
+				       {"--ca", true, &o.repl.tls.ca, NULL, NULL},
+				       {"--peer-name", true, &o.repl.tls.peer_name, NULL, NULL},
+				       {"--replica", true, &o.replica, NULL, NULL},
+				       {"--validator", true, &o.validator, NULL, NULL},
+				       {"--endpoints", true, &o.endpoints, NULL, NULL},
+				       {"--name", true, &o.name, NULL, NULL},
+				       {"--target-addr", true, &o.target_addr, NULL, NULL}};
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 2, 2, &np, usage);
+	if (rc)
+		return rc;
+	if (!o.repl.qmp || !o.repl.node || !o.repl.state || !o.repl.connect || !o.replica)
+		return cli_usage_error(usage, "--qmp, --node, --state, --connect and --replica are "
+				       "required");
+	o.project = pos[0];
+	o.server = pos[1];
+	o.principal = principal();
+	struct cvm_err err = {0};
+	_cleanup_store_ struct cvm_store *s = NULL;
+	if (open_store(store, state_dir, &s, &err) < 0)
+		return cli_fail(&err, "migrate cutover");
+	struct cvm_cutover_result res;
+	int r = cvm_migrate_cutover(s, &o, &res, &err);
+	if (cli->json) {
+		json_t *j = json_pack("{s:b,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "cut_over", res.cut_over,
+				      "rolled_back", res.rolled_back, "reason", res.reason,
+				      "downtime_ms", (json_int_t)res.downtime_ms, "freeze_ms",
+				      (json_int_t)res.freeze_ms, "final_sync_ms", (json_int_t)res.sync_ms,
+				      "final_sync_blocks", (json_int_t)res.sync.blocks_sent,
+				      "validate_ms", (json_int_t)res.validate_ms, "switch_ms",
+				      (json_int_t)res.switch_ms);
+		cli_print_json(j);
+		json_decref(j);
+	} else if (r == 0 || res.rolled_back) {
+		printf("freeze %llu ms, final sync %llu ms (%llu blocks), validation %llu ms, switch "
+		       "%llu ms\n%s: downtime %llu ms\n", (unsigned long long)res.freeze_ms,
+		       (unsigned long long)res.sync_ms, (unsigned long long)res.sync.blocks_sent,
+		       (unsigned long long)res.validate_ms, (unsigned long long)res.switch_ms,
+		       res.cut_over ? "cut over, source decommissioned" : "ROLLED BACK to the source",
+		       (unsigned long long)res.downtime_ms);
+	}
+	return r < 0 ? cli_fail(&err, "migrate cutover") : CLI_OK;
+}
+
 int cli_migrate(struct cli *cli, int argc, char **argv)
 {
 	static const struct cli_verb verbs[] = {
@@ -494,6 +555,9 @@ int cli_migrate(struct cli *cli, int argc, char **argv)
 		{"mbr2gpt", migrate_mbr2gpt,
 		 "mbr2gpt --in IMG --out IMG [--grow] [--no-fstab] [--dry-run] [--json]"},
 		{"replicate", migrate_replicate, "replicate send|serve|status ..."},
+		{"cutover", migrate_cutover,
+		 "cutover PROJECT SERVER --qmp SOCK --node NODE --state F --connect H:P --cert --key "
+		 "--ca --replica IMG [--validator PROG] [--endpoints F --name N --target-addr A]"},
 		{"check-network", migrate_check_network,
 		 "check-network --target HOST [--ports LIST] [--resolve NAME]... [--timeout-ms N]"},
 		{"project", migrate_project, "project create NAME (--store URL | --state-dir DIR)"},

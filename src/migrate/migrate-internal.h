@@ -71,6 +71,12 @@ int mig_fstab_parse(const uint8_t *buf, size_t len, struct mig_fstab_entry *out,
 /* True for kernel device names (/dev/sda1, /dev/vdb, /dev/hda2, /dev/xvda1, /dev/nvme0n1p1). */
 bool mig_fstab_is_devname(const char *spec);
 
+/* ---- QMP (vmsrc.c): one JSON command per line; events skipped ---- */
+#include <jansson.h>
+int mig_qmp_open(const char *path, FILE **out, struct cvm_err *err);
+/* Takes cmd's reference; *ret (nullable) gets the "return" value (new reference). */
+int mig_qmp_cmd(FILE *qmp, json_t *cmd, json_t **ret, struct cvm_err *err);
+
 /* ---- running QEMU VM as a replication source (vmsrc.c): QMP dirty bitmaps + NBD ---- */
 struct mig_vmsrc;
 /* Connects to QMP, starts the pass (see vmsrc.c), exports the node over NBD and connects.

@@ -37,19 +37,19 @@ struct mig_vmsrc {
 /* ---- QMP ------------------------------------------------------------------------------- */
 /* Send one command, skip events, return the "return" value (new ref) or fill err from the
  * error's desc. */
-static int qmp_cmd(struct mig_vmsrc *v, json_t *cmd, json_t **ret, struct cvm_err *err)
+int mig_qmp_cmd(FILE *qmp, json_t *cmd, json_t **ret, struct cvm_err *err)
 {
 	char *s = json_dumps(cmd, JSON_COMPACT);
 	json_decref(cmd);
 	if (!s)
 		return cvm_err_nomem(err);
-	int w = fprintf(v->qmp, "%s\n", s);
+	int w = fprintf(qmp, "%s\n", s);
 	free(s);
-	if (w < 0 || fflush(v->qmp) != 0)
+	if (w < 0 || fflush(qmp) != 0)
 		return cvm_err_internal(err, "qmp: write failed");
 	char line[65536];
 	for (;;) {
-		if (!fgets(line, sizeof(line), v->qmp))
+		if (!fgets(line, sizeof(line), qmp))
 			return cvm_err_internal(err, "qmp: connection closed");
 		json_t *j = json_loads(line, 0, NULL);
 		if (!j)
@@ -71,7 +71,7 @@ static int qmp_cmd(struct mig_vmsrc *v, json_t *cmd, json_t **ret, struct cvm_er
 	}
 }
 
-static int qmp_open(struct mig_vmsrc *v, const char *path, struct cvm_err *err)
+int mig_qmp_open(const char *path, FILE **out, struct cvm_err *err)
 {
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(a.sun_path))
@@ -84,15 +84,23 @@ static int qmp_open(struct mig_vmsrc *v, const char *path, struct cvm_err *err)
 			close(fd);
 		return cvm_err_set(err, e, "InternalError", "qmp %s: %s", path, strerror(e));
 	}
-	v->qmp = fdopen(fd, "r+");
-	if (!v->qmp) {
+	FILE *f = fdopen(fd, "r+");
+	if (!f) {
 		close(fd);
 		return cvm_err_nomem(err);
 	}
 	char greet[4096];
-	if (!fgets(greet, sizeof(greet), v->qmp) || !strstr(greet, "\"QMP\""))
-		return cvm_err_set(err, EPROTO, "BadParameter", "qmp %s: no QMP greeting", path);
-	return qmp_cmd(v, json_pack("{s:s}", "execute", "qmp_capabilities"), NULL, err);
+	int r = 0;
+	if (!fgets(greet, sizeof(greet), f) || !strstr(greet, "\"QMP\""))
+		r = cvm_err_set(err, EPROTO, "BadParameter", "qmp %s: no QMP greeting", path);
+	if (r == 0)
+		r = mig_qmp_cmd(f, json_pack("{s:s}", "execute", "qmp_capabilities"), NULL, err);
+	if (r < 0) {
+		fclose(f);
+		return r;
+	}
+	*out = f;
+	return 0;
 }
 
 static json_t *cmd(const char *name, json_t *args)
@@ -115,7 +123,7 @@ static void recover_pass(struct mig_vmsrc *v)
 							 TRACK, "bitmaps", PASS)),
 				 bitmap_action("block-dirty-bitmap-remove",
 					       json_pack("{s:s,s:s}", "node", v->node, "name", PASS)));
-	qmp_cmd(v, cmd("transaction", json_pack("{s:o}", "actions", acts)), NULL, &e);
+	mig_qmp_cmd(v->qmp, cmd("transaction", json_pack("{s:o}", "actions", acts)), NULL, &e);
 }
 
 /* ---- open / read / dirty / finish ------------------------------------------------------- */
@@ -128,13 +136,13 @@ int mig_vmsrc_open(const char *qmp, const char *node, struct mig_vmsrc **out, ui
 	if (!v)
 		return cvm_err_nomem(err);
 	snprintf(v->node, sizeof(v->node), "%s", node);
-	int r = qmp_open(v, qmp, err);
+	int r = mig_qmp_open(qmp, &v->qmp, err);
 	if (r < 0)
 		goto fail;
 	recover_pass(v);
 	/* TRACK either exists (incremental) or starts tracking now (this pass reads it all). */
 	struct cvm_err e = {0};
-	r = qmp_cmd(v, cmd("block-dirty-bitmap-add", json_pack("{s:s,s:s,s:b}", "node", node,
+	r = mig_qmp_cmd(v->qmp, cmd("block-dirty-bitmap-add", json_pack("{s:s,s:s,s:b}", "node", node,
 								 "name", TRACK, "persistent", 0)),
 		    NULL, &e);
 	if (r < 0 && !strstr(e.msg, "already")) {
@@ -152,7 +160,7 @@ int mig_vmsrc_open(const char *qmp, const char *node, struct mig_vmsrc **out, ui
 					TRACK)),
 		bitmap_action("block-dirty-bitmap-clear",
 			      json_pack("{s:s,s:s}", "node", node, "name", TRACK)));
-	if ((r = qmp_cmd(v, cmd("transaction", json_pack("{s:o}", "actions", acts)), NULL, err)) < 0)
+	if ((r = mig_qmp_cmd(v->qmp, cmd("transaction", json_pack("{s:o}", "actions", acts)), NULL, err)) < 0)
 		goto fail;
 	const char *tmpd = getenv("TMPDIR");
 	snprintf(v->dir, sizeof(v->dir), "%s/cvm-nbd-XXXXXX", tmpd && strlen(tmpd) < 40 ? tmpd : "/tmp");
@@ -162,12 +170,12 @@ int mig_vmsrc_open(const char *qmp, const char *node, struct mig_vmsrc **out, ui
 		goto fail;
 	}
 	snprintf(v->sock, sizeof(v->sock), "%s/nbd.sock", v->dir);
-	if ((r = qmp_cmd(v, cmd("nbd-server-start",
+	if ((r = mig_qmp_cmd(v->qmp, cmd("nbd-server-start",
 				json_pack("{s:{s:s,s:{s:s}}}", "addr", "type", "unix", "data", "path",
 					  v->sock)), NULL, err)) < 0)
 		goto fail;
 	v->server = true;
-	if ((r = qmp_cmd(v, cmd("block-export-add",
+	if ((r = mig_qmp_cmd(v->qmp, cmd("block-export-add",
 				json_pack("{s:s,s:s,s:s,s:s,s:[s]}", "type", "nbd", "id", EXPORT,
 					  "node-name", node, "name", EXPORT, "bitmaps", PASS)),
 			 NULL, err)) < 0)
@@ -265,13 +273,13 @@ void mig_vmsrc_finish(struct mig_vmsrc *v, bool ok)
 		nbd_close(v->nbd);
 	}
 	if (v->qmp && v->exported)
-		qmp_cmd(v, cmd("block-export-del", json_pack("{s:s,s:s}", "id", EXPORT, "mode", "hard")),
+		mig_qmp_cmd(v->qmp, cmd("block-export-del", json_pack("{s:s,s:s}", "id", EXPORT, "mode", "hard")),
 			NULL, &e);
 	if (v->qmp && v->server)
-		qmp_cmd(v, cmd("nbd-server-stop", json_object()), NULL, &e);
+		mig_qmp_cmd(v->qmp, cmd("nbd-server-stop", json_object()), NULL, &e);
 	if (v->qmp) {
 		if (ok)
-			qmp_cmd(v, cmd("block-dirty-bitmap-remove",
+			mig_qmp_cmd(v->qmp, cmd("block-dirty-bitmap-remove",
 				       json_pack("{s:s,s:s}", "node", v->node, "name", PASS)), NULL, &e);
 		else
 			recover_pass(v);
