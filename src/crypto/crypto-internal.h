@@ -14,6 +14,10 @@ struct cvm_key {
 	const struct cvm_curve *curve;  /* EC only */
 	EVP_PKEY *pkey;                 /* RSA/EC */
 	struct cvm_secret *oct;         /* oct */
+	/* PKCS#8 DER of an RSA/EC private key: the bytes it was imported with, or the encoder's
+	 * output kept on first export (encoding costs far more than a copy). Set once, then
+	 * read-only; wiped with the key. */
+	_Atomic(struct cvm_secret *) pkcs8;
 };
 
 /* A NIST curve as JOSE names it, with what we need to encode and sign on it. */

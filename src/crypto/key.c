@@ -70,6 +70,7 @@ int cvm_key_wrap_pkey(EVP_PKEY *pkey, struct cvm_key **out, struct cvm_err *err)
 		return cvm_err_nomem(err);
 	*n = k;
 	atomic_init(&n->refs, 1);
+	atomic_init(&n->pkcs8, NULL);
 	*out = n;
 	return 0;
 }
@@ -80,6 +81,7 @@ int cvm_key_wrap_oct(struct cvm_secret *s, struct cvm_key **out, struct cvm_err 
 	if (!n)
 		return cvm_err_nomem(err);
 	atomic_init(&n->refs, 1);
+	atomic_init(&n->pkcs8, NULL);
 	n->kty = CVM_KTY_OCT;
 	n->has_private = true;
 	n->bits = (int)(s->len * 8);
@@ -166,6 +168,7 @@ void cvm_key_free(struct cvm_key *k)
 		return;
 	EVP_PKEY_free(k->pkey);
 	cvm_secret_free(k->oct);
+	cvm_secret_free(atomic_load(&k->pkcs8));
 	free(k);
 }
 
@@ -231,14 +234,9 @@ int cvm_key_public(const struct cvm_key *k, struct cvm_key **out, struct cvm_err
 	return cvm_key_import_public_der(der.data, der.len, out, err);
 }
 
-int cvm_key_export_private(const struct cvm_key *k, struct cvm_secret **out, struct cvm_err *err)
+/* Encode the private key as PKCS#8 PrivateKeyInfo DER into a new secret. */
+static int encode_pkcs8(const struct cvm_key *k, struct cvm_secret **out, struct cvm_err *err)
 {
-	if (!k->has_private)
-		return cvm_err_badparam(err, "key: has no private part to export");
-	if (k->kty == CVM_KTY_OCT) {
-		*out = cvm_secret_from(k->oct->data, k->oct->len);
-		return *out ? 0 : cvm_err_nomem(err);
-	}
 	OSSL_ENCODER_CTX *ctx = OSSL_ENCODER_CTX_new_for_pkey(k->pkey, EVP_PKEY_KEYPAIR, "DER",
 							      "PrivateKeyInfo", NULL);
 	unsigned char *der = NULL;
@@ -252,6 +250,34 @@ int cvm_key_export_private(const struct cvm_key *k, struct cvm_secret **out, str
 		return r;
 	*out = cvm_secret_from(der, der_len);
 	OPENSSL_clear_free(der, der_len);
+	return *out ? 0 : cvm_err_nomem(err);
+}
+
+int cvm_key_export_private(const struct cvm_key *k, struct cvm_secret **out, struct cvm_err *err)
+{
+	if (!k->has_private)
+		return cvm_err_badparam(err, "key: has no private part to export");
+	if (k->kty == CVM_KTY_OCT) {
+		*out = cvm_secret_from(k->oct->data, k->oct->len);
+		return *out ? 0 : cvm_err_nomem(err);
+	}
+	/* The cache is a write-once field of a shared key: it does not change what the key is, so
+	 * filling it through a const pointer is sound; the CAS picks one winner among threads. */
+	_Atomic(struct cvm_secret *) *slot = (_Atomic(struct cvm_secret *) *)&k->pkcs8;
+	struct cvm_secret *der = atomic_load_explicit(slot, memory_order_acquire);
+	if (!der) {
+		int r = encode_pkcs8(k, &der, err);
+		if (r < 0)
+			return r;
+		struct cvm_secret *expected = NULL;
+		if (!atomic_compare_exchange_strong_explicit(slot, &expected, der,
+							     memory_order_acq_rel,
+							     memory_order_acquire)) {
+			cvm_secret_free(der);
+			der = expected;
+		}
+	}
+	*out = cvm_secret_from(der->data, der->len);
 	return *out ? 0 : cvm_err_nomem(err);
 }
 
@@ -299,6 +325,13 @@ int cvm_key_import_private(enum cvm_kty kty, const uint8_t *buf, size_t len, str
 		return cvm_err_badparam(err, "key: PKCS#8 holds a %s key, expected a private %s key",
 					got, kty == CVM_KTY_RSA ? "RSA" : "EC");
 	}
+	/* Keep the exact bytes: export returns them instead of re-encoding. */
+	struct cvm_secret *der = cvm_secret_from(buf, len);
+	if (!der) {
+		cvm_key_free(k);
+		return cvm_err_nomem(err);
+	}
+	atomic_store(&k->pkcs8, der);
 	*out = k;
 	return 0;
 }
