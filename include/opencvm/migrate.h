@@ -208,7 +208,11 @@ CVM_EXPORT int cvm_mbr2gpt(const char *in, const char *out, const struct cvm_mbr
  * cursor before acknowledging a SYNC; the source records hashes only for acknowledged blocks.
  * Either side killed at any point resumes from the last acknowledged cursor; if the two states
  * disagree (different generation or pass) the source fetches the target's hashes (zstd) and
- * compares against those, so nothing is trusted that the target cannot vouch for. Memory is
+ * compares against those, so nothing is trusted that the target cannot vouch for. The target
+ * lists each block in "<state>.inflight" before writing it; after an interruption it marks
+ * those blocks' hashes unknown and flags its state stale (HELLO_ACK), so the source refetches
+ * the hashes before resuming from the cursor (a block written but never acknowledged cannot
+ * hide behind the source's older record of it). Memory is
  * bounded (16 MiB read batch, one block of each buffer, hashes of the sync window),
  * independent of the disk size.
  *
@@ -255,8 +259,12 @@ struct cvm_repl_hello {
 	uint64_t disk_size;
 	uint8_t gen[16];
 	uint64_t pass, cursor;
+	uint32_t flags;           /* CVM_REPL_HELLO_STALE (target only) */
 };
-#define CVM_REPL_HELLO_LEN 48u
+#define CVM_REPL_HELLO_LEN 52u
+/* The target was interrupted with blocks written but not yet acknowledged; it marked their
+ * hashes unknown, and the source must fetch the hashes before trusting its own copy. */
+#define CVM_REPL_HELLO_STALE 0x1u
 CVM_EXPORT void cvm_repl_hello_put(const struct cvm_repl_hello *h, uint8_t out[CVM_REPL_HELLO_LEN]);
 /* Checks version, block size (power of two in [4 KiB, 1 MiB]), disk size (non-zero, at most
  * 2^50 bytes) and cursor <= number of blocks. */
@@ -338,6 +346,7 @@ CVM_EXPORT int cvm_repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_re
 
 struct cvm_repl_state_info {
 	char role;                /* 'S' source, 'T' target */
+	bool stale;               /* target: hashes invalidated after an interruption */
 	uint32_t block_size;
 	uint64_t disk_size, nblocks;
 	uint8_t gen[16];

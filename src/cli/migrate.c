@@ -249,8 +249,8 @@ static int repl_status(struct cli *cli, int argc, char **argv)
 	cvm_time_iso8601(i.updated, when);
 	int64_t rpo = cvm_now() - i.updated;
 	if (cli->json) {
-		json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:s?,s:I,s:I,s:s,s:I}", "role",
-				      i.role == 'S' ? "source" : "target", "block_size",
+		json_t *j = json_pack("{s:s,s:b,s:I,s:I,s:I,s:s?,s:I,s:I,s:s,s:I}", "role",
+				      i.role == 'S' ? "source" : "target", "stale", i.stale, "block_size",
 				      (json_int_t)i.block_size, "disk_size", (json_int_t)i.disk_size,
 				      "blocks", (json_int_t)i.nblocks, "generation", gen, "passes",
 				      (json_int_t)i.pass, "cursor", (json_int_t)i.cursor,

@@ -29,6 +29,7 @@
 struct rstate {
 	int fd;
 	char role;
+	bool stale;                  /* target: some hashes were invalidated, source must refetch */
 	uint32_t bs;
 	uint64_t disk, nblocks;
 	uint8_t gen[16];
@@ -46,6 +47,7 @@ static int st_parse(const uint8_t *h, struct cvm_repl_state_info *o, struct cvm_
 		return cvm_err_set(err, EBADMSG, "BadParameter", "state: header CRC mismatch (torn "
 				   "write); the next pass refetches the target's hashes");
 	o->role = (char)h[8];
+	o->stale = h[9] == 1;
 	o->block_size = mig_le32(h + 12);
 	o->disk_size = mig_le64(h + 16);
 	memcpy(o->gen, h + 24, 16);
@@ -78,6 +80,7 @@ static int st_write_hdr(struct rstate *s, struct cvm_err *err)
 	uint8_t h[ST_HDR] = {0};
 	memcpy(h, ST_MAGIC, 8);
 	h[8] = (uint8_t)s->role;
+	h[9] = s->stale ? 1 : 0;
 	mig_put_le32(h + 12, s->bs);
 	mig_put_le64(h + 16, s->disk);
 	memcpy(h + 24, s->gen, 16);
@@ -149,6 +152,7 @@ static int st_open(const char *path, char role, struct rstate *s, struct cvm_err
 	s->pass = i.pass;
 	s->cursor = i.cursor;
 	s->updated = i.updated;
+	s->stale = i.stale;
 	return 0;
 }
 
@@ -723,6 +727,7 @@ static int sender_state(struct sender *x, uint64_t disk, struct cvm_err *err)
 	if ((r = st_create(o->state, &x->s, err)) < 0)
 		return r;
 	x->s.role = 'S';
+	x->s.stale = false;
 	x->s.bs = bs;
 	x->s.disk = disk;
 	x->s.nblocks = nblocks_of(disk, bs);
@@ -813,7 +818,11 @@ static int repl_send(const struct cvm_repl_send_opts *o, struct cvm_repl_stats *
 	static const uint8_t nogen[16];
 	if (memcmp(them.gen, x.s.gen, 16) == 0 && them.pass == x.s.pass &&
 	    memcmp(x.s.gen, nogen, 16) != 0) {
+		/* Same history; an interrupted target may have forgotten some blocks' hashes. */
 		start = x.s.cursor;
+		if ((them.flags & CVM_REPL_HELLO_STALE) && (r = fetch_manifest(&x, err)) < 0)
+			goto out;
+		st->manifest_fetched = (them.flags & CVM_REPL_HELLO_STALE) != 0;
 	} else {
 		if ((r = fetch_manifest(&x, err)) < 0)
 			goto out;
@@ -887,6 +896,8 @@ struct target {
 	struct conn c;
 	struct rstate s;
 	int img;
+	int inflight;                /* "<state>.inflight": blocks written since the last SYNC */
+	bool manifest_served;
 	ZSTD_DCtx *dz;
 	ZSTD_CCtx *zc;
 	uint8_t *raw;
@@ -895,6 +906,41 @@ struct target {
 	size_t npend;
 	struct cvm_repl_stats *st;
 };
+
+/* Blocks written after the last acknowledged SYNC may or may not be on disk: their hashes
+ * become unknown, and the state says so (stale) until a source has fetched the hashes and
+ * synced again. The list is written before each block's data, so it covers every such block
+ * (for a killed process; after power loss the data may be older still, which hashes also
+ * catch because the old hash no longer claims anything new). */
+static int invalidate_inflight(struct target *t, struct cvm_err *err)
+{
+	uint64_t size = 0;
+	int r = mig_fd_size(t->inflight, &size, err);
+	if (r < 0)
+		return r;
+	if (size / 8 > MAX_PENDING)
+		return cvm_err_set(err, EBADMSG, "BadParameter", "inflight list longer than %u blocks",
+				   MAX_PENDING);
+	static const uint8_t unknown[HASH];
+	uint8_t b[8];
+	for (uint64_t i = 0; i < size / 8 && r == 0; i++) {
+		if ((r = mig_pread_full(t->inflight, b, 8, i * 8, err)) < 0)
+			break;
+		uint64_t idx = mig_le64(b);
+		if (idx < t->s.nblocks)
+			r = mig_pwrite_full(t->s.fd, unknown, HASH, ST_HDR + idx * HASH, err);
+	}
+	if (r < 0 || size < 8)
+		return r;
+	if (fdatasync(t->s.fd) < 0)
+		return cvm_err_internal(err, "state fsync: %s", strerror(errno));
+	t->s.stale = true;
+	if ((r = st_write_hdr(&t->s, err)) < 0)
+		return r;
+	cvm_log_warn("migrate.replicate.inflight", "blocks=%llu action=hashes-invalidated",
+		     (unsigned long long)(size / 8));
+	return ftruncate(t->inflight, 0) < 0 ? cvm_err_internal(err, "inflight: %s", strerror(errno)) : 0;
+}
 
 /* Open (or create) the target image and its state for the disk the source announces. */
 static int target_open(struct target *t, const struct cvm_repl_hello *h, struct cvm_err *err)
@@ -917,12 +963,20 @@ static int target_open(struct target *t, const struct cvm_repl_hello *h, struct 
 		return cvm_err_set(err, ENOTSUP, "Conflict", "target %s is %llu bytes, the source "
 				   "%llu", o->target, (unsigned long long)size,
 				   (unsigned long long)h->disk_size);
+	_cleanup_free_ char *ipath = cvm_asprintf("%s.inflight", o->state);
+	if (!ipath)
+		return cvm_err_nomem(err);
+	t->inflight = open(ipath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (t->inflight < 0)
+		return cvm_err_internal(err, "%s: %s", ipath, strerror(errno));
 	if (r == 0 && !created)
-		return 0;
+		return invalidate_inflight(t, err);
 	if (r < 0 && r != -ENOENT && r != -EBADMSG) {
 		*err = e;
 		return r;
 	}
+	if (ftruncate(t->inflight, 0) < 0)
+		return cvm_err_internal(err, "%s: %s", ipath, strerror(errno));
 	/* A new generation: the hashes say what the image holds for sure — zeros when we just
 	 * created it sparse, nothing known otherwise (every block will be sent). */
 	if (r == -ENOENT)
@@ -930,6 +984,7 @@ static int target_open(struct target *t, const struct cvm_repl_hello *h, struct 
 	if ((r = st_create(o->state, &t->s, err)) < 0)
 		return r;
 	t->s.role = 'T';
+	t->s.stale = false;
 	t->s.bs = h->block_size;
 	t->s.disk = h->disk_size;
 	t->s.nblocks = nblocks_of(h->disk_size, h->block_size);
@@ -1018,7 +1073,10 @@ static int recv_block(struct target *t, const struct cvm_repl_frame *f, struct c
 	if (t->npend >= MAX_PENDING)
 		return cvm_err_set(err, E2BIG, "BadParameter", "more than %u blocks without a SYNC",
 				   MAX_PENDING);
-	if ((r = mig_pwrite_full(t->img, data, want, off, err)) < 0)
+	uint8_t ib[8];
+	mig_put_le64(ib, b.index);
+	if ((r = mig_pwrite_full(t->inflight, ib, 8, t->npend * 8, err)) < 0 ||
+	    (r = mig_pwrite_full(t->img, data, want, off, err)) < 0)
 		return r;
 	t->pend_idx[t->npend] = b.index;
 	memcpy(t->pend_hash + t->npend * HASH, h, HASH);
@@ -1051,8 +1109,13 @@ static int recv_sync(struct target *t, const struct cvm_repl_frame *f, struct cv
 		r = cvm_err_internal(err, "state fsync: %s", strerror(errno));
 	t->npend = 0;
 	t->s.cursor = upto;
+	/* A source that fetched our hashes has stored them before its first SYNC. */
+	if (t->manifest_served)
+		t->s.stale = false;
 	if (r == 0)
 		r = st_write_hdr(&t->s, err);
+	if (r == 0 && ftruncate(t->inflight, 0) < 0)
+		r = cvm_err_internal(err, "inflight: %s", strerror(errno));
 	return r < 0 ? r : conn_send_u64(&t->c, CVM_REPL_ACK, upto, err);
 }
 
@@ -1071,7 +1134,8 @@ static int session(struct target *t, struct cvm_err *err)
 	if (r < 0)
 		return r;
 	struct cvm_repl_hello me = {.version = CVM_REPL_VERSION, .block_size = t->s.bs,
-				    .disk_size = t->s.disk, .pass = t->s.pass, .cursor = t->s.cursor};
+				    .disk_size = t->s.disk, .pass = t->s.pass, .cursor = t->s.cursor,
+				    .flags = t->s.stale ? CVM_REPL_HELLO_STALE : 0};
 	memcpy(me.gen, t->s.gen, 16);
 	uint8_t hb[CVM_REPL_HELLO_LEN];
 	cvm_repl_hello_put(&me, hb);
@@ -1088,6 +1152,7 @@ static int session(struct target *t, struct cvm_err *err)
 		switch (f.type) {
 		case CVM_REPL_MANIFEST_REQ:
 			r = serve_manifest(t, err);
+			t->manifest_served = r == 0;
 			break;
 		case CVM_REPL_BLOCK:
 			r = recv_block(t, &f, err);
@@ -1190,7 +1255,8 @@ static int repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_repl_stats
 	}
 	cvm_log_info("migrate.replicate.listen", "addr=%s port=%u target=%s", o->listen, port, o->target);
 	for (unsigned n = 0; o->sessions == 0 || n < o->sessions; n++) {
-		struct target t = {.o = o, .img = -1, .c = {.fd = -1}, .s = {.fd = -1}, .st = last};
+		struct target t = {.o = o, .img = -1, .inflight = -1, .c = {.fd = -1}, .s = {.fd = -1},
+				   .st = last};
 		memset(last, 0, sizeof(*last));
 		uint64_t t0 = (uint64_t)cvm_now_ms();
 		struct cvm_err se = {0};
@@ -1226,6 +1292,8 @@ static int repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_repl_stats
 		st_close(&t.s);
 		if (t.img >= 0)
 			close(t.img);
+		if (t.inflight >= 0)
+			close(t.inflight);
 		ZSTD_freeDCtx(t.dz);
 		ZSTD_freeCCtx(t.zc);
 		free(t.raw);

@@ -61,6 +61,7 @@ void cvm_repl_hello_put(const struct cvm_repl_hello *h, uint8_t out[CVM_REPL_HEL
 	memcpy(out + 16, h->gen, 16);
 	mig_put_le64(out + 32, h->pass);
 	mig_put_le64(out + 40, h->cursor);
+	mig_put_le32(out + 48, h->flags);
 }
 
 int cvm_repl_hello_parse(const uint8_t *buf, size_t len, struct cvm_repl_hello *h,
@@ -75,6 +76,9 @@ int cvm_repl_hello_parse(const uint8_t *buf, size_t len, struct cvm_repl_hello *
 	memcpy(h->gen, buf + 16, 16);
 	h->pass = mig_le64(buf + 32);
 	h->cursor = mig_le64(buf + 40);
+	h->flags = mig_le32(buf + 48);
+	if (h->flags & ~CVM_REPL_HELLO_STALE)
+		return cvm_err_set(err, EBADMSG, "BadParameter", "hello: unknown flags 0x%x", h->flags);
 	if (h->version != CVM_REPL_VERSION)
 		return cvm_err_set(err, ENOTSUP, "BadParameter", "hello: protocol version %u "
 				   "(this side speaks %u)", h->version, CVM_REPL_VERSION);

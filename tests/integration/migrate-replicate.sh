@@ -125,8 +125,12 @@ kill -9 "$spid"; wait "$spid" 2>/dev/null
 wait "$cpid"; rc=$?
 check "the source fails when the target dies (exit 1)" is $rc 1
 serve k2.img k2.state
+check "the killed target left its unacknowledged blocks listed" test -s k2.state.inflight
 check "resume after kill -9 of the target" bash -c "$(declare -f send); CVM='$CVM' port=$port; TLS_S=(${TLS_S[*]}); send ks2.state > r2.json"
 check "... resumed from a checkpoint, not from zero" test "$(val resumed_from r2.json)" -gt 0
+check "... after fetching the target's hashes (stale)" is "$(val manifest_fetched r2.json)" true
+check "... and the target is no longer stale" bash -c \
+  "'$CVM' --json migrate replicate status --state k2.state | jq -e '.stale == false'"
 check "... target equals source" cmp src.img k2.img
 
 # ---- refusals ----

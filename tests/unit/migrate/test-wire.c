@@ -95,6 +95,16 @@ static void test_hello(void **state)
 	cvm_repl_hello_put(&t, b);
 	assert_int_equal(cvm_repl_hello_parse(b, sizeof(b), &g, &err), -EBADMSG);
 	t = h;
+	t.flags = 2;
+	cvm_repl_hello_put(&t, b);
+	assert_int_equal(cvm_repl_hello_parse(b, sizeof(b), &g, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "flags"));
+	t = h;
+	t.flags = CVM_REPL_HELLO_STALE;
+	cvm_repl_hello_put(&t, b);
+	assert_int_equal(cvm_repl_hello_parse(b, sizeof(b), &g, &err), 0);
+	assert_int_equal(g.flags, CVM_REPL_HELLO_STALE);
+	t = h;
 	t.cursor = 16385;
 	cvm_repl_hello_put(&t, b);
 	assert_int_equal(cvm_repl_hello_parse(b, sizeof(b), &g, &err), -EBADMSG);
