@@ -168,7 +168,8 @@ struct cvm_mbr2gpt_opts {
 	/* When no free gap holds an ESP, append the space at the end of the copy (the target
 	 * disk is that much larger). Without it such disks are refused with -ENOSPC. */
 	bool grow;
-	bool rewrite_fstab;        /* default true via cvm_mbr2gpt_opts_init */
+	bool rewrite_fstab;        /* default true via cvm_mbr2gpt_opts_init; also root=/resume=
+				    * device names on kernel command lines (grub.cfg, /etc/default/grub) */
 	bool dry_run;              /* plan only; out is not written */
 };
 CVM_EXPORT void cvm_mbr2gpt_opts_init(struct cvm_mbr2gpt_opts *o);
@@ -179,6 +180,7 @@ struct cvm_mbr2gpt_result {
 	unsigned esp_number;       /* GPT entry number of the new ESP */
 	uint64_t esp_start_lba, esp_nsectors;
 	unsigned fstab_rewritten;  /* entries changed */
+	unsigned cmdline_rewritten; /* root=/resume= device names in grub.cfg, /etc/default/grub */
 	int fstab_part;            /* partition whose /etc/fstab changed, 0 = none */
 	bool checksums_equal;      /* every partition's data equal to the source (before fstab) */
 	bool bootloader_installed; /* shim + signed grub from the image's packages on the ESP */

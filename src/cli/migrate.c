@@ -86,11 +86,12 @@ static int migrate_mbr2gpt(struct cli *cli, int argc, char **argv)
 	struct cvm_err err = {0};
 	int r = cvm_mbr2gpt(in, out, &o, &res, &err);
 	if (cli->json) {
-		json_t *j = json_pack("{s:b,s:s,s:I,s:i,s:I,s:I,s:i,s:i,s:b,s:b}", "ok", r == 0, "plan",
+		json_t *j = json_pack("{s:b,s:s,s:I,s:i,s:I,s:I,s:i,s:i,s:i,s:b,s:b}", "ok", r == 0, "plan",
 				      res.plan, "out_bytes", (json_int_t)res.out_bytes, "esp_partition",
 				      (int)res.esp_number, "esp_start_lba", (json_int_t)res.esp_start_lba,
 				      "esp_sectors", (json_int_t)res.esp_nsectors, "fstab_rewritten",
-				      (int)res.fstab_rewritten, "fstab_partition", res.fstab_part,
+				      (int)res.fstab_rewritten, "cmdline_rewritten",
+				      (int)res.cmdline_rewritten, "fstab_partition", res.fstab_part,
 				      "checksums_equal", res.checksums_equal, "bootloader_installed",
 				      res.bootloader_installed);
 		if (j && r < 0) {

@@ -36,6 +36,8 @@ struct ctx {
 	char fstab_error[256];
 	struct mig_fstab_entry fstab[MAX_FSTAB];
 	size_t nfstab;
+	char cmdline_dev[256];            /* "grub.cfg root=/dev/sda1" when a kernel command line
+					   * names a device */
 };
 
 const char *cvm_check_status_name(enum cvm_check_status s)
@@ -268,6 +270,31 @@ static const char *kconf(const struct ctx *c, const char *name)
 	return "";
 }
 
+/* root=/resume= by kernel device name in grub's config breaks booting on another bus. */
+static void find_cmdline_devnames(struct ctx *c)
+{
+	static const char *const files[] = {"/boot/grub/grub.cfg", "/etc/default/grub"};
+	for (size_t f = 0; f < CVM_ARRAY_SIZE(files) && !c->cmdline_dev[0]; f++) {
+		_cleanup_free_ uint8_t *buf = NULL;
+		size_t len = 0;
+		struct cvm_err e = {0};
+		if (mig_extfs_read(c->root, files[f], 4u << 20, &buf, &len, &e) < 0)
+			continue;
+		const char *s = (const char *)buf;
+		for (const char *p = s; (p = strstr(p, "root=/dev/")) != NULL; p += 5) {
+			if (p > s && p[-1] != ' ' && p[-1] != '\t' && p[-1] != '"' && p[-1] != '\'')
+				continue;
+			size_t n = strcspn(p + 5, " \t\n\"'");
+			char dev[128];
+			snprintf(dev, sizeof(dev), "%.*s", (int)(n < 127 ? n : 127), p + 5);
+			if (mig_fstab_is_devname(dev)) {
+				snprintf(c->cmdline_dev, sizeof(c->cmdline_dev), "%s root=%s", files[f], dev);
+				break;
+			}
+		}
+	}
+}
+
 static void open_root(struct ctx *c)
 {
 	/* Root = the first ext filesystem with /etc/fstab or /etc/os-release; /boot may be a
@@ -317,6 +344,7 @@ static void open_root(struct ctx *c)
 	else
 		snprintf(c->fstab_error, sizeof(c->fstab_error), "%s", e.msg);
 	free(buf);
+	find_cmdline_devnames(c);
 	if (c->boot) {
 		static const char *const pre[] = {"initrd.img-", "initramfs-"};
 		static const char *const suf[] = {"", ".img"};
@@ -573,11 +601,16 @@ static int check_fstab(struct ctx *c)
 	if (r == 0 && nbad)
 		r = cvm_buf_printf(&rem, " in /etc/fstab (`cvm migrate mbr2gpt` does this for MBR "
 				   "disks); device names change on the target (sda -> nvme/vda)");
+	if (r == 0 && c->cmdline_dev[0])
+		r = cvm_buf_printf(&rem, "%sset root=UUID= in /etc/default/grub and run update-grub "
+				   "(`cvm migrate mbr2gpt` rewrites it for MBR disks)",
+				   rem.len ? "; " : "");
 	if (r == 0) {
-		if (nbad)
+		if (nbad || c->cmdline_dev[0])
 			r = add(c, "fstab-device-names", CVM_CHECK_WARN, cvm_buf_cstr(&rem),
-				"%zu of %zu fstab entries use kernel device names: %s", nbad,
-				c->nfstab, cvm_buf_cstr(&bad));
+				"%zu of %zu fstab entries use kernel device names%s%s%s%s", nbad,
+				c->nfstab, nbad ? ": " : "", nbad ? cvm_buf_cstr(&bad) : "",
+				c->cmdline_dev[0] ? "; kernel command line: " : "", c->cmdline_dev);
 		else
 			r = add(c, "fstab-device-names", CVM_CHECK_PASS, NULL,
 				"all %zu fstab entries use UUID=, LABEL= or other stable names",

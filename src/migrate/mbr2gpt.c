@@ -506,6 +506,95 @@ static int rewrite_fstab(const char *out, const struct cvm_ptable *t, const stru
 	return 0;
 }
 
+/* Kernel command lines name the root (and resume) device too: root=/dev/sda1 in grub.cfg or
+ * /etc/default/grub would not boot on a target where the disk is nvme0n1 or vda. Rewrite
+ * root= and resume= values that name a partition of this disk to UUID=. */
+static int rewrite_cmdline(const uint8_t *in, size_t len, const struct cvm_ptable *t,
+			   const struct mig_fsinfo *fs, struct cvm_buf *out, unsigned *changed,
+			   struct cvm_mbr2gpt_result *res, const char *file)
+{
+	static const char *const keys[] = {"root=", "resume="};
+	const char *s = (const char *)in;
+	size_t i = 0;
+	while (i < len) {
+		size_t kl = 0;
+		bool boundary = i == 0 || s[i - 1] == ' ' || s[i - 1] == '\t' || s[i - 1] == '"' ||
+				s[i - 1] == '\'';
+		for (size_t k = 0; boundary && k < CVM_ARRAY_SIZE(keys) && !kl; k++)
+			if (len - i > strlen(keys[k]) && strncmp(s + i, keys[k], strlen(keys[k])) == 0)
+				kl = strlen(keys[k]);
+		if (!kl) {
+			if (cvm_buf_append(out, s + i, 1) < 0)
+				return -ENOMEM;
+			i++;
+			continue;
+		}
+		size_t v = i + kl, ve = v;
+		while (ve < len && s[ve] != ' ' && s[ve] != '\t' && s[ve] != '\n' && s[ve] != '"' &&
+		       s[ve] != '\'')
+			ve++;
+		char spec[256] = "";
+		if (ve - v < sizeof(spec)) {
+			memcpy(spec, s + v, ve - v);
+			spec[ve - v] = 0;
+		}
+		unsigned num = spec[0] ? spec_partnum(spec, t->mbr_signature) : 0;
+		const char *uuid = NULL;
+		for (size_t k = 0; num && k < t->nparts; k++)
+			if (t->parts[k].number == num && fs[k].uuid[0])
+				uuid = fs[k].uuid;
+		int r = uuid ? cvm_buf_printf(out, "%.*sUUID=%s", (int)kl, s + i, uuid) :
+			       cvm_buf_append(out, s + i, ve - i);
+		if (r < 0)
+			return -ENOMEM;
+		if (uuid) {
+			(*changed)++;
+			plan(res, "%s: %.*s%s -> UUID=%s", file, (int)kl, s + i, spec, uuid);
+		}
+		i = ve;
+	}
+	return 0;
+}
+
+static int rewrite_boot_config(const char *out, const struct cvm_ptable *t,
+			       const struct mig_fsinfo *fs, struct cvm_mbr2gpt_result *res,
+			       struct cvm_err *err)
+{
+	/* grub.cfg on the root fs (/boot/grub) or a separate /boot (/grub). */
+	static const char *const files[] = {"/boot/grub/grub.cfg", "/grub/grub.cfg",
+					    "/etc/default/grub"};
+	for (size_t i = 0; i < t->nparts; i++) {
+		const struct cvm_part *p = &t->parts[i];
+		if (strncmp(fs[i].type, "ext", 3) != 0)
+			continue;
+		struct mig_extfs *x = NULL;
+		struct cvm_err e = {0};
+		if (mig_extfs_open(out, p->start_lba * SECTOR, true, &x, &e) < 0)
+			continue;
+		int r = 0;
+		for (size_t f = 0; f < CVM_ARRAY_SIZE(files) && r == 0; f++) {
+			_cleanup_free_ uint8_t *buf = NULL;
+			size_t len = 0;
+			if (mig_extfs_read(x, files[f], 4u << 20, &buf, &len, &e) < 0)
+				continue;
+			struct cvm_buf nb = {0};
+			unsigned changed = 0;
+			if (rewrite_cmdline(buf, len, t, fs, &nb, &changed, res, files[f]) < 0)
+				r = cvm_err_nomem(err);
+			else if (changed)
+				r = mig_extfs_rewrite(x, files[f], nb.data, nb.len, err);
+			cvm_buf_free(&nb);
+			if (r < 0)
+				r = cvm_err_prefix(err, "partition %u: %s", p->number, files[f]);
+			res->cmdline_rewritten += changed;
+		}
+		mig_extfs_close(x);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* ---- UEFI boot chain from the image's own packages -------------------------------------- */
 /* Signed binaries as Debian/Ubuntu's shim-signed and grub-efi-amd64-signed install them. */
 static const char *const shim_paths[] = {"/usr/lib/shim/shimx64.efi.signed.latest",
@@ -765,7 +854,8 @@ static int convert(int in, const char *out, const struct cvm_ptable *t, const st
 	if ((r = verify_libfdisk(out, nconv + 1, err)) < 0)
 		return r;
 	plan(res, "verified: our GPT parser and libfdisk read the same %zu partitions", nconv + 1);
-	if (o->rewrite_fstab && (r = rewrite_fstab(out, t, fs, res, err)) < 0)
+	if (o->rewrite_fstab && ((r = rewrite_fstab(out, t, fs, res, err)) < 0 ||
+				 (r = rewrite_boot_config(out, t, fs, res, err)) < 0))
 		return r;
 	r = install_boot(out, t, fs, l, res, err);
 	if (r == -ENOENT) {

@@ -47,6 +47,8 @@ check "mbr-bios: facts.firmware bios" is "$(jq -r .facts.firmware $j)" bios
 check "mbr-bios: fstab-device-names warn" is "$(status fstab-device-names $j)" warn
 check "mbr-bios: fstab remediation gives the UUID of /dev/sda1" jq -e \
   '.findings[] | select(.check=="fstab-device-names") | .remediation | test("/dev/sda1 with UUID=11111111-2222-4333-8444-555555555501")' $j
+check "mbr-bios: fstab finding also names the kernel command line" jq -e \
+  '.findings[] | select(.check=="fstab-device-names") | .detail | test("kernel command line: /boot/grub/grub.cfg root=/dev/sda1")' $j
 check "mbr-bios: secure-boot-loader warn (no shim)" is "$(status secure-boot-loader $j)" warn
 check "mbr-bios: kernel-sev-snp pass" is "$(status kernel-sev-snp $j)" pass
 check "mbr-bios: no fail anywhere" jq -e 'all(.findings[]; .status != "fail")' $j

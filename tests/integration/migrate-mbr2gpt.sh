@@ -52,6 +52,11 @@ check "fstab: no /dev/sd names left" bash -c "! grep -q '^/dev/sd' '$TMP/fstab'"
 check "fstab: root by UUID" grep -q '^UUID=11111111-2222-4333-8444-555555555501 / ext4' "$TMP/fstab"
 check "fstab: /home by UUID" grep -q '^UUID=11111111-2222-4333-8444-555555555502 /home ext4' "$TMP/fstab"
 check "fstab: other lines kept" grep -q '^proc /proc proc' "$TMP/fstab"
+check "result: root= rewritten in grub.cfg and /etc/default/grub" jq -e '.cmdline_rewritten == 2' "$TMP/res.json"
+check "grub.cfg boots the root by UUID" bash -c \
+  "debugfs -R 'cat /boot/grub/grub.cfg' '$TMP/out1' 2>/dev/null | grep -q 'root=UUID=11111111-2222-4333-8444-555555555501 ro'"
+check "/etc/default/grub: root by UUID, resume= of another disk left alone" bash -c \
+  "debugfs -R 'cat /etc/default/grub' '$TMP/out1' 2>/dev/null | grep -q 'root=UUID=11111111-2222-4333-8444-555555555501 resume=/dev/sda9'"
 check "every other file of the root fs unchanged" bash -c \
   "cmp <(debugfs -R 'cat /etc/os-release' '$TMP/in1' 2>/dev/null) <(debugfs -R 'cat /etc/os-release' '$TMP/out1' 2>/dev/null)"
 extract "$out" 3 "$TMP/esp"
