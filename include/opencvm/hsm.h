@@ -447,9 +447,19 @@ CVM_EXPORT int cvm_hsm_release_cert_pem(struct cvm_hsm *h, char **pem, struct cv
  * {"kind"?:"ServicePrincipal"|"User"|"ManagedIdentity","certificate"?:PEM} -> 201 {"name",
  * "object_id","client_id","kind","client_secret"? (shown once)}, GET /opencvm/principals,
  * DELETE /opencvm/principals/{name} (204); RBAC: roleAssignments write/read/delete at "/".
- * No security domain routes: authentication itself needs an activated HSM (the token keys are
- * sealed under the domain), so activation is local (cvmd domain_key_file, or the cvm CLI on
- * the store).
+ * Security domain (src/hsm/rest-domain.c; authentication itself needs an activated HSM, so these
+ * routes are open and carry their own credential): POST /securitydomain/download {"certificates":
+ * [PEM or JWK with x5c or n/e, 3..10] | {"keys":[...]},"required":M} with header
+ * x-opencvm-activation-token (the token cvmd wrote to activation_token_file) -> 202 {"value":
+ * <download blob JSON text>,"administrator"?:{"client_id","client_secret","object_id","tenant"}}
+ * (creates the domain, activates, bootstraps the first administrator; 409 once activated, the
+ * blob is not stored); GET /securitydomain/upload -> {"key_format":"jwk","transfer_key":JWK}
+ * (RSA-3072 exchange key of this process, with x5c); POST /securitydomain/upload {"value":
+ * JSON text {"shares":[b64url RSA-OAEP-256(exchange key, share)...],"security_domain"?:blob}}
+ * -> 202 {"status":"Success",...} or 400 naming why (the shares are the credential; with the
+ * activation token header a store without identities also gets its first administrator);
+ * GET /securitydomain/{download,upload}/pending, GET /opencvm/status {"activated",
+ * "security_domain"}. Failed attempts: at most 5 per minute per process (then 429).
  *
  * Per request: authenticate (401 + WWW-Authenticate: Bearer authorization="{base}/{tenant}",
  * resource="https://managedhsm.azure.net" before the body is looked at, so the SDKs' empty
@@ -468,6 +478,8 @@ struct cvm_hsm_rest;
 struct cvm_hsm_rest_config {
 	const char *base_url;   /* "https://host:port" used when the Host header is unusable */
 	const char *backup_dir; /* full backup folders are created below it; NULL disables */
+	const char *activation_token_file; /* written 0600 while un-activated; NULL disables
+					    * activation over REST */
 };
 
 /* Registers every route on srv (before cvm_http_server_start). *out holds the route contexts

@@ -471,7 +471,7 @@ static int hsm_setup(struct cvmd_config *c, struct service *s, bool *admin_creat
 	}
 	if (!cvm_hsm_activated(s->hsm)) {
 		cvm_log_warn("hsm_not_activated",
-			     "hint=\"set domain_key_file or activate with the cvm CLI\"");
+			     "hint=\"set domain_key_file, or cvm hsm init / cvm hsm activate\"");
 		return 0;
 	}
 	*admin_file = c->dev ? cvm_path_join(c->state_dir, "dev-admin.json")
@@ -546,8 +546,12 @@ int cvmd_run(struct cvmd_config *c, struct cvm_err *err)
 	if (r == 0 && !backup_dir)
 		r = cvm_err_nomem(err);
 	if (r == 0 && c->svc_hsm) {
-		struct cvm_hsm_rest_config rc = { .base_url = s.base_url, .backup_dir = backup_dir };
-		r = cvm_mkdir_p(backup_dir, 0700, err);
+		/* While un-activated, the token authorizes the one-time init over REST
+		 * (POST /securitydomain/download); removed once activated. */
+		_cleanup_free_ char *token_file = cvm_path_join(c->state_dir, "activation-token");
+		struct cvm_hsm_rest_config rc = { .base_url = s.base_url, .backup_dir = backup_dir,
+						  .activation_token_file = token_file };
+		r = token_file ? cvm_mkdir_p(backup_dir, 0700, err) : cvm_err_nomem(err);
 		if (r == 0)
 			r = cvm_hsm_register_routes(s.hsm, s.audit, s.srv, &rc, &s.rest, err);
 	}

@@ -48,6 +48,7 @@ struct cvm_hsm_rest {
 	char *base_url;         /* configured fallback, no trailing slash */
 	char *backup_dir;       /* full backups live in folders below it; NULL = refused */
 	char tenant[37];
+	struct rest_domain *domain; /* security domain activation state (rest-domain.c) */
 	size_t nctx;
 	struct rest_route_ctx *ctx;
 };
@@ -83,6 +84,14 @@ extern const struct rest_route cvm_hsm_rest_key_routes[];
 extern const size_t cvm_hsm_rest_key_routes_n;
 extern const struct rest_route cvm_hsm_rest_admin_routes[];
 extern const size_t cvm_hsm_rest_admin_routes_n;
+/* Security domain routes and their per-process state (rest-domain.c). token_file NULL disables
+ * activation over REST; otherwise cvmd writes the activation token there while un-activated. */
+extern const struct rest_route cvm_hsm_rest_domain_routes[];
+extern const size_t cvm_hsm_rest_domain_routes_n;
+struct rest_domain;
+int rest_domain_new(struct cvm_hsm *h, const char *token_file, struct rest_domain **out,
+		    struct cvm_err *err);
+void rest_domain_free(struct rest_domain *d);
 
 /* Helpers for handlers (rest.c). */
 int rest_query_maxresults(struct rest_call *c, int *out, struct cvm_err *err);

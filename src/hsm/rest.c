@@ -536,6 +536,7 @@ void cvm_hsm_rest_free(struct cvm_hsm_rest *r)
 {
 	if (!r)
 		return;
+	rest_domain_free(r->domain);
 	free(r->ctx);
 	free(r->base_url);
 	free(r->backup_dir);
@@ -557,7 +558,8 @@ int cvm_hsm_register_routes(struct cvm_hsm *h, struct cvm_audit *audit,
 	rest->audit = audit;
 	rest->base_url = strdup(cfg->base_url);
 	rest->backup_dir = cfg->backup_dir ? strdup(cfg->backup_dir) : NULL;
-	rest->nctx = cvm_hsm_rest_key_routes_n + cvm_hsm_rest_admin_routes_n;
+	rest->nctx = cvm_hsm_rest_key_routes_n + cvm_hsm_rest_admin_routes_n +
+		     cvm_hsm_rest_domain_routes_n;
 	rest->ctx = calloc(rest->nctx, sizeof(*rest->ctx));
 	if (!rest->base_url || !rest->ctx || (cfg->backup_dir && !rest->backup_dir)) {
 		cvm_hsm_rest_free(rest);
@@ -567,14 +569,18 @@ int cvm_hsm_register_routes(struct cvm_hsm *h, struct cvm_audit *audit,
 	while (bl > 0 && rest->base_url[bl - 1] == '/')
 		rest->base_url[--bl] = '\0';
 	int r = cvm_hsm_tenant_id(h, rest->tenant, err);
+	if (r == 0)
+		r = rest_domain_new(h, cfg->activation_token_file, &rest->domain, err);
 	if (r < 0) {
 		cvm_hsm_rest_free(rest);
 		return r;
 	}
 	for (size_t i = 0; i < rest->nctx; i++) {
+		size_t ka = cvm_hsm_rest_key_routes_n + cvm_hsm_rest_admin_routes_n;
 		const struct rest_route *rt = i < cvm_hsm_rest_key_routes_n
 			? &cvm_hsm_rest_key_routes[i]
-			: &cvm_hsm_rest_admin_routes[i - cvm_hsm_rest_key_routes_n];
+			: i < ka ? &cvm_hsm_rest_admin_routes[i - cvm_hsm_rest_key_routes_n]
+				 : &cvm_hsm_rest_domain_routes[i - ka];
 		rest->ctx[i] = (struct rest_route_ctx){ .rest = rest, .route = rt };
 		r = cvm_http_route(srv, rt->method, rt->pattern, rest_dispatch, &rest->ctx[i], err);
 		if (r < 0) {
