@@ -23,7 +23,8 @@ void cvmd_config_free(struct cvmd_config *c)
 {
 	char **strs[] = { &c->listen, &c->state_dir, &c->store, &c->tls_cert, &c->tls_key,
 			  &c->base_url, &c->domain_key_file,
-			  &c->admin_file, &c->attest_emulator_root, &c->dev_info };
+			  &c->admin_file, &c->attest_emulator_root, &c->dev_info,
+			  &c->attest_emulator_fingerprint };
 	for (size_t i = 0; i < CVM_ARRAY_SIZE(strs); i++) {
 		free(*strs[i]);
 		*strs[i] = NULL;
@@ -102,6 +103,7 @@ static int apply(struct cvmd_config *c, const char *key, const char *v, unsigned
 		{ "domain_key_file", &c->domain_key_file },
 		{ "admin_credentials_file", &c->admin_file },
 		{ "attest_emulator_root", &c->attest_emulator_root },
+		{ "attest_emulator_fingerprint", &c->attest_emulator_fingerprint },
 	};
 	for (size_t i = 0; i < CVM_ARRAY_SIZE(strs); i++)
 		if (!strcmp(key, strs[i].key))
@@ -211,5 +213,11 @@ int cvmd_config_finish(struct cvmd_config *c, struct cvm_err *err)
 	}
 	if (!c->tls_cert != !c->tls_key)
 		return cvm_err_badparam(err, "tls_cert, tls_key: give both paths or neither (auto)");
+	/* Trusting an emulator is an explicit pin: the directory alone could be replaced by
+	 * anyone who can write it, so its ARK fingerprint must be configured too. */
+	if (!c->dev && !c->attest_emulator_root != !c->attest_emulator_fingerprint)
+		return cvm_err_badparam(err, "attest_emulator_root, attest_emulator_fingerprint: "
+					"give both (the ARK SHA-256 printed by `cvm tee-emu init`) "
+					"or neither");
 	return 0;
 }

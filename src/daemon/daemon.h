@@ -24,6 +24,9 @@ struct cvmd_config {
 	/* Where the first start writes the bootstrap administrator's credentials (0600). */
 	char *admin_file;
 	char *attest_emulator_root; /* PEM path of a TEE emulator root to trust (opt-in) */
+	/* SHA-256 of that emulator's ARK (`cvm tee-emu init` prints it); required with the root
+	 * outside --dev, so a swapped emulator directory is refused. */
+	char *attest_emulator_fingerprint;
 	unsigned threads;        /* HTTP worker threads, 0 = CPUs */
 
 	/* --dev only */

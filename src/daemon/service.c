@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -357,6 +358,37 @@ static void service_free(struct service *s)
 }
 
 #ifdef CVM_HAVE_ATTEST
+/* PUT /policies/{type} changes what the attestation service certifies, so (as in MAA) only an
+ * authenticated principal holding a policy-administration role may do it; GET stays public.
+ * Role assignment writes are what Managed HSM's Administrator, Crypto Officer and Policy
+ * Administrator roles share, so that data action stands for "administers policy". The hook
+ * mirrors the router: first segment "policies", case-insensitive. */
+#define CVMD_POLICY_ADMIN_ACTION "Microsoft.KeyVault/managedHsm/roleAssignments/write/action"
+static int policy_auth_hook(void *ctx, struct cvm_http_req *req, struct cvm_http_resp *resp)
+{
+	const struct service *s = ctx;
+	const char *path = cvm_http_req_path(req);
+	if (*path == '/')
+		path++;
+	if (strcmp(cvm_http_req_method(req), "PUT") != 0 || strncasecmp(path, "policies/", 9) != 0)
+		return 0;
+	struct cvm_err err = { 0 };
+	char oid[37];
+	int r = s->hsm ? cvm_hsm_authenticate(s->hsm, cvm_http_req_header(req, "Authorization"),
+					      s->base_url, oid, &err)
+		       : cvm_err_set(&err, EPERM, "Forbidden",
+				     "policies: changing attestation policies needs the key "
+				     "service (services = hsm, attest) to authorize the caller");
+	if (r == 0)
+		r = cvm_hsm_rbac_check(s->hsm, oid, CVMD_POLICY_ADMIN_ACTION, NULL, &err);
+	if (r == 0)
+		return 0;
+	cvm_log_warn("attest_policy_denied", "request_id=%s reason=\"%s\"", cvm_http_req_id(req),
+		     err.msg);
+	cvm_http_resp_error(resp, &err);
+	return 1;
+}
+
 static int attest_setup(struct cvmd_config *c, struct service *s, struct cvm_err *err)
 {
 	_cleanup_free_ char *key_dir = cvm_path_join(c->state_dir, "attest");
@@ -385,14 +417,24 @@ static int attest_setup(struct cvmd_config *c, struct service *s, struct cvm_err
 			return cvm_err_prefix(err, "TEE emulator");
 		cvm_log_info("attest_emulator_trusted", "dir=%s ark_sha256=%s", emu_dir, fp);
 	} else if (c->attest_emulator_root) {
+		/* Only the operator's pinned fingerprint decides (cvmd_config_finish requires it);
+		 * the directory's own ARK is read just to name both values when they differ. */
 		char fp[65];
 		r = cvm_tee_emu_fingerprint(c->attest_emulator_root, fp, err);
-		if (r == 0)
-			r = cvm_attest_roots_add_emulator(s->roots, c->attest_emulator_root, fp, err);
+		if (r < 0)
+			return cvm_err_prefix(err, "attest_emulator_root");
+		if (strcasecmp(fp, c->attest_emulator_fingerprint) != 0)
+			return cvm_err_set(err, EPERM, "Forbidden",
+					   "attest_emulator_fingerprint: %s does not match the ARK "
+					   "in %s (SHA-256 %s); refusing to trust this emulator",
+					   c->attest_emulator_fingerprint, c->attest_emulator_root,
+					   fp);
+		r = cvm_attest_roots_add_emulator(s->roots, c->attest_emulator_root,
+						  c->attest_emulator_fingerprint, err);
 		if (r < 0)
 			return cvm_err_prefix(err, "attest_emulator_root");
 		cvm_log_warn("attest_emulator_trusted", "dir=%s ark_sha256=%s",
-			     c->attest_emulator_root, fp);
+			     c->attest_emulator_root, c->attest_emulator_fingerprint);
 	}
 	/* Trusting the emulator root is the operator's explicit opt-in (always in --dev); only
 	 * then does the SEV-SNP policy accept emulated evidence. Its tokens still say
@@ -410,6 +452,7 @@ static int attest_setup(struct cvmd_config *c, struct service *s, struct cvm_err
 	r = cvm_attest_service_new(&ac, &s->attest, err);
 	if (r < 0)
 		return r;
+	cvm_http_server_set_hooks(s->srv, policy_auth_hook, NULL, s);
 	return cvm_attest_register_routes(s->attest, s->srv, err);
 }
 #endif
