@@ -288,3 +288,36 @@ CVM_EXPORT int cvm_disk_encrypt_registered(struct cvm_store *s, const char *name
 CVM_EXPORT int cvm_disk_rotate_registered(struct cvm_store *s, const char *name,
 					  const struct cvm_disk_keywrap *kw, bool *rotated,
 					  struct cvm_err *err);
+
+/* ---- REST (src/disk/rest.c; part of cvmd, library cvm_disk_rest) ---------------------------
+ * cvmd owns the DES objects and the disk registry; the cvm CLI creates and encrypts images on
+ * its host and registers them here. Bearer authentication as the key routes
+ * (cvm_hsm_rest_authenticate); RBAC with the key service's data actions on the DES key's scope
+ * (/keys/{name}): DES create/delete keys/write/action (+ keys/create when a platform key is made),
+ * DES and disk reads keys/read/action, disk register/update/delete keys/wrap/action (temp disks
+ * and lists: at /keys). Every call is audited (operation "diskEncryptionSets/..." or
+ * "disks/...") before the answer.
+ *  PUT /opencvm/diskEncryptionSets/{name} {"encryptionType":"ConfidentialVmEncryptedWithCustomerKey"
+ *      |"ConfidentialVmEncryptedWithPlatformKey"|"customer"|"platform","keyUrl"? (customer: a key
+ *      of this service, with or without version; platform: absent, the key "des-<name>" is
+ *      created on demand), "identity": principal object id, client id or name} -> 201 DES
+ *  GET /opencvm/diskEncryptionSets[/{name}], DELETE /opencvm/diskEncryptionSets/{name} (204)
+ *  PUT /opencvm/disks/{name} {"path","des"?,"kind","size","kid"?} -> 201; PATCH {"kid"?,"path"?,
+ *      "size"?} (after rotate/rekey); GET /opencvm/disks[?des=D], GET|DELETE /opencvm/disks/{name}
+ * DES JSON: {"name","id","keyUrl","alg","encryptionType","identity","followsLatest","created",
+ * "updated"}; disk JSON: {"name","id","path","des","kind","size","kid","created","updated"}. */
+struct cvm_hsm;
+struct cvm_hsm_rest;
+struct cvm_audit;
+struct cvm_http_server;
+struct cvm_disk_rest;
+struct cvm_disk_rest_config {
+	struct cvm_store *store;      /* borrowed, all must outlive the server */
+	struct cvm_hsm *hsm;
+	struct cvm_hsm_rest *hsm_rest; /* for request authentication */
+	struct cvm_audit *audit;
+};
+CVM_EXPORT int cvm_disk_register_routes(const struct cvm_disk_rest_config *cfg,
+					struct cvm_http_server *srv, struct cvm_disk_rest **out,
+					struct cvm_err *err);
+CVM_EXPORT void cvm_disk_rest_free(struct cvm_disk_rest *r); /* NULL-safe */

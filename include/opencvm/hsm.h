@@ -491,6 +491,18 @@ CVM_EXPORT int cvm_hsm_register_routes(struct cvm_hsm *h, struct cvm_audit *audi
 				       struct cvm_hsm_rest **out, struct cvm_err *err);
 CVM_EXPORT void cvm_hsm_rest_free(struct cvm_hsm_rest *r); /* NULL-safe */
 
+/* For other modules' routes on the same server (disk): authenticate a request exactly as the
+ * key routes do. base_url (CVM_HSM_REST_BASE_URL_MAX bytes) receives "https://" + Host (or the
+ * configured base_url), oid the caller's object id. On -EACCES "Unauthorized" the
+ * WWW-Authenticate challenge is already set on resp; answer with cvm_http_resp_error. */
+#define CVM_HSM_REST_BASE_URL_MAX 300
+struct cvm_http_req;
+struct cvm_http_resp;
+CVM_EXPORT int cvm_hsm_rest_authenticate(struct cvm_hsm_rest *r, const struct cvm_http_req *req,
+					 struct cvm_http_resp *resp,
+					 char base_url[CVM_HSM_REST_BASE_URL_MAX], char oid[37],
+					 struct cvm_err *err);
+
 /* Body kinds of the routes, for the fuzz harness and tests. */
 enum cvm_hsm_rest_body {
 	CVM_HSM_BODY_NONE,         /* ignored */

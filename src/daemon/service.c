@@ -24,6 +24,9 @@
 #ifdef CVM_HAVE_ATTEST
 #include <opencvm/attest.h>
 #endif
+#ifdef CVM_HAVE_DISK_REST
+#include <opencvm/disk.h>
+#endif
 
 #include "daemon.h"
 
@@ -331,6 +334,9 @@ struct service {
 	struct cvm_audit *audit;
 	struct cvm_http_server *srv;
 	struct cvm_hsm_rest *rest;
+#ifdef CVM_HAVE_DISK_REST
+	struct cvm_disk_rest *disk_rest;
+#endif
 #ifdef CVM_HAVE_ATTEST
 	struct cvm_attest_roots *roots;
 	struct cvm_attest_service *attest;
@@ -343,6 +349,9 @@ static void service_free(struct service *s)
 {
 	cvm_http_server_free(s->srv); /* stops and joins the workers before what they use goes */
 	cvm_hsm_rest_free(s->rest);
+#ifdef CVM_HAVE_DISK_REST
+	cvm_disk_rest_free(s->disk_rest);
+#endif
 #ifdef CVM_HAVE_ATTEST
 	cvm_attest_service_free(s->attest);
 	cvm_attest_roots_free(s->roots);
@@ -598,6 +607,13 @@ int cvmd_run(struct cvmd_config *c, struct cvm_err *err)
 		if (r == 0)
 			r = cvm_hsm_register_routes(s.hsm, s.audit, s.srv, &rc, &s.rest, err);
 	}
+#ifdef CVM_HAVE_DISK_REST
+	if (r == 0 && c->svc_hsm) {
+		struct cvm_disk_rest_config dc = { .store = s.store, .hsm = s.hsm,
+						   .hsm_rest = s.rest, .audit = s.audit };
+		r = cvm_disk_register_routes(&dc, s.srv, &s.disk_rest, err);
+	}
+#endif
 #ifdef CVM_HAVE_ATTEST
 	if (r == 0 && c->svc_attest)
 		r = attest_setup(c, &s, err);

@@ -530,6 +530,23 @@ static int rest_dispatch(void *ctx, const struct cvm_http_req *req, struct cvm_h
 	return cvm_http_resp_json(resp, status, out);
 }
 
+int cvm_hsm_rest_authenticate(struct cvm_hsm_rest *rest, const struct cvm_http_req *req,
+			      struct cvm_http_resp *resp, char base_url[CVM_HSM_REST_BASE_URL_MAX],
+			      char oid[37], struct cvm_err *err)
+{
+	_Static_assert(sizeof(((struct rest_call *)0)->base_url) == CVM_HSM_REST_BASE_URL_MAX,
+		       "base_url sizes agree");
+	struct rest_call c = { .rest = rest, .req = req, .resp = resp };
+	call_base_url(&c);
+	memcpy(base_url, c.base_url, sizeof(c.base_url));
+	int r = cvm_hsm_authenticate(rest->h, cvm_http_req_header(req, "Authorization"), c.base_url,
+				     oid, err);
+	if (r < 0 && err->errnum == EACCES && !strcmp(err->code, "Unauthorized") &&
+	    set_challenge(&c) < 0)
+		return cvm_err_nomem(err);
+	return r;
+}
+
 /* ---- registration --------------------------------------------------------------------------- */
 
 void cvm_hsm_rest_free(struct cvm_hsm_rest *r)
