@@ -59,6 +59,8 @@ int cli_login(struct cli *cli, int argc, char **argv);
 int cli_demo(struct cli *cli, int argc, char **argv);
 int cli_vm(struct cli *cli, int argc, char **argv);
 int cli_migrate(struct cli *cli, int argc, char **argv);
+int cli_attest(struct cli *cli, int argc, char **argv);
+int cli_tee_emu(struct cli *cli, int argc, char **argv);
 
 /* ---- options ---------------------------------------------------------------------------
  * A tiny long-option parser: verbs declare their options in a table; positional arguments are

@@ -18,6 +18,8 @@ static const struct {
 	{"identity", cli_identity, "principals and their credentials; fetch a token"},
 	{"audit", cli_audit, "verify and export the hash-chained audit log"},
 	{"vm", cli_vm, "confidential VMs: create, start, stop, show, list, console, validate"},
+	{"attest", cli_attest, "verify and decode TEE evidence; attestation policies"},
+	{"tee-emu", cli_tee_emu, "TEE emulator: chains, reports, quotes, guest service (tests)"},
 #ifdef CVM_HAVE_MIGRATE
 	{"migrate", cli_migrate, "assess disk images offline; convert MBR/BIOS disks to GPT/UEFI"},
 #endif
