@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <string.h>
 
 #define HASH_LEN 32
@@ -31,13 +32,16 @@ static const char *const audit_schema_v1[] = {
 	"seq, time_ms, principal, operation, key_name, key_version, status, result, "         \
 	"request_id, source, detail, prev_hash, hash"
 
-/* One pending cvm_audit_append, living on the appender's stack until done. */
+/* One pending cvm_audit_append, living on the appender's stack until done. Each waiter has
+ * its own semaphore: the writer wakes exactly the appenders of the batch it committed, without
+ * the lock (a shared condition variable woke every queued appender at every commit, and they
+ * all fought for the lock only to sleep again). */
 struct waiter {
 	struct cvm_audit_event ev; /* time resolved; strings borrowed from the caller */
 	int64_t seq;
 	int rc;
-	struct cvm_err err;
-	bool done;
+	struct cvm_err *err; /* the appender's; filled only on failure */
+	sem_t done;
 	struct waiter *next;
 };
 
@@ -52,8 +56,8 @@ struct cvm_audit {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t work; /* writer waits for appends */
-	pthread_cond_t done; /* appenders wait for their batch */
 	struct waiter *head, *tail;
+	bool writer_idle;    /* writer sleeps on `work`: only then is a signal needed */
 	bool stop;
 	struct cvm_audit_stats stats; /* under lock */
 	struct batch batch;           /* used by the writer thread only */
@@ -254,11 +258,15 @@ static void *writer_main(void *arg)
 	struct batch *b = &a->batch;
 	pthread_mutex_lock(&a->lock);
 	for (;;) {
-		while (!a->head && !a->stop)
+		while (!a->head && !a->stop) {
+			a->writer_idle = true;
 			pthread_cond_wait(&a->work, &a->lock);
+			a->writer_idle = false;
+		}
 		if (!a->head)
 			break;
-		/* Everything queued while the previous commit ran becomes one batch. */
+		/* Everything queued while the previous commit ran becomes one batch; appends that
+		 * arrive during this commit queue up for the next one. */
 		struct waiter *first = a->head, *w = first;
 		size_t n = 0;
 		for (; w && n < BATCH_MAX; w = w->next, n++)
@@ -274,6 +282,7 @@ static void *writer_main(void *arg)
 		if (rc < 0)
 			cvm_log_error("audit_commit_failed", "records=%zu error=%s", n, err.msg);
 
+		/* Counted before anyone returns, so a caller's append shows in cvm_audit_stats. */
 		pthread_mutex_lock(&a->lock);
 		if (rc == 0) {
 			a->stats.records += (int64_t)n;
@@ -281,14 +290,21 @@ static void *writer_main(void *arg)
 		} else {
 			a->stats.failed_batches++;
 		}
+		pthread_mutex_unlock(&a->lock);
+
+		/* The batch is detached from the queue: hand out results without the lock. Read
+		 * next before posting; the appender's stack frame may be gone right after. */
 		w = first;
-		for (size_t i = 0; i < n; i++, w = w->next) {
+		for (size_t i = 0; i < n; i++) {
+			struct waiter *next = w->next;
 			w->rc = rc;
-			w->err = err;
 			w->seq = rc == 0 ? b->seqs[i] : 0;
-			w->done = true;
+			if (rc < 0 && w->err)
+				*w->err = err;
+			sem_post(&w->done);
+			w = next;
 		}
-		pthread_cond_broadcast(&a->done);
+		pthread_mutex_lock(&a->lock);
 	}
 	pthread_mutex_unlock(&a->lock);
 	return NULL;
@@ -302,12 +318,15 @@ int cvm_audit_append(struct cvm_audit *a, const struct cvm_audit_event *ev, int6
 	int r = check_event(ev, err);
 	if (r < 0)
 		return r;
-	struct waiter w = { .ev = *ev };
+	struct waiter w = { .ev = *ev, .err = err };
 	if (!w.ev.time_ms)
 		w.ev.time_ms = cvm_now_ms();
+	if (sem_init(&w.done, 0, 0) != 0)
+		return cvm_err_internal(err, "audit append: cannot create semaphore");
 	pthread_mutex_lock(&a->lock);
 	if (a->stop) {
 		pthread_mutex_unlock(&a->lock);
+		sem_destroy(&w.done);
 		return cvm_err_internal(err, "audit append: audit log is closing");
 	}
 	if (a->tail)
@@ -315,15 +334,15 @@ int cvm_audit_append(struct cvm_audit *a, const struct cvm_audit_event *ev, int6
 	else
 		a->head = &w;
 	a->tail = &w;
-	pthread_cond_signal(&a->work);
-	while (!w.done)
-		pthread_cond_wait(&a->done, &a->lock);
+	bool wake = a->writer_idle;
 	pthread_mutex_unlock(&a->lock);
-	if (w.rc < 0) {
-		if (err)
-			*err = w.err;
+	if (wake)
+		pthread_cond_signal(&a->work);
+	while (sem_wait(&w.done) != 0)
+		; /* EINTR: keep waiting, the writer always posts */
+	sem_destroy(&w.done);
+	if (w.rc < 0)
 		return w.rc;
-	}
 	if (seq)
 		*seq = w.seq;
 	return 0;
@@ -350,12 +369,10 @@ int cvm_audit_open(struct cvm_store *s, struct cvm_audit **out, struct cvm_err *
 	a->store = s;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->work, NULL);
-	pthread_cond_init(&a->done, NULL);
 	r = pthread_create(&a->thread, NULL, writer_main, a);
 	if (r != 0) {
 		pthread_mutex_destroy(&a->lock);
 		pthread_cond_destroy(&a->work);
-		pthread_cond_destroy(&a->done);
 		free(a);
 		return cvm_err_set(err, r, "InternalError", "audit open: cannot start writer thread");
 	}
@@ -374,7 +391,6 @@ void cvm_audit_close(struct cvm_audit *a)
 	pthread_join(a->thread, NULL);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->work);
-	pthread_cond_destroy(&a->done);
 	free(a);
 }
 

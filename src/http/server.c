@@ -18,6 +18,7 @@
 
 #define DEFAULT_MAX_BODY (1024u * 1024u)
 #define DEFAULT_CONN_TIMEOUT_S 60u
+#define MIN_CONNECTIONS 256u /* worker (connection) floor, see cvm_http_server_start */
 #define LISTEN_BACKLOG 1024
 /* TLS 1.2 and 1.3 only. */
 #define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
@@ -417,8 +418,13 @@ int cvm_http_server_start(struct cvm_http_server *s, struct cvm_err *err)
 	int fd = open_listener(s, err);
 	if (fd < 0)
 		return fd;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
-			 MHD_USE_ERROR_LOG;
+	/* Handlers block until their audit record is durable (one group-commit fsync). In a
+	 * thread pool every connection is pinned to one worker, so keep-alive connections that
+	 * landed on the same worker wait for each other's fsyncs and the group commit sees only a
+	 * fraction of the requests in flight. A thread per connection lets every open request
+	 * join the next batch: throughput then scales with concurrency. */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+			 MHD_USE_POLL | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
 	if (s->cert_pem)
 		flags |= MHD_USE_TLS;
 	if (s->addr.ss_family == AF_INET6)
@@ -431,8 +437,11 @@ int cvm_http_server_start(struct cvm_http_server *s, struct cvm_err *err)
 	opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
 	opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, s->conn_timeout_s,
 					    NULL};
-	if (s->threads > 1)
-		opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, s->threads, NULL};
+	/* One worker per connection: `threads` bounds the workers, never below MIN_CONNECTIONS
+	 * so that a small default still serves a client's parallel connections; idle ones end
+	 * after conn_timeout_s. */
+	unsigned max_conns = s->threads > MIN_CONNECTIONS ? s->threads : MIN_CONNECTIONS;
+	opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, max_conns, NULL};
 	if (s->cert_pem) {
 		opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, s->cert_pem};
 		opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, s->key_pem};
@@ -447,8 +456,8 @@ int cvm_http_server_start(struct cvm_http_server *s, struct cvm_err *err)
 		return cvm_err_internal(err, "http server on port %d failed to start%s", s->port,
 					s->cert_pem ? " (TLS setup rejected)" : "");
 	}
-	cvm_log_info("http_listen", "port=%d tls=%s threads=%u", s->port,
-		     s->cert_pem ? "yes" : "no", s->threads);
+	cvm_log_info("http_listen", "port=%d tls=%s max_connections=%u", s->port,
+		     s->cert_pem ? "yes" : "no", max_conns);
 	return 0;
 }
 
