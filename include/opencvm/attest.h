@@ -698,3 +698,122 @@ CVM_EXPORT int cvm_attest_service_verify_token(struct cvm_attest_service *s, con
 struct cvm_http_server;
 CVM_EXPORT int cvm_attest_register_routes(struct cvm_attest_service *svc,
 					  struct cvm_http_server *srv, struct cvm_err *err);
+
+/* ==== SEV-SNP launch measurement (measure.c) ===================================================
+ * The launch digest (report MEASUREMENT) the AMD-SP computes while QEMU launches a guest:
+ * OVMF pages at 4 GiB - size, OVMF's SEV metadata sections, the SEV hashes table for direct
+ * kernel boot, then one VMSA per vCPU. Each SNP_LAUNCH_UPDATE page extends the digest:
+ * ld = SHA-384(PAGE_INFO{ld, SHA-384(page) or zeros, 0x70, type, 0, 0, gpa}). */
+#define CVM_SNP_LD_SIZE 48
+#define CVM_SNP_PAGE_INFO_SIZE 0x70
+#define CVM_SNP_VMSA_SIZE 4096
+#define CVM_SNP_MAX_VCPUS 512
+enum cvm_snp_page_type {
+	CVM_SNP_PAGE_NORMAL = 1, CVM_SNP_PAGE_VMSA = 2, CVM_SNP_PAGE_ZERO = 3,
+	CVM_SNP_PAGE_UNMEASURED = 4, CVM_SNP_PAGE_SECRETS = 5, CVM_SNP_PAGE_CPUID = 6,
+};
+struct cvm_snp_gctx {
+	uint8_t ld[CVM_SNP_LD_SIZE];
+};
+/* seed NULL: zeros (a fresh launch); else a digest to continue from (a precomputed OVMF hash). */
+CVM_EXPORT void cvm_snp_gctx_init(struct cvm_snp_gctx *g, const uint8_t seed[CVM_SNP_LD_SIZE]);
+/* The 0x70-byte PAGE_INFO structure hashed for one update. */
+CVM_EXPORT void cvm_snp_page_info(const uint8_t digest_cur[CVM_SNP_LD_SIZE],
+				  const uint8_t contents[CVM_SNP_LD_SIZE],
+				  enum cvm_snp_page_type type, uint64_t gpa,
+				  uint8_t out[CVM_SNP_PAGE_INFO_SIZE]);
+CVM_EXPORT int cvm_snp_gctx_update(struct cvm_snp_gctx *g, enum cvm_snp_page_type type,
+				   uint64_t gpa, const uint8_t contents[CVM_SNP_LD_SIZE],
+				   struct cvm_err *err);
+/* Normal pages: CONTENTS = SHA-384 of each 4096-byte page of data, GPAs consecutive. */
+CVM_EXPORT int cvm_snp_gctx_update_normal(struct cvm_snp_gctx *g, uint64_t gpa,
+					  const uint8_t *data, size_t len, struct cvm_err *err);
+CVM_EXPORT int cvm_snp_gctx_update_vmsa(struct cvm_snp_gctx *g,
+					const uint8_t page[CVM_SNP_VMSA_SIZE], struct cvm_err *err);
+
+/* OVMF's GUIDed footer table (ends 32 bytes before the image end) and SEV metadata ("ASEV"). */
+#define CVM_OVMF_MAX_SECTIONS 64
+enum cvm_ovmf_section_type {
+	CVM_OVMF_SECTION_SNP_SEC_MEM = 1, CVM_OVMF_SECTION_SNP_SECRETS = 2,
+	CVM_OVMF_SECTION_CPUID = 3, CVM_OVMF_SECTION_SVSM_CAA = 4,
+	CVM_OVMF_SECTION_SNP_KERNEL_HASHES = 0x10,
+};
+struct cvm_ovmf_section {
+	uint32_t gpa, size, type;
+};
+struct cvm_ovmf_info {
+	size_t size;                  /* image bytes */
+	uint64_t gpa;                 /* 4 GiB - size */
+	bool has_reset_eip;           /* SEV-ES reset block 00f771de-...: AP entry point */
+	uint32_t reset_eip;
+	bool has_hashes_table;        /* SEV hash table 7255371f-...: where QEMU puts it */
+	uint32_t hashes_table_gpa, hashes_table_size;
+	bool has_metadata;            /* SEV metadata dc886566-... */
+	uint32_t metadata_version;
+	size_t n_sections;
+	struct cvm_ovmf_section sections[CVM_OVMF_MAX_SECTIONS];
+};
+/* Parse an OVMF image (or its suffix holding the table). Images without the footer parse to
+ * an info with no entries; malformed tables, sections off page boundaries or above 4 GiB and
+ * unknown section types are -EINVAL. */
+CVM_EXPORT int cvm_ovmf_parse(const uint8_t *buf, size_t len, struct cvm_ovmf_info *out,
+			      struct cvm_err *err);
+CVM_EXPORT bool cvm_ovmf_has_section(const struct cvm_ovmf_info *o,
+				     enum cvm_ovmf_section_type type);
+
+/* SEV hashes table for direct kernel boot (QEMU's SevHashTable): SHA-256 of the kernel file,
+ * the initrd (empty when none) and the command line with its NUL ("\0" when none). */
+#define CVM_SEV_HASHES_TABLE_SIZE 168   /* the length field */
+#define CVM_SEV_HASHES_TABLE_PADDED 176 /* bytes placed in the page */
+struct cvm_sev_hashes {
+	uint8_t cmdline[32], initrd[32], kernel[32];
+};
+CVM_EXPORT int cvm_sev_hashes_compute(const uint8_t *kernel, size_t kernel_len,
+				      const uint8_t *initrd, size_t initrd_len, const char *append,
+				      struct cvm_sev_hashes *out, struct cvm_err *err);
+/* kernel required; initrd and append may be NULL. Files are streamed, not loaded. */
+CVM_EXPORT int cvm_sev_hashes_from_files(const char *kernel, const char *initrd,
+					 const char *append, struct cvm_sev_hashes *out,
+					 struct cvm_err *err);
+CVM_EXPORT void cvm_sev_hashes_table(const struct cvm_sev_hashes *h,
+				     uint8_t out[CVM_SEV_HASHES_TABLE_PADDED]);
+
+/* VMSA reset state. QEMU is the product target; EC2 (its VMM's register reset values) exists
+ * because public known-answer vectors are published for it. */
+enum cvm_snp_vmm { CVM_SNP_VMM_QEMU = 0, CVM_SNP_VMM_EC2 = 1 };
+/* CPUID Fn0000_0001_EAX signature for family/model/stepping. */
+CVM_EXPORT uint32_t cvm_cpuid_sig(unsigned family, unsigned model, unsigned stepping);
+/* QEMU -cpu model name (case-insensitive, e.g. "EPYC-Milan") to its signature. */
+CVM_EXPORT int cvm_snp_vcpu_sig(const char *type, uint32_t *sig, struct cvm_err *err);
+CVM_EXPORT size_t cvm_snp_vcpu_type_count(void);
+CVM_EXPORT const char *cvm_snp_vcpu_type_name(size_t i);
+/* eip 0xfffffff0 builds the BSP's VMSA, OVMF's reset_eip an AP's. */
+CVM_EXPORT void cvm_snp_vmsa_page(uint32_t eip, uint64_t sev_features, uint32_t vcpu_sig,
+				  enum cvm_snp_vmm vmm, uint8_t page[CVM_SNP_VMSA_SIZE]);
+
+struct cvm_snp_measure_in {
+	const struct cvm_ovmf_info *ovmf;   /* from cvm_ovmf_parse */
+	const uint8_t *ovmf_data;           /* the parsed image, measured as normal pages, or */
+	size_t ovmf_len;
+	const uint8_t *ovmf_hash;           /* 48 bytes: digest after the OVMF pages (precomputed) */
+	const struct cvm_sev_hashes *hashes; /* NULL: no direct kernel boot */
+	uint32_t vcpus;
+	uint32_t vcpu_sig;
+	uint64_t guest_features;            /* VMSA SEV_FEATURES; bit 0 SNPActive required */
+	enum cvm_snp_vmm vmm;
+};
+CVM_EXPORT int cvm_snp_measure(const struct cvm_snp_measure_in *in,
+			       uint8_t ld[CVM_SNP_LD_SIZE], struct cvm_err *err);
+/* CLI entry point: read and parse the OVMF file, hash kernel/initrd/append, measure. info
+ * (optional) receives the parsed metadata. */
+struct cvm_snp_measure_files {
+	const char *ovmf, *kernel, *initrd, *append;
+	const char *vcpu_type;
+	uint32_t vcpus;
+	uint64_t guest_features;
+	const uint8_t *ovmf_hash;           /* optional precomputed OVMF digest */
+	enum cvm_snp_vmm vmm;
+};
+CVM_EXPORT int cvm_snp_measure_files(const struct cvm_snp_measure_files *f,
+				     uint8_t ld[CVM_SNP_LD_SIZE], struct cvm_ovmf_info *info,
+				     struct cvm_err *err);
