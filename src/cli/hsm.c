@@ -143,7 +143,12 @@ static int hsm_init(struct cli *cli, int argc, char **argv)
 			json_decref(certs);
 			return cli_fail(&err, "hsm init: --officer-key");
 		}
-		json_array_append_new(certs, json_stringn((const char *)pem, len));
+		if (json_array_append_new(certs, json_stringn((const char *)pem, len)) < 0) {
+			json_decref(certs);
+			cvm_err_badparam(&err, "%s: expected a PEM public key or certificate",
+					 officers[i]);
+			return cli_fail(&err, "hsm init: --officer-key");
+		}
 	}
 	json_t *body = certs ? json_pack("{s:o,s:I}", "certificates", certs, "required",
 					 (json_int_t)m)

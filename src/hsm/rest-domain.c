@@ -120,8 +120,11 @@ static int rate_check(struct rest_domain *d, struct cvm_err *err)
 			   (long long)((oldest + SD_FAIL_WINDOW_MS - now) / 1000 + 1));
 }
 
-static void rate_fail(struct rest_domain *d)
+/* Counted and logged for the operator (the audit record has the request id and source). */
+static void rate_fail(struct rest_domain *d, const char *op, const struct cvm_err *err)
 {
+	cvm_log_warn("securitydomain_attempt_failed", "op=%s code=%s error=\"%s\"", op, err->code,
+		     err->msg);
 	d->fail_ms[d->fail_next] = cvm_now_ms();
 	d->fail_next = (d->fail_next + 1) % SD_FAIL_MAX;
 }
@@ -299,7 +302,7 @@ static int h_download(struct rest_call *c, json_t **out, struct cvm_err *err)
 		goto out;
 	}
 	if ((r = token_check(c, d, err)) < 0) {
-		rate_fail(d);
+		rate_fail(d, "download", err);
 		goto out;
 	}
 	r = download_create(c, out, err);
@@ -451,14 +454,14 @@ static int h_upload(struct rest_call *c, json_t **out, struct cvm_err *err)
 		 * changes so a wrong token leaves the HSM as it was. */
 		bool want_admin = cvm_http_req_header(c->req, SD_TOKEN_HEADER) != NULL;
 		if (want_admin && (r = token_check(c, d, err)) < 0) {
-			rate_fail(d);
+			rate_fail(d, "upload", err);
 			goto out;
 		}
 		r = upload_shares(c, d, err);
 		note(&d->ul_status, d->ul_details, sizeof(d->ul_details), r == 0,
 		     r == 0 ? "the security domain was uploaded and the HSM activated" : err->msg);
 		if (r < 0) {
-			rate_fail(d);
+			rate_fail(d, "upload", err);
 			goto out;
 		}
 		*out = json_pack("{s:s,s:s}", "status", "Success", "status_details", d->ul_details);
