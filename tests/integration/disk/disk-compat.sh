@@ -191,7 +191,14 @@ for attempt in $(seq 1 30); do
 	"$TOOL" encrypt "$W/k.raw" "$W/k.img" "$KEYS" "$URL" RSA-OAEP-256 "$DES" threads=2 chunk=262144 \
 		ckpt_ms=20 vkfile="$W/fixed.vk" 2>"$W/k.err" &
 	pid=$!
-	sleep "$(printf 0.%02d $((RANDOM % 26 + 5)))" # 0.05 .. 0.30 s
+	# Wait until the data phase has begun (header and progress token written), however
+	# loaded the machine is, then kill at a random point shortly after.
+	for _ in $(seq 1 500); do
+		kill -0 "$pid" 2>/dev/null || break
+		"$TOOL" info "$W/k.img.partial" 2>/dev/null | grep -q complete=0 && break
+		sleep 0.02
+	done
+	sleep "$(printf 0.%02d $((RANDOM % 15)))" # 0 .. 0.14 s into the data phase
 	kill -KILL "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 	if [ -e "$W/k.img" ]; then
