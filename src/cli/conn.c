@@ -244,7 +244,7 @@ int cli_call_url(struct cli *cli, const char *method, const char *url, json_t *b
 	if (r < 0)
 		return r;
 	_cleanup_free_ char *auth = cvm_asprintf("Authorization: Bearer %s", cli->conn.token);
-	_cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	_cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 	if (!auth || (body && !payload))
 		return cvm_err_nomem(err);
 	const char *hdrs[] = {auth, "Content-Type: application/json", "Accept: application/json",
