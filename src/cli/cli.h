@@ -61,6 +61,7 @@ int cli_vm(struct cli *cli, int argc, char **argv);
 int cli_migrate(struct cli *cli, int argc, char **argv);
 int cli_attest(struct cli *cli, int argc, char **argv);
 int cli_tee_emu(struct cli *cli, int argc, char **argv);
+int cli_measure(struct cli *cli, int argc, char **argv);
 
 /* ---- options ---------------------------------------------------------------------------
  * A tiny long-option parser: verbs declare their options in a table; positional arguments are

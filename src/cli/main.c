@@ -20,6 +20,7 @@ static const struct {
 	{"vm", cli_vm, "confidential VMs: create, start, stop, show, list, console, validate"},
 	{"attest", cli_attest, "verify and decode TEE evidence; attestation policies"},
 	{"tee-emu", cli_tee_emu, "TEE emulator: chains, reports, quotes, guest service (tests)"},
+	{"measure", cli_measure, "launch measurements computed offline (SEV-SNP) to pin in policies"},
 #ifdef CVM_HAVE_MIGRATE
 	{"migrate", cli_migrate, "assess disk images offline; convert MBR/BIOS disks to GPT/UEFI"},
 #endif
