@@ -123,9 +123,19 @@ check "upload of 1 share is refused (exit 1, 400)" bash -c "[[ $rc -eq 1 ]] && g
 # another domain (its own store) for the wrong-domain cases
 fresh_store || { not_ok "create PostgreSQL database"; exit 1; }
 check "a second cvmd on another store starts" start_node n2
-check "... init with other officers" cvmn n2 hsm init --officer-key "$TMP/x.pem" --officer-key "$TMP/y.pem" \
-  --officer-key "$TMP/z.pem" --quorum 2 --out "$TMP/sd2.json" --activation-token-file "$TMP/n2/state/activation-token" \
-  --admin-out "$TMP/admin2.json"
+# Managed HSM's request shape: officers as JWKs carrying their certificate (x5c).
+jwks=$(for o in x y z; do
+  openssl req -x509 -key "$TMP/$o-key.pem" -subj "/CN=officer $o" -days 1 -outform DER 2>/dev/null | base64 -w0 |
+    jq -R '{kty: "RSA", key_ops: ["wrapKey"], alg: "RSA-OAEP-256", x5c: [.]}'
+done | jq -s -c '{certificates: {keys: .}, required: 2}')
+st=$(raw n2 POST /securitydomain/download -D "$TMP/hdr" -H 'content-type: application/json' \
+  -H "x-opencvm-activation-token: $(cat "$TMP/n2/state/activation-token")" --data "$jwks")
+check "... init over REST with JWK+x5c officers: 202 with the blob and an administrator" \
+  bash -c "[[ $st == 202 ]] && jq -e '(.value|fromjson|.quorum==2) and (.administrator.client_secret|length>20)' '$TMP/resp.json' >/dev/null"
+check "... Azure-AsyncOperation names the pending status, which says Success" \
+  bash -c "grep -qi '^Azure-AsyncOperation: .*/securitydomain/download/pending' '$TMP/hdr' && [[ \$(curl -s --cacert '$CA_n2' '$URL_n2/securitydomain/download/pending?api-version=7.5' | jq -r .status) == Success ]]"
+jq -r .value "$TMP/resp.json" >"$TMP/sd2.json"
+jq --arg u "$URL_n2" --arg ca "$CA_n2" '.administrator + {base_url: $u, ca_cert: $ca}' "$TMP/resp.json" >"$TMP/admin2.json"
 cvmn n1 hsm activate --security-domain "$TMP/sd2.json" --officer-private-key "$TMP/x-key.pem" \
   --officer-private-key "$TMP/y-key.pem" >"$TMP/out" 2>&1; rc=$?
 check "upload of 2 shares of another domain is refused (exit 1, 400)" \
@@ -175,6 +185,11 @@ check "restore into a store with another domain is refused" test $rc -eq 1
 # ---- 5. failed activation attempts are rate limited ---------------------------------------
 fresh_store || { not_ok "create PostgreSQL database"; exit 1; }
 check "a fourth cvmd on an empty store starts" start_node n4
+st=$(raw n4 POST /securitydomain/download -H "x-opencvm-activation-token: $(cat "$TMP/n4/state/activation-token")" \
+  -H 'content-type: application/json' --data "{\"certificates\":[$(printf '{"kty":"RSA","x5c":["bm90IGEgY2VydA=="]},%.0s' 1 2)$(jq -Rs . "$TMP/a.pem")],\"required\":2}")
+check "a JWK whose x5c is not a certificate: 400 naming certificates[0]" \
+  bash -c "[[ $st == 400 ]] && jq -e '.error.message|contains(\"certificates[0]\")' '$TMP/resp.json' >/dev/null"
+check "... and the token still works afterwards (nothing changed)" test -s "$TMP/n4/state/activation-token"
 for i in 1 2 3 4 5; do
   raw n4 POST /securitydomain/download -H 'x-opencvm-activation-token: guess' >/dev/null
 done
