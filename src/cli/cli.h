@@ -59,6 +59,8 @@ int cli_login(struct cli *cli, int argc, char **argv);
 int cli_demo(struct cli *cli, int argc, char **argv);
 int cli_vm(struct cli *cli, int argc, char **argv);
 int cli_migrate(struct cli *cli, int argc, char **argv);
+int cli_disk(struct cli *cli, int argc, char **argv);
+int cli_des(struct cli *cli, int argc, char **argv);
 int cli_attest(struct cli *cli, int argc, char **argv);
 int cli_tee_emu(struct cli *cli, int argc, char **argv);
 int cli_measure(struct cli *cli, int argc, char **argv);

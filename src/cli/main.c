@@ -17,6 +17,8 @@ static const struct {
 	{"role", cli_role, "role definitions and assignments (Managed HSM local RBAC)"},
 	{"identity", cli_identity, "principals and their credentials; fetch a token"},
 	{"audit", cli_audit, "verify and export the hash-chained audit log"},
+	{"disk", cli_disk, "confidential disks: create, encrypt, rotate, rekey, verify, show, list"},
+	{"des", cli_des, "disk encryption sets: create, list, show, delete"},
 	{"vm", cli_vm, "confidential VMs: create, start, stop, show, list, console, validate"},
 	{"attest", cli_attest, "verify and decode TEE evidence; attestation policies"},
 	{"tee-emu", cli_tee_emu, "TEE emulator: chains, reports, quotes, guest service (tests)"},

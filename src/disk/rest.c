@@ -254,17 +254,21 @@ static int h_des_put(struct call *c, json_t **out, struct cvm_err *err)
 	memcpy(oid, who.oid, sizeof(oid));
 	cvm_principal_info_clear(&who);
 	d.identity = oid;
-	/* The role check comes before any platform key is made, so a refusal leaves nothing. */
+	/* A customer key must exist and suit a DES before the identity is looked at; a platform
+	 * key is made only after the role check, so a refusal leaves nothing behind. */
+	const char *alg = NULL;
+	if (d.type == CVM_DES_CUSTOMER_KEY &&
+	    (r = key_alg(c, c->key_name, c->key_version, &alg, err)) < 0)
+		return r;
 	struct authz_ctx actx = { .c = c };
 	const struct cvm_des_authz authz = { .check = authz_check, .ctx = &actx };
 	if ((r = authz_check(&actx, oid, key_url, err)) < 0)
 		return cvm_err_prefix(err, "identity %s cannot use %s (needs the Managed HSM Crypto "
 					   "Service Encryption User role on the key)", identity,
 				      key_url);
-	if (d.type == CVM_DES_PLATFORM_KEY && (r = ensure_platform_key(c, c->key_name, err)) < 0)
-		return r;
-	const char *alg = NULL;
-	if ((r = key_alg(c, c->key_name, c->key_version, &alg, err)) < 0)
+	if (d.type == CVM_DES_PLATFORM_KEY &&
+	    ((r = ensure_platform_key(c, c->key_name, err)) < 0 ||
+	     (r = key_alg(c, c->key_name, c->key_version, &alg, err)) < 0))
 		return r;
 	d.alg = (char *)alg;
 	if ((r = cvm_des_create(c->rest->cfg.store, &d, &authz, err)) < 0)
