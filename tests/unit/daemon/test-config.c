@@ -34,6 +34,7 @@ static void test_full(void **state)
 		"domain_key_file = /etc/cvmd/domain.key\n"
 		"admin_credentials_file = /root/admin.json\n"
 		"attest_emulator_root = /x\n"
+		"attest_emulator_fingerprint = ab12\n"
 		"threads = 8\n"
 		"  log_level = debug   \n";
 	if (parse(&c, text, &err) != 0)
@@ -49,6 +50,7 @@ static void test_full(void **state)
 	assert_int_equal(c.threads, 8);
 	assert_int_equal(c.log_level, CVM_LOG_DEBUG);
 	assert_string_equal(c.domain_key_file, "/etc/cvmd/domain.key");
+	assert_string_equal(c.attest_emulator_fingerprint, "ab12");
 	cvmd_config_free(&c);
 }
 
@@ -105,6 +107,19 @@ static void test_errors(void **state)
 	assert_int_equal(cvmd_config_finish(&c, &err), -EINVAL); /* cert without key */
 	assert_non_null(strstr(err.msg, "tls_key"));
 	cvmd_config_free(&c);
+	/* Trusting the emulator needs its directory and the pinned fingerprint together (outside
+	 * --dev, which trusts its own emulator). */
+	static const char *const emu_half[] = { "state_dir = /s\nattest_emulator_root = /x\n",
+						"state_dir = /s\nattest_emulator_fingerprint = ab\n" };
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(emu_half); i++) {
+		cvmd_config_init(&c);
+		assert_int_equal(parse(&c, emu_half[i], &err), 0);
+		assert_int_equal(cvmd_config_finish(&c, &err), -EINVAL);
+		assert_non_null(strstr(err.msg, "attest_emulator_fingerprint"));
+		c.dev = true;
+		assert_int_equal(cvmd_config_finish(&c, &err), 0);
+		cvmd_config_free(&c);
+	}
 	/* NUL bytes are refused, not truncated */
 	cvmd_config_init(&c);
 	assert_int_equal(cvmd_config_parse(&c, (const uint8_t *)"listen = a\0b\n", 13, &err),
