@@ -388,7 +388,9 @@ static int format_esp(const char *out, const struct layout *l, struct cvm_err *e
 	char off[32], blocks[32];
 	snprintf(off, sizeof(off), "--offset=%llu", (unsigned long long)l->esp_start);
 	snprintf(blocks, sizeof(blocks), "%llu", (unsigned long long)(CVM_ESP_SIZE / 1024));
-	char *argv[] = {"mkfs.fat", "-F", "32", "-n", "ESP", off, (char *)out, blocks, NULL};
+	/* One-sector clusters: 100 MiB holds 204800 of them, above FAT32's 65525 minimum (with
+	 * mkfs.fat's default 4 KiB clusters it would be an invalid FAT32 that tools misread). */
+	char *argv[] = {"mkfs.fat", "-F", "32", "-s", "1", "-n", "ESP", off, (char *)out, blocks, NULL};
 	int r = run_argv(argv, err);
 	return r < 0 ? cvm_err_prefix(err, "formatting the ESP") : 0;
 }
