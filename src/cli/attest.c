@@ -409,7 +409,7 @@ static int verify_azure(struct cli *cli, const struct verify_args *a)
 	if (r == 0)
 		r = tpm_input_load(a, &t, &err);
 	if (r == 0)
-		r = load_roots(a, true, &roots, &err);
+		r = load_roots(a, !tdx, &roots, &err);
 	/* One --policy file: its knobs are the SNP or TDX ones, by the hardware report inside. */
 	if (r == 0)
 		r = tdx ? tdx_ctx_load(a, &tc, &err) : snp_policy_load(a->policy, &sp, &sstore, &err);
@@ -801,6 +801,25 @@ static int emu_init(struct cli *cli, int argc, char **argv)
 	return CLI_OK;
 }
 
+/* A CRL signed by the emulator ARK (DIR/crl.pem), to exercise `attest verify --crl`. */
+static int emu_crl(struct cli *cli, int argc, char **argv)
+{
+	static const char usage[] = "tee-emu crl DIR [--revoke-vcek]";
+	const char *pos[1];
+	bool revoke = false;
+	const struct cli_opt opts[] = { { "--revoke-vcek", false, NULL, &revoke, NULL } };
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
+	if (rc)
+		return rc;
+	struct cvm_err err = { 0 };
+	if (cvm_tee_emu_crl(pos[0], revoke, &err) < 0)
+		return cli_fail(&err, "tee-emu crl");
+	if (!cli->json)
+		printf("%s/crl.pem written (%s)\n", pos[0],
+		       revoke ? "the emulator VCEK is revoked" : "nothing revoked");
+	return CLI_OK;
+}
+
 /* What the VM is, as the host's launch description fixes it (shared by report and serve). */
 struct emu_vm_args {
 	const char *report_data, *measurement, *host_data, *policy, *vmpl, *family_id, *image_id,
@@ -1139,6 +1158,7 @@ int cli_tee_emu(struct cli *cli, int argc, char **argv)
 		  "[--vmpl N] --out FILE" },
 		{ "quote", emu_quote, "quote DIR --report-data HEX --mrtd HEX [--rtmr0..3 HEX] --out FILE" },
 		{ "serve", emu_serve, "serve DIR --socket PATH [--measurement HEX ...] [--once]" },
+		{ "crl", emu_crl, "crl DIR [--revoke-vcek]" },
 	};
 	return cli_dispatch(cli, "tee-emu", verbs, CVM_ARRAY_SIZE(verbs), argc, argv);
 }

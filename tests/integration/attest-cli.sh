@@ -200,6 +200,14 @@ expect_fail "a flipped emulated report fails naming the signature" 'snp\.report\
   --emulator-fingerprint "$FP" --policy "$TMP/allow-emu.json"
 check "emulated report verifies from a KDS-layout --certs-dir" "$CVM" attest verify --snp-report "$TMP/emu.bin" \
   --certs-dir "$EMU" --emulator-root "$EMU" --emulator-fingerprint "$FP" --policy "$TMP/allow-emu.json"
+check "tee-emu crl (nothing revoked)" "$CVM" tee-emu crl "$EMU"
+check "emulated report verifies against the emulator's CRL" "$CVM" attest verify --snp-report "$TMP/emu.bin" \
+  --vcek "$EMU/vcek.pem" --crl "$EMU/crl.pem" --emulator-root "$EMU" --emulator-fingerprint "$FP" \
+  --policy "$TMP/allow-emu.json"
+check "tee-emu crl --revoke-vcek" "$CVM" tee-emu crl "$EMU" --revoke-vcek
+expect_fail "a revoked VCEK fails naming revocation" 'revoked' \
+  "$CVM" attest verify --snp-report "$TMP/emu.bin" --vcek "$EMU/vcek.pem" --crl "$EMU/crl.pem" \
+  --emulator-root "$EMU" --emulator-fingerprint "$FP" --policy "$TMP/allow-emu.json"
 check "attest show decodes the emulated report" bash -o pipefail -c \
   "'$CVM' attest show '$TMP/emu.bin' | grep -q snp-report"
 
