@@ -397,10 +397,13 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 		.tee_emu = &tee,
 		.timeout_s = (int)tmo,
 	};
+	_cleanup_free_ char *vmgs = cvm_path_join(vdir, "vmgs.bin");
 	if (!cli->json)
-		printf("starting %s (%d vCPUs, %lld MiB, %s); console: %s/console.log\n", vm.name,
-		       rc_.launch.vcpus, (long long)rc_.launch.memory_mib,
-		       rc_.launch.accel == CVM_VM_ACCEL_KVM ? "kvm" : "tcg", vdir);
+		printf("starting %s (%d vCPUs, %lld MiB, %s); console: %s/console.log\n"
+		       "vTPM: %s\n", vm.name, rc_.launch.vcpus, (long long)rc_.launch.memory_mib,
+		       rc_.launch.accel == CVM_VM_ACCEL_KVM ? "kvm" : "tcg", vdir,
+		       vmgs && access(vmgs, F_OK) == 0 ? "restored from the sealed VMGS"
+						       : "new (first boot; sealed into the VMGS at exit)");
 	fflush(stdout);
 	int status = -1;
 	r = cvm_vm_run(&rc_, &status, &err);
@@ -429,9 +432,8 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 	return status < 0 ? CLI_FAIL : CLI_OK;
 }
 
-/* Ask QEMU for an ACPI power-down over QMP (the guest shuts down cleanly; `vm start` then
- * seals the VMGS and records the state). */
-static int qmp_powerdown(const char *sock, struct cvm_err *err)
+/* One QMP command ("system_powerdown", "quit") to the VM's QEMU. */
+static int qmp_cmd(const char *sock, const char *cmd, struct cvm_err *err)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	if (strlen(sock) >= sizeof(a.sun_path))
@@ -445,23 +447,56 @@ static int qmp_powerdown(const char *sock, struct cvm_err *err)
 		return cvm_err_set(err, en == ENOENT ? ENOENT : EIO, "VmNotRunning",
 				   "QMP %s: %s (is the VM running?)", sock, strerror(en));
 	}
-	static const char msg[] = "{\"execute\":\"qmp_capabilities\"}\n"
-				  "{\"execute\":\"system_powerdown\"}\n";
+	_cleanup_free_ char *msg = cvm_asprintf("{\"execute\":\"qmp_capabilities\"}\n"
+					       "{\"execute\":\"%s\"}\n", cmd);
 	char buf[4096];
 	ssize_t n = read(fd, buf, sizeof(buf)); /* greeting */
-	int r = n > 0 && write(fd, msg, sizeof(msg) - 1) == (ssize_t)(sizeof(msg) - 1)
+	int r = msg && n > 0 && write(fd, msg, strlen(msg)) == (ssize_t)strlen(msg)
 			? 0
 			: cvm_err_internal(err, "QMP %s: %s", sock, strerror(errno));
+	/* wait for the replies so the command is processed before we hang up */
+	for (int i = 0; r == 0 && i < 2 && read(fd, buf, sizeof(buf)) > 0; i++)
+		;
 	close(fd);
 	return r;
 }
 
+static bool qmp_alive(const char *sock)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	if (strlen(sock) >= sizeof(a.sun_path))
+		return false;
+	strcpy(a.sun_path, sock);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool alive = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return alive;
+}
+
+/* ACPI power-down (the guest shuts down cleanly; `vm start` then seals the VMGS and records
+ * the state); after grace_s seconds without QEMU exiting, QMP quit. */
+static int qmp_powerdown(const char *sock, int grace_s, bool *forced, struct cvm_err *err)
+{
+	*forced = false;
+	int r = qmp_cmd(sock, "system_powerdown", err);
+	if (r < 0)
+		return r;
+	for (int i = 0; i < grace_s * 10; i++) {
+		if (!qmp_alive(sock))
+			return 0;
+		usleep(100 * 1000);
+	}
+	*forced = true;
+	return qmp_cmd(sock, "quit", err);
+}
+
 static int vm_stop(struct cli *cli, int argc, char **argv)
 {
-	const char *usage = "vm stop NAME [--store URL] [--state-dir DIR]";
+	const char *usage = "vm stop NAME [--grace SECONDS]";
 	struct vmctx v = { 0 };
-	const char *pos[1];
-	const struct cli_opt opts[] = { STORE_OPTS(v) };
+	const char *pos[1], *grace = "60";
+	const struct cli_opt opts[] = { { "--grace", true, &grace, NULL, NULL }, STORE_OPTS(v) };
 	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
 	if (rc)
 		return rc;
@@ -472,10 +507,15 @@ static int vm_stop(struct cli *cli, int argc, char **argv)
 		return CLI_FAIL;
 	if (!cvm_vm_name_valid(pos[0]))
 		return cli_usage_error(usage, "NAME: not a valid VM name");
-	if (qmp_powerdown(sock, &err) < 0)
+	int64_t g = 0;
+	bool forced = false;
+	if (cvm_parse_i64(grace, 0, 3600, &g, "--grace", &err) < 0)
+		return cli_usage_error(usage, "%s", err.msg);
+	if (qmp_powerdown(sock, (int)g, &forced, &err) < 0)
 		return cli_fail(&err, "vm stop");
 	if (!cli->json)
-		printf("power-down requested for %s\n", pos[0]);
+		printf("%s: %s\n", pos[0], forced ? "no clean shutdown within the grace period; "
+						     "QEMU stopped" : "shut down");
 	return CLI_OK;
 }
 
