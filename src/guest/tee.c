@@ -186,7 +186,7 @@ int cvm_guest_emu_parse_reply(const char *line, size_t len, uint8_t **out, size_
 	*out = NULL;
 	*outlen = 0;
 	if (len >= 4 && memcmp(line, "ERR ", 4) == 0)
-		return cvm_err_set(err, EIO, "TeeError", "emulator: %.*s",
+		return cvm_err_set(err, EIO, "TeeError", "host: %.*s",
 				   (int)(len - 4 > 200 ? 200 : len - 4), line + 4);
 	if (len < 4 || memcmp(line, "OK ", 3) != 0)
 		return cvm_err_badparam(err, "emulator: malformed reply");
