@@ -139,6 +139,13 @@ check "auditor may still show the disk" as aud disk show d1
 check "disk list (table)" bash -o pipefail -c "'$CVM' --profile '$TMP/app1.profile' disk list | grep -q '^d1 '"
 check "disk list --json has 5 disks" bash -o pipefail -c "[[ \$('$CVM' --profile '$TMP/app1.profile' disk list --json | jq length) -eq 5 ]]"
 
+check "progress bar with rate and ETA when stderr is a terminal" bash -c \
+  "script -qec \"'$CVM' --profile '$TMP/app1.profile' disk encrypt --in '$TMP/src.raw' --out '$TMP/tty.img' --des des1\" /dev/null | grep -q 'ETA'"
+check "... and none when it is not" bash -c \
+  "! '$CVM' --profile '$TMP/app1.profile' disk encrypt --in '$TMP/src.raw' --out '$TMP/notty.img' --des des1 2>&1 | grep -q 'ETA'"
+check "... both outputs exist" test -s "$TMP/tty.img" -a -s "$TMP/notty.img"
+rm -f "$TMP/tty.img" "$TMP/notty.img"
+
 # ---- rotation: new key version, re-wrap, data untouched -------------------------------------
 D1_DATA=$(data_sha "$TMP/d1.img")
 check "cvm key rotate deskey" as app1 key rotate deskey
