@@ -92,6 +92,14 @@ static int write_admin(struct cli *cli, json_t *admin, const char *path, struct 
 	return r;
 }
 
+/* jansson keeps its own copy of the client secret: wipe it before the JSON is freed. */
+static void wipe_admin(json_t *admin)
+{
+	json_t *sv = json_object_get(admin, "client_secret");
+	if (json_is_string(sv))
+		OPENSSL_cleanse((char *)json_string_value(sv), json_string_length(sv));
+}
+
 static int read_token(const char *path, struct cvm_secret **out, struct cvm_err *err)
 {
 	*out = NULL;
@@ -175,21 +183,26 @@ static int hsm_init(struct cli *cli, int argc, char **argv)
 		cli_fail(&err, "hsm init: --out (the security domain follows on stdout)");
 		printf("%s\n", blob);
 	}
-	if (admin && (r == 0 || !admin_out)) {
+	if (admin) {
 		int ra = write_admin(cli, admin, admin_out ? admin_out : "-", &err);
-		if (ra < 0) {
+		if (ra < 0 && admin_out) {
 			cli_fail(&err, "hsm init: --admin-out (credentials follow on stdout)");
-			write_admin(cli, admin, "-", &err);
+			ra = write_admin(cli, admin, "-", &err);
 		}
 		r = r < 0 ? r : ra;
 	}
-	if (r == 0 && !cli->json)
+	if (r == 0 && cli->json) {
+		json_t *j = json_pack("{s:s,s:I,s:I,s:s?}", "security_domain", outp, "quorum",
+				      (json_int_t)m, "officers", (json_int_t)n, "administrator",
+				      admin ? admin_out : NULL);
+		cli_print_json(j);
+		json_decref(j);
+	} else if (r == 0) {
 		printf("security domain written to %s (quorum %lld of %zu)%s%s\n", outp,
 		       (long long)m, n, admin && admin_out ? "; administrator credentials: " : "",
 		       admin && admin_out ? admin_out : "");
-	else if (r == 0)
-		printf("{\"security_domain\":\"%s\",\"quorum\":%lld,\"officers\":%zu}\n", outp,
-		       (long long)m, n);
+	}
+	wipe_admin(admin);
 	json_decref(res);
 	return r == 0 ? CLI_OK : CLI_FAIL;
 }
@@ -287,11 +300,13 @@ static int hsm_activate(struct cli *cli, int argc, char **argv)
 		cli_fail(&err, "hsm activate: --admin-out (credentials follow on stdout)");
 		write_admin(cli, admin, "-", &err);
 	}
-	if (cli->json)
+	wipe_admin(admin);
+	if (cli->json) {
 		cli_print_json(status);
-	else
-		printf("activation: %s (%s)\n", st ? st : "-",
-		       json_string_value(json_object_get(status, "status_details")));
+	} else {
+		const char *det = json_string_value(json_object_get(status, "status_details"));
+		printf("activation: %s (%s)\n", st ? st : "-", det ? det : "-");
+	}
 	return st && !strcmp(st, "Success") && r == 0 ? CLI_OK : CLI_FAIL;
 }
 
