@@ -166,6 +166,10 @@ check "a third cvmd on an empty store starts" start_node n3
 cvmn n3 hsm activate --security-domain "$TMP/sd.json" --officer-private-key "$TMP/a-key.pem" \
   --officer-private-key "$TMP/c-key.pem" --activation-token-file "$TMP/wrong.token" >"$TMP/out" 2>&1; rc=$?
 check "activating an empty store with a wrong activation token is refused" bash -c "[[ $rc -eq 1 ]] && grep -q Forbidden '$TMP/out'"
+st=$(raw n3 POST /securitydomain/upload -H 'content-type: application/json' --data '{"value":"not json"}')
+check "upload whose value is not JSON: 400 naming value" bash -c "[[ $st == 400 ]] && jq -e '.error.message|startswith(\"value\")' '$TMP/resp.json' >/dev/null"
+st=$(raw n3 POST /securitydomain/upload -H 'content-type: application/json' --data '{"value":"{\"shares\":[\"AAAA\",\"BBBB\"]}"}')
+check "upload of shares not encrypted to the exchange key: 400 saying so" bash -c "[[ $st == 400 ]] && jq -e '.error.message|contains(\"exchange key\")' '$TMP/resp.json' >/dev/null"
 check "... and left it un-activated" bash -c "'$CVM' --url '$URL_n3' --ca-cert '$CA_n3' hsm status --json | jq -e '(.activated|not) and (.security_domain|not)' >/dev/null"
 check "the empty store is activated with the same domain (+ a first administrator)" \
   cvmn n3 hsm activate --security-domain "$TMP/sd.json" --officer-private-key "$TMP/a-key.pem" \
