@@ -850,7 +850,10 @@ static int disk_delete(struct cli *cli, int argc, char **argv)
 	json_decref(rec);
 	if (r < 0)
 		return cli_fail(&err, "disk delete");
-	if (!cli->json)
+	if (cli->json)
+		printf("{\"name\": \"%s\", \"deleted\": true, \"image_removed\": %s}\n", name,
+		       remove_image ? "true" : "false");
+	else
 		printf("%s: deleted%s\n", name, remove_image ? " (image removed)" : "");
 	return CLI_OK;
 }

@@ -146,6 +146,20 @@ check "... and none when it is not" bash -c \
 check "... both outputs exist" test -s "$TMP/tty.img" -a -s "$TMP/notty.img"
 rm -f "$TMP/tty.img" "$TMP/notty.img"
 
+# --used-only: an ext4 image whose free blocks stay unwritten; the file system survives.
+mkdir -p "$TMP/fsroot" && echo "$MARKER used-only" >"$TMP/fsroot/hello.txt"
+mkfs.ext4 -q -F -b 4096 -d "$TMP/fsroot" "$TMP/fs.raw" 64M
+check "encrypt --used-only an ext4 image" \
+  as app1 disk encrypt --in "$TMP/fs.raw" --out "$TMP/fs.img" --des des1 --name fs1 --used-only --kind data
+check "... smaller on the host than the full encryption" \
+  test "$(du -k "$TMP/fs.img" | cut -f1)" -lt $(( (64 + 16) * 1024 ))
+check "... decrypts to a clean file system" bash -c \
+  "'$CVM' --profile '$TMP/app1.profile' disk decrypt --name fs1 --out '$TMP/fs.plain' >/dev/null && e2fsck -fn '$TMP/fs.plain' >/dev/null"
+check "... with the file's content" bash -c "debugfs -R 'cat /hello.txt' '$TMP/fs.plain' 2>/dev/null | grep -q 'used-only'"
+check "... and no marker in the ciphertext" bash -c "! grep -q '$MARKER' '$TMP/fs.img'"
+check "disk delete fs1 --remove-image --json" bash -o pipefail -c \
+  "'$CVM' --profile '$TMP/app1.profile' disk delete --name fs1 --remove-image --json | jq -e '.deleted and .image_removed' >/dev/null"
+
 # ---- rotation: new key version, re-wrap, data untouched -------------------------------------
 D1_DATA=$(data_sha "$TMP/d1.img")
 check "cvm key rotate deskey" as app1 key rotate deskey
