@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* REST mapping of the key service, private to rest.c, rest-keys.c and rest-admin.c.
+/* REST mapping of the key service, private to rest.c, rest-keys.c, rest-admin.c, rest-domain.c.
  *
  * Every route is one row of a table: method, pattern, the route kind that names its RBAC data
  * action (cvm_hsm_data_action), how its body is parsed, and a handler that only calls the hsm
