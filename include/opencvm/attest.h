@@ -778,9 +778,11 @@ CVM_EXPORT int cvm_sev_hashes_from_files(const char *kernel, const char *initrd,
 CVM_EXPORT void cvm_sev_hashes_table(const struct cvm_sev_hashes *h,
 				     uint8_t out[CVM_SEV_HASHES_TABLE_PADDED]);
 
-/* VMSA reset state. QEMU is the product target; EC2 (its VMM's register reset values) exists
- * because public known-answer vectors are published for it. */
-enum cvm_snp_vmm { CVM_SNP_VMM_QEMU = 0, CVM_SNP_VMM_EC2 = 1 };
+/* VMSA reset state. QEMU: QEMU >= 9.1 on KVM with KVM_SEV_INIT2, which syncs the FPU reset
+ * state (MXCSR 0x1f80, FCW 0x37f) into the VMSA. QEMU_LEGACY: QEMU on hosts launching with
+ * the older KVM_SEV_SNP_INIT path (AMD's out-of-tree SNP kernels), FPU fields left zero.
+ * EC2: that VMM's register reset values (public known-answer vectors exist for it). */
+enum cvm_snp_vmm { CVM_SNP_VMM_QEMU = 0, CVM_SNP_VMM_EC2 = 1, CVM_SNP_VMM_QEMU_LEGACY = 2 };
 /* CPUID Fn0000_0001_EAX signature for family/model/stepping. */
 CVM_EXPORT uint32_t cvm_cpuid_sig(unsigned family, unsigned model, unsigned stepping);
 /* QEMU -cpu model name (case-insensitive, e.g. "EPYC-Milan") to its signature. */

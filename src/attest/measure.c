@@ -443,6 +443,10 @@ void cvm_snp_vmsa_page(uint32_t eip, uint64_t sev_features, uint32_t vcpu_sig,
 		rdx = 0;
 		mxcsr = 0;
 		fcw = 0;
+	} else if (vmm == CVM_SNP_VMM_QEMU_LEGACY) {
+		/* Before KVM_SEV_INIT2 KVM did not copy the FPU reset state into the VMSA. */
+		mxcsr = 0;
+		fcw = 0;
 	}
 	memset(page, 0, CVM_SNP_VMSA_SIZE);
 	put_seg(page + 0x00, 0, 0x93, 0xffff, 0);                       /* es */
@@ -537,7 +541,8 @@ int cvm_snp_measure(const struct cvm_snp_measure_in *in, uint8_t ld[CVM_SNP_LD_S
 	if (in->vcpus < 1 || in->vcpus > CVM_SNP_MAX_VCPUS)
 		return cvm_err_badparam(err, "--vcpus: %u (need 1..%d)", in->vcpus,
 					CVM_SNP_MAX_VCPUS);
-	if (in->vmm != CVM_SNP_VMM_QEMU && in->vmm != CVM_SNP_VMM_EC2)
+	if (in->vmm != CVM_SNP_VMM_QEMU && in->vmm != CVM_SNP_VMM_EC2 &&
+	    in->vmm != CVM_SNP_VMM_QEMU_LEGACY)
 		return cvm_err_badparam(err, "snp.measure.vmm: unknown VMM type %d", (int)in->vmm);
 	if (!(in->guest_features & 1))
 		return cvm_err_badparam(err, "--guest-features: 0x%llx lacks bit 0 (SNPActive)",

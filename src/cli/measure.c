@@ -55,7 +55,8 @@ static int measure_snp(struct cli *cli, int argc, char **argv)
 {
 	const char *usage =
 		"measure snp --ovmf FILE [--kernel FILE [--initrd FILE] [--append STR]] --vcpus N "
-		"--vcpu-type TYPE [--guest-features HEX] [--ovmf-hash HEX] [--vmm-type qemu|ec2]";
+		"--vcpu-type TYPE [--guest-features HEX] [--ovmf-hash HEX] "
+		"[--vmm-type qemu|qemu-legacy|ec2]";
 	const char *ovmf = NULL, *kernel = NULL, *initrd = NULL, *append = NULL, *vcpus = NULL,
 		   *vcpu_type = NULL, *features = NULL, *ovmf_hash = NULL, *vmm = NULL;
 	const struct cli_opt opts[] = {
@@ -93,8 +94,11 @@ static int measure_snp(struct cli *cli, int argc, char **argv)
 	}
 	if (vmm && strcmp(vmm, "ec2") == 0)
 		f.vmm = CVM_SNP_VMM_EC2;
+	else if (vmm && strcmp(vmm, "qemu-legacy") == 0)
+		f.vmm = CVM_SNP_VMM_QEMU_LEGACY;
 	else if (vmm && strcmp(vmm, "qemu") != 0)
-		return cli_usage_error(usage, "--vmm-type: '%s' (expected qemu or ec2)", vmm);
+		return cli_usage_error(usage, "--vmm-type: '%s' (expected qemu, qemu-legacy or ec2)",
+				       vmm);
 
 	uint8_t ld[CVM_SNP_LD_SIZE];
 	struct cvm_ovmf_info info;
@@ -120,7 +124,7 @@ static int measure_snp(struct cli *cli, int argc, char **argv)
 	json_t *j = json_pack("{s:s,s:s,s:i,s:s,s:s,s:s,s:s,s:{s:s,s:I,s:s,s:s,s:o}}",
 			      "measurement", hex, "mode", "snp", "vcpus", (int)f.vcpus,
 			      "vcpuType", vcpu_type, "vcpuSig", sigs, "guestFeatures", feats,
-			      "vmmType", f.vmm == CVM_SNP_VMM_EC2 ? "ec2" : "qemu", "ovmf", "file",
+			      "vmmType", vmm ? vmm : "qemu", "ovmf", "file",
 			      ovmf, "size", (json_int_t)info.size, "gpa", gpa, "resetEip", eip,
 			      "sections", sections_json(&info));
 	if (!j) {
@@ -143,7 +147,8 @@ int cli_measure(struct cli *cli, int argc, char **argv)
 	static const struct cli_verb verbs[] = {
 		{ "snp", measure_snp,
 		  "snp --ovmf FILE [--kernel FILE [--initrd FILE] [--append STR]] --vcpus N "
-		  "--vcpu-type TYPE [--guest-features HEX] [--ovmf-hash HEX] [--vmm-type qemu|ec2]" },
+		  "--vcpu-type TYPE [--guest-features HEX] [--ovmf-hash HEX] "
+		  "[--vmm-type qemu|qemu-legacy|ec2]" },
 	};
 	return cli_dispatch(cli, "measure", verbs, CVM_ARRAY_SIZE(verbs), argc, argv);
 }

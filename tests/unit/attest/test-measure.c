@@ -186,6 +186,85 @@ static void test_published_ec2_vectors(void **state)
 	assert_non_null(strstr(err.msg, "SNP_KERNEL_HASHES"));
 }
 
+/* QEMU-mode vectors with direct kernel boot: virtee/sev-snp-measure tests/test_guest.py
+ * test_snp_ovmf_hash_gen (OVMF digest cab7e085..., kernel and initrd /dev/null, no append ->
+ * db06fb26...) and test_snp_ovmf_hash_full (OVMF digest edcf6d1c..., append "console=ttyS0
+ * loglevel=7" -> f0786430...), 1 x EPYC-v4, guest features 0x1, from the release whose VMSA
+ * left the FPU fields zero (our QEMU_LEGACY). The fixture ovmf_AmdSev_suffix.bin is binary and
+ * not available here; its metadata is edk2 AmdSevX64's layout (PcdQemuHashTableBase 0x80fc00
+ * inside the SNP_KERNEL_HASHES page 0x80f000), which reproduces both published digests. With
+ * one vCPU the AP reset address is not measured. */
+static void amdsev_metadata(struct cvm_ovmf_info *o)
+{
+	static const struct cvm_ovmf_section s[] = {
+		{ 0x800000, 0x9000, CVM_OVMF_SECTION_SNP_SEC_MEM },
+		{ 0x80a000, 0x3000, CVM_OVMF_SECTION_SNP_SEC_MEM },
+		{ 0x80d000, 0x1000, CVM_OVMF_SECTION_SNP_SECRETS },
+		{ 0x80e000, 0x1000, CVM_OVMF_SECTION_CPUID },
+		{ 0x80f000, 0x1000, CVM_OVMF_SECTION_SNP_KERNEL_HASHES },
+		{ 0x810000, 0x10000, CVM_OVMF_SECTION_SNP_SEC_MEM },
+	};
+	memset(o, 0, sizeof(*o));
+	o->has_reset_eip = true;
+	o->reset_eip = 0x80b004;
+	o->has_hashes_table = true;
+	o->hashes_table_gpa = 0x80fc00;
+	o->hashes_table_size = 0x400;
+	o->has_metadata = true;
+	o->n_sections = CVM_ARRAY_SIZE(s);
+	memcpy(o->sections, s, sizeof(s));
+}
+
+static void test_published_qemu_kernel_vectors(void **state)
+{
+	(void)state;
+	struct cvm_ovmf_info o;
+	amdsev_metadata(&o);
+	uint8_t seed1[48], seed2[48], ld[48];
+	unhex("cab7e085874b3acfdbe2d96dcaa3125111f00c35c6fc9708464c2ae74bfdb048a198cb9a9ccae0b3e5e1a33f5f249819",
+	      seed1, 48);
+	unhex("edcf6d1c57ce868a167c990f58c8667c698269ef9e0803246419eea914186343054d557e1f17acd93b032c106bc70d25",
+	      seed2, 48);
+	struct cvm_err err = { 0 };
+	struct cvm_sev_hashes h;
+	assert_int_equal(cvm_sev_hashes_from_files("/dev/null", "/dev/null", "", &h, &err), 0);
+	struct cvm_snp_measure_in in = { .ovmf = &o, .ovmf_hash = seed1, .hashes = &h,
+					 .vcpus = 1, .vcpu_sig = 0x800f12, .guest_features = 0x1,
+					 .vmm = CVM_SNP_VMM_QEMU_LEGACY };
+	assert_int_equal(cvm_snp_measure(&in, ld, &err), 0);
+	assert_hex(ld, 48, "db06fb267824b1ccb56edbe2a9c2ce88841bca5090dc6dac91d9cd30f3c2c0bf42daccb30d55d6625bfbf0dae5c50c6d");
+	assert_int_equal(cvm_sev_hashes_from_files("/dev/null", "/dev/null",
+						   "console=ttyS0 loglevel=7", &h, &err), 0);
+	in.ovmf_hash = seed2;
+	assert_int_equal(cvm_snp_measure(&in, ld, &err), 0);
+	assert_hex(ld, 48, "f07864303ad8243132029e8110b92805c78d1135a15da75f67abb9a711d78740347f24ee76f603e650ec4adf3611cc1e");
+
+	/* Failure twins: current KVM's FPU reset state, another vCPU type, the table at another
+	 * offset in its page, no kernel (the hashes page is then measured as a zero page). */
+	uint8_t ref[48];
+	memcpy(ref, ld, 48);
+	in.vmm = CVM_SNP_VMM_QEMU;
+	assert_int_equal(cvm_snp_measure(&in, ld, &err), 0);
+	assert_memory_not_equal(ld, ref, 48);
+	in.vmm = CVM_SNP_VMM_QEMU_LEGACY;
+	in.vcpu_sig = 0xa00f11;
+	assert_int_equal(cvm_snp_measure(&in, ld, &err), 0);
+	assert_memory_not_equal(ld, ref, 48);
+	in.vcpu_sig = 0x800f12;
+	o.hashes_table_gpa = 0x80f000;
+	assert_int_equal(cvm_snp_measure(&in, ld, &err), 0);
+	assert_memory_not_equal(ld, ref, 48);
+	o.hashes_table_gpa = 0x80fc00;
+	in.hashes = NULL;
+	assert_int_equal(cvm_snp_measure(&in, ld, &err), 0);
+	assert_memory_not_equal(ld, ref, 48);
+	in.hashes = &h;
+	assert_int_equal(cvm_snp_measure(&in, ld, &err), 0);
+	assert_memory_equal(ld, ref, 48);
+	in.vmm = (enum cvm_snp_vmm)3;
+	assert_int_equal(cvm_snp_measure(&in, ld, &err), -EINVAL);
+}
+
 static uint64_t rd64(const uint8_t *p)
 {
 	uint64_t v = 0;
@@ -232,6 +311,13 @@ static void test_vmsa(void **state)
 	assert_int_equal(rd64(ec2 + 0x310), 0);
 	assert_int_equal(ec2[0x408], 0);
 	assert_memory_not_equal(bsp, ec2, CVM_SNP_VMSA_SIZE);
+	/* QEMU_LEGACY: the same page with the FPU control fields zero. */
+	uint8_t legacy[CVM_SNP_VMSA_SIZE];
+	cvm_snp_vmsa_page(0xfffffff0, 0x21, 0xa00f11, CVM_SNP_VMM_QEMU_LEGACY, legacy);
+	assert_int_equal(legacy[0x408] | legacy[0x409] << 8 | legacy[0x410] | legacy[0x411], 0);
+	memset(bsp + 0x408, 0, 4);
+	memset(bsp + 0x410, 0, 2);
+	assert_memory_equal(bsp, legacy, CVM_SNP_VMSA_SIZE);
 }
 
 /* SEV hashes table (QEMU target/i386/sev.c SevHashTable; sev-snp-measure sev_hashes.py):
@@ -659,6 +745,7 @@ int main(void)
 		cmocka_unit_test(test_cpuid_sig),
 		cmocka_unit_test(test_page_info),
 		cmocka_unit_test(test_published_ec2_vectors),
+		cmocka_unit_test(test_published_qemu_kernel_vectors),
 		cmocka_unit_test(test_vmsa),
 		cmocka_unit_test(test_hashes_table),
 		cmocka_unit_test(test_synthetic_amdsev),
