@@ -55,6 +55,8 @@ struct call {
 	char disk[81];
 };
 
+static bool name_ok(const char *s, size_t max, const char *extra);
+
 /* ---- key URLs ------------------------------------------------------------------------------- */
 
 /* Split a key URL (validated by cvm_disk_key_url_valid) into its key name and version (""
@@ -228,6 +230,9 @@ static int h_des_put(struct call *c, json_t **out, struct cvm_err *err)
 	    (r = cvm_json_str(c->body, "identity", "identity", true, &identity, NULL, err)) < 0)
 		return r;
 	struct cvm_des d = { .name = (char *)P(c, "name") };
+	/* Checked here too (cvm_des_create does it again): the name becomes a key name below. */
+	if (!name_ok(d.name, 80, "-_"))
+		return cvm_err_badparam(err, "name: expected 1..80 characters of A-Z a-z 0-9 - _");
 	if ((r = cvm_des_type_parse(type_s, &d.type, err)) < 0)
 		return cvm_err_prefix(err, "encryptionType");
 	_cleanup_free_ char *pk_url = NULL;

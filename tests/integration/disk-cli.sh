@@ -232,4 +232,9 @@ check "disk delete pd, then des delete pdes" bash -c "'$CVM' --profile '$TMP/app
 CA=$(jq -r .ca_cert "$TMP/dev.json")
 check "DES routes without a bearer token: 401 with the challenge" bash -c \
   "curl -s -D - -o /dev/null --cacert '$CA' '$BASE/opencvm/diskEncryptionSets' | grep -qi '^www-authenticate: Bearer'"
+TOKEN=$(as app1 identity token)
+check "REST: a malformed DES name is refused (400 naming the field)" bash -c \
+  "curl -s --cacert '$CA' -X PUT -H 'Authorization: Bearer $TOKEN' -H 'Content-Type: application/json' -d '{\"encryptionType\":\"platform\",\"identity\":\"desid\"}' '$BASE/opencvm/diskEncryptionSets/bad%21name' | jq -e '.error.code==\"BadParameter\" and (.error.message | startswith(\"name:\"))' >/dev/null"
+check "REST: a missing field is named" bash -c \
+  "curl -s --cacert '$CA' -X PUT -H 'Authorization: Bearer $TOKEN' -H 'Content-Type: application/json' -d '{\"encryptionType\":\"platform\"}' '$BASE/opencvm/diskEncryptionSets/ok1' | jq -e '.error.message | startswith(\"identity\")' >/dev/null"
 finish
