@@ -18,7 +18,10 @@
 
 #define DEFAULT_MAX_BODY (1024u * 1024u)
 #define DEFAULT_CONN_TIMEOUT_S 60u
-#define MIN_CONNECTIONS 256u /* worker (connection) floor, see cvm_http_server_start */
+/* Floor of the connection (= worker thread) limit: libmicrohttpd's default (FD_SETSIZE - 4),
+ * which the epoll pool had, so slow or idle clients need as many sockets as before to crowd
+ * others out. See cvm_http_server_start. */
+#define MIN_CONNECTIONS 1020u
 #define LISTEN_BACKLOG 1024
 /* TLS 1.2 and 1.3 only. */
 #define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
@@ -437,9 +440,8 @@ int cvm_http_server_start(struct cvm_http_server *s, struct cvm_err *err)
 	opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
 	opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, s->conn_timeout_s,
 					    NULL};
-	/* One worker per connection: `threads` bounds the workers, never below MIN_CONNECTIONS
-	 * so that a small default still serves a client's parallel connections; idle ones end
-	 * after conn_timeout_s. */
+	/* One worker per connection: `threads` bounds the workers, never below MIN_CONNECTIONS;
+	 * idle connections end after conn_timeout_s. */
 	unsigned max_conns = s->threads > MIN_CONNECTIONS ? s->threads : MIN_CONNECTIONS;
 	opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, max_conns, NULL};
 	if (s->cert_pem) {
