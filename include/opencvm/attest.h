@@ -819,3 +819,48 @@ struct cvm_snp_measure_files {
 CVM_EXPORT int cvm_snp_measure_files(const struct cvm_snp_measure_files *f,
 				     uint8_t ld[CVM_SNP_LD_SIZE], struct cvm_ovmf_info *info,
 				     struct cvm_err *err);
+
+/* ==== POST /attest/AzureGuest (azureguest.c) ===================================================
+ * The endpoint Azure's CVM guest attestation library calls (api-version 2020-10-01, 2022-08-01):
+ * body {"AttestationInfo": base64(JSON AttestationInfo)}, response {"token": T}. T is the JWT,
+ * or, when TpmInfo carries an EncKeyPub certified by the AK, the sealed form:
+ * base64url(JSON {"EncryptionParams", "AuthenticationData", "Jwt", "EncryptedInnerKey"}).
+ * Checks: isolation evidence (SNP report + VCEK chain, or TD quote) with the service's roots and
+ * policies; SHA-256(RunTimeData) || zeros == REPORT_DATA; TPM quote signed by the runtime
+ * data's HCLAkPub over the given PCRs; TCG log replay against the quoted PCRs when present.
+ * Token claims: x-ms-attestation-type "azurevm", x-ms-azurevm-*, x-ms-isolation-tee {...},
+ * x-ms-runtime {client-payload, keys [TpmEphemeralEncryptionKey]}; policy type "AzureGuest". */
+struct cvm_azureguest_req {
+	json_t *info;                 /* decoded AttestationInfo (owned) */
+	const char *protocol_version; /* AttestationProtocolVersion (borrowed from info) */
+	char *os_type, *os_distro, *os_build; /* decoded text; distro/build NULL when absent */
+	int64_t os_major, os_minor;   /* -1 when absent */
+	bool tdx;                     /* IsolationInfo.Type "Tdx" (else "SevSnp") */
+	uint8_t *hw;                  /* SNP report or TD quote */
+	size_t hw_len;
+	uint8_t *vcek_chain;          /* SNP: VcekCertChain bytes (PEM or DER) */
+	size_t vcek_chain_len;
+	uint8_t *runtime;             /* RunTimeData bytes exactly as sent */
+	size_t runtime_len;
+	uint8_t *tcg_log;             /* NULL when absent */
+	size_t tcg_log_len;
+	json_t *client_payload;       /* object of strings, NULL when absent (owned) */
+	uint8_t *quote, *quote_sig;   /* TpmInfo.PcrQuote (TPMS_ATTEST), PcrSignature */
+	size_t quote_len, quote_sig_len;
+	uint8_t pcrs[24][32];         /* TpmInfo.Pcrs (SHA-256 bank) */
+	uint32_t pcr_mask;            /* PCRs present in TpmInfo.Pcrs */
+	uint8_t *enc_key_pub, *enc_certify, *enc_certify_sig; /* NULL when absent */
+	size_t enc_key_pub_len, enc_certify_len, enc_certify_sig_len;
+};
+/* Parse the request body; errors name the field ("AttestationInfo.TpmInfo.PcrQuote: ..."). */
+CVM_EXPORT int cvm_azureguest_parse(const uint8_t *buf, size_t len,
+				    struct cvm_azureguest_req *out, struct cvm_err *err);
+CVM_EXPORT void cvm_azureguest_req_clear(struct cvm_azureguest_req *r);
+/* The sealed response token: AES-256-GCM over the JWT (AAD "Transport Key"), key encrypted
+ * with RSAES-PKCS1-v1_5 to enc_key. *out is malloc'd base64url JSON. */
+CVM_EXPORT int cvm_azureguest_seal(const char *jwt, EVP_PKEY *enc_key, char **out,
+				   struct cvm_err *err);
+/* Whole request: parse, verify, issue; *token is the value of the response's "token". */
+CVM_EXPORT int cvm_attest_service_attest_azureguest(struct cvm_attest_service *s,
+						    const char *body, size_t len, char **token,
+						    struct cvm_err *err);

@@ -56,6 +56,16 @@ struct cvm_attest_policy_slot;
 pthread_mutex_t *cvm_attest_service_lock(struct cvm_attest_service *s);
 struct cvm_attest_policy_slot **cvm_attest_service_policies(struct cvm_attest_service *s);
 const char *cvm_attest_service_issuer(const struct cvm_attest_service *s);
+/* The service's verification settings (borrowed; used by azureguest.c). */
+struct cvm_attest_verifiers {
+	const struct cvm_attest_roots *roots;
+	const struct cvm_snp_verify_opts *snp_opts;
+	const struct cvm_snp_policy *snp_policy;
+	const struct cvm_tdx_verify_opts *tdx_opts;
+	const struct cvm_tdx_policy *tdx_policy;
+};
+void cvm_attest_service_verifiers(const struct cvm_attest_service *s,
+				  struct cvm_attest_verifiers *out);
 void cvm_attest_policy_slots_free(struct cvm_attest_policy_slot *p);
 /* Evaluate the policy set for type (none set: permit, nothing issued). hash receives the
  * base64url SHA-256 of the policy text, "" when none. -EPERM when not permitted. */

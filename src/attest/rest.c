@@ -67,6 +67,23 @@ static int h_attest_tdx(void *ctx, const struct cvm_http_req *req, struct cvm_ht
 	return o ? cvm_http_resp_json(resp, 200, o) : -ENOMEM;
 }
 
+/* POST /attest/AzureGuest: the token is the JWT or its sealed form (see attest.h). */
+static int h_attest_azureguest(void *ctx, const struct cvm_http_req *req,
+			       struct cvm_http_resp *resp)
+{
+	if (check_api_version(req, resp) < 0)
+		return 0;
+	size_t len = 0;
+	const uint8_t *body = cvm_http_req_body(req, &len);
+	struct cvm_err err = { 0 };
+	char *token = NULL;
+	if (cvm_attest_service_attest_azureguest(ctx, (const char *)body, len, &token, &err) < 0)
+		return reply_error(resp, &err);
+	json_t *o = json_pack("{s:s}", "token", token);
+	free(token);
+	return o ? cvm_http_resp_json(resp, 200, o) : -ENOMEM;
+}
+
 static int h_openid(void *ctx, const struct cvm_http_req *req, struct cvm_http_resp *resp)
 {
 	struct cvm_err err = { 0 };
@@ -200,6 +217,7 @@ int cvm_attest_register_routes(struct cvm_attest_service *svc, struct cvm_http_s
 	} routes[] = {
 		{ "POST", "/attest/SevSnpVm", h_attest_snp },
 		{ "POST", "/attest/TdxVm", h_attest_tdx },
+		{ "POST", "/attest/AzureGuest", h_attest_azureguest },
 		{ "GET", "/.well-known/openid-configuration", h_openid },
 		{ "GET", "/certs", h_certs },
 		{ "GET", "/policies/{type}", h_policy_get },

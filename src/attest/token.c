@@ -241,6 +241,13 @@ const char *cvm_attest_service_issuer(const struct cvm_attest_service *s)
 	return s->issuer;
 }
 
+void cvm_attest_service_verifiers(const struct cvm_attest_service *s,
+				  struct cvm_attest_verifiers *out)
+{
+	*out = (struct cvm_attest_verifiers){ s->roots, &s->verify_opts, &s->snp_policy,
+					      &s->tdx_opts, &s->tdx_policy };
+}
+
 pthread_mutex_t *cvm_attest_service_lock(struct cvm_attest_service *s)
 {
 	return &s->lock;
