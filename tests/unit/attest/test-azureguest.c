@@ -1,0 +1,638 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* POST /attest/AzureGuest with requests built from the real Azure CVM samples (SNP Milan, SNP
+ * Genoa, TDX): tokens carry the azurevm claims; every success has failure twins (flipped report
+ * bit, wrong PCR, wrong quote signature, runtime data not in report_data, missing fields, policy
+ * refusal, foreign TCG log). Also the sealed response format and the EncKeyPub certification. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <cmocka.h>
+
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+
+#include <opencvm/attest.h>
+#include <opencvm/json.h>
+
+static const char *evidence_dir(void)
+{
+	const char *d = getenv("CVM_EVIDENCE_DIR");
+	struct stat st;
+	if (!d || stat(d, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "FATAL: evidence directory missing (CVM_EVIDENCE_DIR=%s)\n",
+			d ? d : "(unset)");
+		fail();
+	}
+	return d;
+}
+
+static uint8_t *load(const char *rel, size_t *len)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/%s", evidence_dir(), rel);
+	uint8_t *buf = NULL;
+	struct cvm_err err = { 0 };
+	if (cvm_file_read(path, 1 << 20, &buf, len, &err) < 0) {
+		fprintf(stderr, "FATAL: %s\n", err.msg);
+		fail();
+	}
+	return buf;
+}
+
+/* Evidence JSON holds bytes as arrays of integers or hex strings. */
+static uint8_t *bytes_of(json_t *v, size_t *len)
+{
+	struct cvm_err err = { 0 };
+	uint8_t *out = NULL;
+	if (json_is_array(v)) {
+		*len = json_array_size(v);
+		out = malloc(*len ? *len : 1);
+		for (size_t i = 0; i < *len; i++)
+			out[i] = (uint8_t)json_integer_value(json_array_get(v, i));
+		return out;
+	}
+	const char *s = json_string_value(v);
+	assert_non_null(s);
+	assert_int_equal(cvm_hex_decode(s, strlen(s), &out, len, "hex", &err), 0);
+	return out;
+}
+
+/* Each sample's evidence JSON holds the HCL report, the TPM quote with its PCRs and, for SNP,
+ * the VCEK (PEM or base64url DER); TDX samples add the TD quote. */
+struct sample_def {
+	const char *name, *evidence;
+};
+static const struct sample_def defs[] = {
+	{ "snp-milan", "azure/snp-milan/evidence-v0.json" },
+	{ "snp-genoa", "azure/snp-genoa/evidence-genoa.json" },
+	{ "tdx", "azure/tdx/evidence-v1.json" },
+};
+
+struct sample {
+	const struct sample_def *def;
+	uint8_t *hcl, *msg, *sig, *chain, *tdq;
+	size_t hcl_len, msg_len, sig_len, chain_len, tdq_len;
+	uint8_t pcrs[24][32];
+};
+
+static uint8_t *b64url_of(json_t *v, size_t *len)
+{
+	struct cvm_err err = { 0 };
+	uint8_t *out = NULL;
+	if (json_is_array(v))
+		return bytes_of(v, len);
+	const char *s = json_string_value(v);
+	assert_non_null(s);
+	assert_int_equal(cvm_b64url_decode(s, strlen(s), &out, len, "b64", &err), 0);
+	return out;
+}
+
+static void sample_load(const struct sample_def *d, struct sample *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->def = d;
+	size_t len = 0;
+	_cleanup_free_ uint8_t *text = load(d->evidence, &len);
+	json_t *j = json_loadb((const char *)text, len, 0, NULL);
+	assert_non_null(j);
+	json_t *q = json_object_get(j, "quote") ? json_object_get(j, "quote")
+						: json_object_get(j, "tpm_quote");
+	s->msg = bytes_of(json_object_get(q, "message"), &s->msg_len);
+	s->sig = bytes_of(json_object_get(q, "signature"), &s->sig_len);
+	json_t *pcrs = json_object_get(q, "pcrs");
+	assert_int_equal(json_array_size(pcrs), 24);
+	for (size_t i = 0; i < 24; i++) {
+		size_t pl = 0;
+		_cleanup_free_ uint8_t *p = bytes_of(json_array_get(pcrs, i), &pl);
+		assert_int_equal(pl, 32);
+		memcpy(s->pcrs[i], p, 32);
+	}
+	json_t *hcl = json_object_get(j, "report") ? json_object_get(j, "report")
+						   : json_object_get(j, "hcl_report");
+	s->hcl = b64url_of(hcl, &s->hcl_len);
+	json_t *vcek = json_object_get(j, "vcek");
+	if (vcek && cvm_str_startswith(json_string_value(vcek), "-----")) {
+		s->chain = (uint8_t *)cvm_strdup(json_string_value(vcek));
+		s->chain_len = strlen((char *)s->chain);
+	} else if (vcek) {
+		s->chain = b64url_of(vcek, &s->chain_len);
+	}
+	if (json_object_get(j, "td_quote"))
+		s->tdq = b64url_of(json_object_get(j, "td_quote"), &s->tdq_len);
+	json_decref(j);
+}
+
+static void sample_free(struct sample *s)
+{
+	free(s->hcl);
+	free(s->msg);
+	free(s->sig);
+	free(s->chain);
+	free(s->tdq);
+}
+
+static json_t *b64(const void *d, size_t n)
+{
+	char *e = cvm_b64_encode(d, n);
+	json_t *s = json_string(e);
+	free(e);
+	return s;
+}
+
+static json_t *b64s(const char *s)
+{
+	return b64(s, strlen(s));
+}
+
+/* AttestationInfo as the guest library builds it from this sample. */
+static json_t *info_of(const struct sample *s)
+{
+	struct cvm_err err = { 0 };
+	struct cvm_hcl_report h;
+	assert_int_equal(cvm_hcl_report_parse(s->hcl, s->hcl_len, &h, &err), 0);
+	json_t *proof;
+	if (s->tdq) {
+		proof = b64(s->tdq, s->tdq_len);
+	} else {
+		char *rep = cvm_b64url_encode(h.hw_report, CVM_SNP_REPORT_SIZE);
+		json_t *p = json_pack("{s:s, s:o}", "SnpReport", rep, "VcekCertChain",
+				      b64(s->chain, s->chain_len));
+		free(rep);
+		char *t = cvm_json_dump(p);
+		proof = b64s(t);
+		free(t);
+		json_decref(p);
+	}
+	json_t *pcrs = json_array(), *set = json_array();
+	for (int i = 0; i < 24; i++) {
+		json_array_append_new(pcrs, json_pack("{s:i, s:o}", "Index", i, "Digest",
+						      b64(s->pcrs[i], 32)));
+		json_array_append_new(set, json_integer(i));
+	}
+	json_t *info = json_pack(
+		"{s:s, s:o, s:o, s:i, s:i, s:{s:o}, s:{s:o, s:o, s:o, s:o},"
+		" s:{s:s, s:{s:o, s:o}}}",
+		"AttestationProtocolVersion", "2.0", "OSType", b64s("Linux"), "OSDistro",
+		b64s("Ubuntu"), "OSVersionMajor", 22, "OSVersionMinor", 4, "ClientPayload", "nonce",
+		b64s("abc123"), "TpmInfo", "PcrQuote", b64(s->msg, s->msg_len), "PcrSignature",
+		b64(s->sig, s->sig_len), "PcrSet", set, "Pcrs", pcrs, "IsolationInfo", "Type",
+		s->tdq ? "Tdx" : "SevSnp", "Evidence", "Proof", proof, "RunTimeData",
+		b64(h.runtime, h.runtime_len));
+	assert_non_null(info);
+	return info;
+}
+
+static char *body_of(json_t *info)
+{
+	char *t = cvm_json_dump(info);
+	char *e = cvm_b64url_encode(t, strlen(t));
+	json_t *b = json_pack("{s:s}", "AttestationInfo", e);
+	char *out = cvm_json_dump(b);
+	free(t);
+	free(e);
+	json_decref(b);
+	return out;
+}
+
+static char *body_of_sample(const struct sample *s)
+{
+	json_t *info = info_of(s);
+	char *b = body_of(info);
+	json_decref(info);
+	return b;
+}
+
+struct fixture {
+	char dir[64];
+	struct cvm_attest_roots *roots;
+	struct cvm_attest_service *svc;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct cvm_err err = { 0 };
+	struct cvm_key *k = NULL;
+	if (!f || cvm_attest_roots_new_builtin(&f->roots, &err) < 0 ||
+	    cvm_key_generate_rsa(2048, 0, &k, &err) < 0)
+		return -1;
+	struct cvm_attest_service_config cfg = { .issuer = "https://azg.test", .signing_key = k,
+						 .roots = f->roots };
+	int rc = cvm_attest_service_new(&cfg, &f->svc, &err);
+	cvm_key_free(k);
+	if (rc < 0)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	cvm_attest_service_free(f->svc);
+	cvm_attest_roots_free(f->roots);
+	free(f);
+	return 0;
+}
+
+static int attest(struct fixture *f, const char *body, char **token, struct cvm_err *err)
+{
+	cvm_err_clear(err);
+	return cvm_attest_service_attest_azureguest(f->svc, body, strlen(body), token, err);
+}
+
+static const char *str_at(json_t *c, const char *path)
+{
+	return json_string_value(cvm_json_path(c, path));
+}
+
+static void check_claims(struct fixture *f, const struct sample *s, const char *token)
+{
+	struct cvm_err err = { 0 };
+	json_t *c = NULL;
+	assert_int_equal(cvm_attest_service_verify_token(f->svc, token, &c, &err), 0);
+	assert_string_equal(str_at(c, "x-ms-attestation-type"), "azurevm");
+	assert_string_equal(str_at(c, "x-ms-ver"), "1.0");
+	assert_string_equal(str_at(c, "x-ms-azurevm-attestation-protocol-ver"), "2.0");
+	assert_string_equal(str_at(c, "x-ms-azurevm-ostype"), "Linux");
+	assert_string_equal(str_at(c, "x-ms-azurevm-osdistro"), "Ubuntu");
+	assert_int_equal(json_integer_value(cvm_json_path(c, "x-ms-azurevm-osversion-major")), 22);
+	assert_true(json_is_false(cvm_json_path(c, "x-ms-azurevm-is-windows")));
+	assert_true(json_is_false(cvm_json_path(c, "x-ms-azurevm-is-debuggable")));
+	assert_int_equal(json_array_size(cvm_json_path(c, "x-ms-azurevm-attested-pcrs")), 24);
+	assert_string_equal(str_at(c, "nonce"), "abc123");
+	json_t *rt = json_object_get(c, "x-ms-runtime");
+	assert_string_equal(str_at(rt, "client-payload.nonce"), "abc123");
+	assert_true(json_is_false(cvm_json_path(c, "x-opencvm-emulated")));
+	json_t *tee = json_object_get(c, "x-ms-isolation-tee");
+	assert_non_null(tee);
+	assert_string_equal(str_at(tee, "x-ms-compliance-status"), "azure-compliant-cvm");
+	/* The TEE-bound runtime data is embedded, with the AK the quote was checked against. */
+	json_t *keys = cvm_json_path(tee, "x-ms-runtime.keys");
+	assert_true(json_array_size(keys) >= 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(keys, 0), "kid")),
+			    "HCLAkPub");
+	struct cvm_hcl_report h;
+	assert_int_equal(cvm_hcl_report_parse(s->hcl, s->hcl_len, &h, &err), 0);
+	uint8_t rd[64] = { 0 };
+	size_t dl = 0;
+	assert_int_equal(cvm_digest("SHA256", h.runtime, h.runtime_len, rd, &dl, &err), 0);
+	char *hex = cvm_hex_encode(rd, 64);
+	if (s->tdq) {
+		assert_string_equal(str_at(tee, "x-ms-attestation-type"), "tdxvm");
+		assert_string_equal(str_at(tee, "x-ms-tdx-reportdata"), hex);
+	} else {
+		assert_string_equal(str_at(tee, "x-ms-attestation-type"), "sevsnpvm");
+		assert_string_equal(str_at(tee, "x-ms-sevsnpvm-reportdata"), hex);
+		assert_non_null(str_at(tee, "x-ms-sevsnpvm-launchmeasurement"));
+	}
+	free(hex);
+	/* vm-configuration facts surface as azurevm claims when the runtime data has them. */
+	json_t *cfg = cvm_json_path(tee, "x-ms-runtime.vm-configuration");
+	if (json_object_get(cfg, "vmUniqueId"))
+		assert_non_null(str_at(c, "x-ms-azurevm-vmid"));
+	if (json_object_get(cfg, "secure-boot"))
+		assert_true(json_is_boolean(json_object_get(c, "secureboot")));
+	json_decref(c);
+}
+
+static void test_samples_issue_token(void **state)
+{
+	struct fixture *f = *state;
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(defs); i++) {
+		struct sample s;
+		sample_load(&defs[i], &s);
+		_cleanup_free_ char *body = body_of_sample(&s);
+		struct cvm_err err = { 0 };
+		char *token = NULL;
+		int rc = attest(f, body, &token, &err);
+		if (rc != 0)
+			fprintf(stderr, "%s: %s\n", defs[i].name, err.msg);
+		assert_int_equal(rc, 0);
+		check_claims(f, &s, token);
+		free(token);
+		sample_free(&s);
+	}
+}
+
+/* One byte flipped in s (at p) must be refused with -EBADMSG and a message naming what. */
+static void expect_refused(struct fixture *f, struct sample *s, uint8_t *p, const char *what)
+{
+	*p ^= 0x01;
+	_cleanup_free_ char *body = body_of_sample(s);
+	*p ^= 0x01;
+	struct cvm_err err = { 0 };
+	char *token = NULL;
+	assert_int_equal(attest(f, body, &token, &err), -EBADMSG);
+	assert_null(token);
+	if (!strstr(err.msg, what))
+		fprintf(stderr, "%s: expected '%s' in: %s\n", s->def->name, what, err.msg);
+	assert_non_null(strstr(err.msg, what));
+}
+
+static void test_tampered_twins(void **state)
+{
+	struct fixture *f = *state;
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(defs); i++) {
+		struct sample s;
+		sample_load(&defs[i], &s);
+		/* TEE evidence: MEASUREMENT (SNP) or a byte of the TD report body (TDX). */
+		uint8_t *hw = s.tdq ? s.tdq + 48 + 200 : s.hcl + 0x20 + 0x90;
+		expect_refused(f, &s, hw, "IsolationInfo.Evidence.Proof");
+		expect_refused(f, &s, &s.pcrs[0][5], "TpmInfo.PcrQuote");
+		expect_refused(f, &s, &s.pcrs[23][31], "TpmInfo.PcrQuote");
+		expect_refused(f, &s, &s.sig[17], "TpmInfo.PcrQuote");
+		/* Runtime data changed after the TEE bound it. */
+		struct cvm_hcl_report h;
+		struct cvm_err err = { 0 };
+		assert_int_equal(cvm_hcl_report_parse(s.hcl, s.hcl_len, &h, &err), 0);
+		expect_refused(f, &s, (uint8_t *)h.runtime + h.runtime_len - 1,
+			       "IsolationInfo.Evidence.RunTimeData");
+		/* Unchanged again: accepted (the twins above failed for their reason only). */
+		_cleanup_free_ char *body = body_of_sample(&s);
+		char *token = NULL;
+		assert_int_equal(attest(f, body, &token, &err), 0);
+		free(token);
+		sample_free(&s);
+	}
+}
+
+/* Remove the member at a dotted path inside AttestationInfo; the error names that path. */
+static void expect_missing(struct fixture *f, const struct sample *s, const char *parent,
+			   const char *member, const char *msg_path)
+{
+	json_t *info = info_of(s);
+	json_t *obj = parent ? cvm_json_path(info, parent) : info;
+	assert_non_null(obj);
+	assert_int_equal(json_object_del(obj, member), 0);
+	_cleanup_free_ char *body = body_of(info);
+	json_decref(info);
+	struct cvm_err err = { 0 };
+	char *token = NULL;
+	assert_int_equal(attest(f, body, &token, &err), -EINVAL);
+	if (!strstr(err.msg, msg_path))
+		fprintf(stderr, "expected '%s' in: %s\n", msg_path, err.msg);
+	assert_non_null(strstr(err.msg, msg_path));
+	assert_non_null(strstr(err.msg, "missing"));
+}
+
+static void test_missing_fields(void **state)
+{
+	struct fixture *f = *state;
+	struct sample s;
+	sample_load(&defs[0], &s);
+	static const struct {
+		const char *parent, *member, *path;
+	} cases[] = {
+		{ NULL, "AttestationProtocolVersion", "AttestationInfo.AttestationProtocolVersion" },
+		{ NULL, "OSType", "AttestationInfo.OSType" },
+		{ NULL, "IsolationInfo", "AttestationInfo.IsolationInfo" },
+		{ NULL, "TpmInfo", "AttestationInfo.TpmInfo" },
+		{ "IsolationInfo", "Type", "AttestationInfo.IsolationInfo.Type" },
+		{ "IsolationInfo", "Evidence", "AttestationInfo.IsolationInfo.Evidence" },
+		{ "IsolationInfo.Evidence", "Proof", "AttestationInfo.IsolationInfo.Evidence.Proof" },
+		{ "IsolationInfo.Evidence", "RunTimeData",
+		  "AttestationInfo.IsolationInfo.Evidence.RunTimeData" },
+		{ "TpmInfo", "PcrQuote", "AttestationInfo.TpmInfo.PcrQuote" },
+		{ "TpmInfo", "PcrSignature", "AttestationInfo.TpmInfo.PcrSignature" },
+		{ "TpmInfo", "Pcrs", "AttestationInfo.TpmInfo.Pcrs" },
+	};
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(cases); i++)
+		expect_missing(f, &s, cases[i].parent, cases[i].member, cases[i].path);
+	/* Inside the SNP proof and the outer body. */
+	struct cvm_err err = { 0 };
+	char *token = NULL;
+	assert_int_equal(attest(f, "{}", &token, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "AttestationInfo: required field is missing"));
+	json_t *info = info_of(&s);
+	json_object_set_new(cvm_json_path(info, "IsolationInfo.Evidence"), "Proof",
+			    b64s("{\"SnpReport\":\"AAAA\"}"));
+	_cleanup_free_ char *b1 = body_of(info);
+	assert_int_equal(attest(f, b1, &token, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "Proof.VcekCertChain: required field is missing"));
+	/* A PCR the quote covers but the request leaves out. */
+	json_array_remove(cvm_json_path(info, "TpmInfo.Pcrs"), 7);
+	json_object_set_new(cvm_json_path(info, "TpmInfo"), "PcrSet", json_array());
+	json_decref(info);
+	info = info_of(&s);
+	json_array_remove(cvm_json_path(info, "TpmInfo.Pcrs"), 7);
+	json_object_del(cvm_json_path(info, "TpmInfo"), "PcrSet");
+	_cleanup_free_ char *b2 = body_of(info);
+	assert_int_equal(attest(f, b2, &token, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "TpmInfo.Pcrs: PCR 7 is quoted but has no value"));
+	/* An encryption key without the AK's certification of it. */
+	json_decref(info);
+	info = info_of(&s);
+	json_object_set_new(cvm_json_path(info, "TpmInfo"), "EncKeyPub", b64s("key"));
+	_cleanup_free_ char *b3 = body_of(info);
+	assert_int_equal(attest(f, b3, &token, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "TpmInfo.EncKeyCertifyInfo: required field is missing"));
+	/* ... and with a certification the AK did not sign. */
+	json_object_set_new(cvm_json_path(info, "TpmInfo"), "EncKeyCertifyInfo", b64s("certify"));
+	json_object_set_new(cvm_json_path(info, "TpmInfo"), "EncKeyCertifyInfoSignature",
+			    b64(s.sig, s.sig_len));
+	_cleanup_free_ char *b4 = body_of(info);
+	assert_int_equal(attest(f, b4, &token, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "EncKeyCertifyInfoSignature: not signed by HCLAkPub"));
+	/* TrustedLaunch has no TEE evidence. */
+	json_object_set_new(cvm_json_path(info, "IsolationInfo"), "Type",
+			    json_string("TrustedLaunch"));
+	_cleanup_free_ char *b5 = body_of(info);
+	assert_int_equal(attest(f, b5, &token, &err), -ENOTSUP);
+	/* An OSType outside the recorded values. */
+	json_decref(info);
+	info = info_of(&s);
+	json_object_set_new(info, "OSType", b64s("Plan9"));
+	_cleanup_free_ char *b6 = body_of(info);
+	assert_int_equal(attest(f, b6, &token, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "AttestationInfo.OSType"));
+	json_decref(info);
+	assert_null(token);
+	sample_free(&s);
+}
+
+static void put32(struct cvm_buf *b, uint32_t v)
+{
+	uint8_t x[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
+	assert_int_equal(cvm_buf_append(b, x, 4), 0);
+}
+
+/* Crypto-agile log: the SHA-1-format Spec ID event (SHA-256 only), then one EV_ACTION event
+ * extending PCR 4 with a digest no real boot produced. */
+static void tcg_log_one_event(uint8_t **out, size_t *len)
+{
+	struct cvm_buf b = { 0 };
+	static const uint8_t zero[32];
+	put32(&b, 0);
+	put32(&b, 3); /* EV_NO_ACTION */
+	assert_int_equal(cvm_buf_append(&b, zero, 20), 0);
+	static const uint8_t spec[] = { 'S', 'p', 'e', 'c', ' ', 'I', 'D', ' ', 'E', 'v', 'e', 'n',
+					't', '0', '3', 0, 0, 0, 0, 0, /* platformClass */
+					0, 2, 0, 2, /* minor, major, errata, uintnSize */
+					1, 0, 0, 0, 0x0b, 0, 32, 0, /* 1 alg: SHA-256, 32 */
+					0 /* vendorInfoSize */ };
+	put32(&b, sizeof(spec));
+	assert_int_equal(cvm_buf_append(&b, spec, sizeof(spec)), 0);
+	put32(&b, 4);
+	put32(&b, 5); /* EV_ACTION */
+	put32(&b, 1);
+	static const uint8_t alg[] = { 0x0b, 0 };
+	uint8_t d[32];
+	memset(d, 0x5a, sizeof(d));
+	assert_int_equal(cvm_buf_append(&b, alg, 2), 0);
+	assert_int_equal(cvm_buf_append(&b, d, 32), 0);
+	put32(&b, 4);
+	assert_int_equal(cvm_buf_append(&b, "test", 4), 0);
+	*out = b.data;
+	*len = b.len;
+}
+
+/* A TCG log whose events do not replay to the quoted PCRs is refused. */
+static void test_foreign_tcg_log(void **state)
+{
+	struct fixture *f = *state;
+	struct sample s;
+	sample_load(&defs[0], &s);
+	uint8_t *log = NULL;
+	size_t ll = 0;
+	struct cvm_err err = { 0 };
+	tcg_log_one_event(&log, &ll);
+	struct cvm_tcg_log *replayed = calloc(1, sizeof(*replayed));
+	assert_int_equal(cvm_tcg_log_replay(log, ll, replayed, &err), 0);
+	assert_int_not_equal(replayed->extended_mask, 0);
+	free(replayed);
+	json_t *info = info_of(&s);
+	json_object_set_new(info, "TcgLogs", b64(log, ll));
+	_cleanup_free_ char *bad = body_of(info);
+	json_decref(info);
+	char *token = NULL;
+	assert_int_equal(attest(f, bad, &token, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "AttestationInfo.TcgLogs"));
+	/* Twin: the same request without the log passes. */
+	_cleanup_free_ char *good = body_of_sample(&s);
+	assert_int_equal(attest(f, good, &token, &err), 0);
+	free(token);
+	free(log);
+	sample_free(&s);
+}
+
+/* An AzureGuest policy decides; a SevSnpVm policy does not apply here. */
+static void test_policy(void **state)
+{
+	struct fixture *f = *state;
+	struct sample s;
+	sample_load(&defs[0], &s);
+	_cleanup_free_ char *body = body_of_sample(&s);
+	struct cvm_err err = { 0 };
+	char *token = NULL;
+	const char *deny = "version=1.0; authorizationrules { [type==\"x-ms-azurevm-ostype\", "
+			   "value==\"Windows\"] => permit(); };";
+	const char *allow = "version=1.0; authorizationrules { [type==\"x-ms-azurevm-ostype\", "
+			    "value==\"Linux\"] && [type==\"x-ms-sevsnpvm-is-debuggable\", "
+			    "value==false] => permit(); };";
+	assert_int_equal(cvm_attest_service_set_policy(f->svc, "AzureGuest", deny, strlen(deny),
+						       &err), 0);
+	assert_int_equal(attest(f, body, &token, &err), -EPERM);
+	assert_int_equal(cvm_attest_service_set_policy(f->svc, "AzureGuest", allow, strlen(allow),
+						       &err), 0);
+	assert_int_equal(attest(f, body, &token, &err), 0);
+	json_t *c = NULL;
+	assert_int_equal(cvm_attest_service_verify_token(f->svc, token, &c, &err), 0);
+	assert_non_null(json_object_get(c, "x-ms-policy-hash"));
+	json_decref(c);
+	free(token);
+	sample_free(&s);
+}
+
+/* Sealed response: decrypt as the guest library does (RSAES-PKCS1-v1_5 inner key, AES-GCM with
+ * AAD "Transport Key"); a flipped tag or another key must not open it. */
+static void test_seal(void **state)
+{
+	(void)state;
+	struct cvm_err err = { 0 };
+	struct cvm_key *k = NULL, *other = NULL;
+	assert_int_equal(cvm_key_generate_rsa(2048, 0, &k, &err), 0);
+	assert_int_equal(cvm_key_generate_rsa(2048, 0, &other, &err), 0);
+	const char *jwt = "eyJhbGciOiJSUzI1NiJ9.eyJ4IjoxfQ.c2ln";
+	char *sealed = NULL;
+	assert_int_equal(cvm_azureguest_seal(jwt, cvm_key_pkey(k), &sealed, &err), 0);
+	uint8_t *txt = NULL;
+	size_t tl = 0;
+	assert_int_equal(cvm_b64url_decode(sealed, strlen(sealed), &txt, &tl, "t", &err), 0);
+	json_t *o = json_loadb((const char *)txt, tl, 0, NULL);
+	assert_non_null(o);
+	assert_string_equal(str_at(o, "EncryptionParams.BlockMode"), "ChainingModeGCM");
+	assert_string_equal(str_at(o, "EncryptionParams.Cipher"), "AES");
+	assert_int_equal(json_integer_value(cvm_json_path(o, "EncryptionParams.KeySizeInBits")),
+			 256);
+	uint8_t *iv, *tag, *ct, *ek;
+	size_t ivl, tagl, ctl, ekl;
+	const char *v;
+	v = str_at(o, "EncryptionParams.Iv");
+	assert_int_equal(cvm_b64_decode(v, strlen(v), &iv, &ivl, "iv", &err), 0);
+	v = str_at(o, "AuthenticationData");
+	assert_int_equal(cvm_b64_decode(v, strlen(v), &tag, &tagl, "tag", &err), 0);
+	v = str_at(o, "Jwt");
+	assert_int_equal(cvm_b64_decode(v, strlen(v), &ct, &ctl, "ct", &err), 0);
+	v = str_at(o, "EncryptedInnerKey");
+	assert_int_equal(cvm_b64_decode(v, strlen(v), &ek, &ekl, "ek", &err), 0);
+	assert_int_equal(ivl, 12);
+	assert_int_equal(tagl, 16);
+	assert_int_equal(ctl, strlen(jwt));
+	uint8_t key[512];
+	size_t kl = sizeof(key);
+	EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(cvm_key_pkey(k), NULL);
+	assert_int_equal(EVP_PKEY_decrypt_init(pc), 1);
+	assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING), 1);
+	assert_int_equal(EVP_PKEY_decrypt(pc, key, &kl, ek, ekl), 1);
+	EVP_PKEY_CTX_free(pc);
+	assert_int_equal(kl, 32);
+	/* Twin: another RSA key does not recover the AES key. */
+	uint8_t key2[512];
+	size_t kl2 = sizeof(key2);
+	pc = EVP_PKEY_CTX_new(cvm_key_pkey(other), NULL);
+	assert_int_equal(EVP_PKEY_decrypt_init(pc), 1);
+	assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING), 1);
+	int r2 = EVP_PKEY_decrypt(pc, key2, &kl2, ek, ekl);
+	EVP_PKEY_CTX_free(pc);
+	assert_true(r2 != 1 || kl2 != 32 || memcmp(key, key2, 32) != 0);
+	char pt[128] = { 0 };
+	static const char aad[] = "Transport Key";
+	assert_int_equal(cvm_aes_gcm_open(key, 32, iv, aad, strlen(aad), ct, ctl, tag,
+					  (uint8_t *)pt, &err), 0);
+	assert_string_equal(pt, jwt);
+	/* Twins: flipped tag, wrong AAD. */
+	tag[0] ^= 1;
+	assert_int_equal(cvm_aes_gcm_open(key, 32, iv, aad, strlen(aad), ct, ctl, tag,
+					  (uint8_t *)pt, &err), -EBADMSG);
+	tag[0] ^= 1;
+	assert_int_equal(cvm_aes_gcm_open(key, 32, iv, "Transport", 9, ct, ctl, tag, (uint8_t *)pt,
+					  &err), -EBADMSG);
+	assert_int_equal(cvm_azureguest_seal(jwt, NULL, &sealed, &err) < 0, 1);
+	free(iv);
+	free(tag);
+	free(ct);
+	free(ek);
+	free(txt);
+	free(sealed);
+	json_decref(o);
+	cvm_key_free(k);
+	cvm_key_free(other);
+}
+
+int main(void)
+{
+	cvm_log_set_level(CVM_LOG_ERROR);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_samples_issue_token),
+		cmocka_unit_test(test_tampered_twins),
+		cmocka_unit_test(test_missing_fields),
+		cmocka_unit_test(test_foreign_tcg_log),
+		cmocka_unit_test(test_policy),
+		cmocka_unit_test(test_seal),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
