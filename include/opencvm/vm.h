@@ -243,6 +243,13 @@ struct cvm_vm_orch {
 };
 CVM_EXPORT int cvm_vm_orch_relay(void *orch, const char *kind, const uint8_t *body, size_t len,
 				 struct cvm_buf *reply, struct cvm_err *err);
+/* The VMGS key (32 bytes): on first use generated and wrapped by the VM's disk key through the
+ * key service (wrapkey, RSA-OAEP-256) with the orchestrator's identity, and stored wrapped at
+ * path as {"kid","alg","value"}; afterwards unwrapped through the key service (unwrapkey).
+ * The plaintext key exists only in this process's locked memory; the key service's RBAC
+ * (Crypto Service Encryption User on the disk key) and audit log gate every unlock. */
+CVM_EXPORT int cvm_vm_orch_vmgs_key(const struct cvm_vm_orch *o, const char *path,
+				    struct cvm_secret **key, struct cvm_err *err);
 /* The launch measurement the emulated TEE reports for a direct-boot launch, standing in for
  * the AMD-SP's launch digest until the attestation module's calculator covers it: SHA-384 of
  * "opencvm-emulated-launch-v1" ‖ SHA-256(firmware) ‖ SHA-256(kernel) ‖ SHA-256(initrd) ‖

@@ -457,17 +457,19 @@ static int enc_key_certified(const struct cvm_azureguest_req *r, EVP_PKEY *ak, E
 		return rc;
 	struct rd rd = { r->enc_certify, r->enc_certify_len };
 	uint16_t hi, lo, type, n;
-	const uint8_t *d, *name;
-	uint16_t name_len;
+	const uint8_t *d, *name, *qname;
+	uint16_t name_len, qname_len;
 	if (!rd_u16(&rd, &hi) || !rd_u16(&rd, &lo) ||
 	    ((uint32_t)hi << 16 | lo) != TPM_GENERATED || !rd_u16(&rd, &type) ||
 	    type != TPM_ST_ATTEST_CERTIFY)
 		return cvm_err_badparam(err, "%s: expected a TPMS_ATTEST of type "
 					"TPM_ST_ATTEST_CERTIFY", what);
-	/* qualifiedSigner, extraData, clockInfo (17), firmwareVersion (8), then the name. */
+	/* qualifiedSigner, extraData, clockInfo (17), firmwareVersion (8), then TPMS_CERTIFY_INFO
+	 * {name, qualifiedName}. The qualified name depends on the parent chain, which the request
+	 * does not carry: only its framing is checked. */
 	if (!rd_2b(&rd, &d, &n) || !rd_2b(&rd, &d, &n) || !rd_skip(&rd, 17 + 8) ||
-	    !rd_2b(&rd, &name, &name_len))
-		return cvm_err_badparam(err, "%s: truncated", what);
+	    !rd_2b(&rd, &name, &name_len) || !rd_2b(&rd, &qname, &qname_len) || rd.left != 0)
+		return cvm_err_badparam(err, "%s: truncated or trailing bytes", what);
 	EVP_PKEY *pk = NULL;
 	const uint8_t *pub;
 	size_t pub_len;

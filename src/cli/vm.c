@@ -282,7 +282,7 @@ static int read_key32(const char *path, struct cvm_secret **out, struct cvm_err 
 static int vm_start(struct cli *cli, int argc, char **argv)
 {
 	const char *usage = "vm start NAME --kernel FILE --initrd FILE [--append CMDLINE] "
-			    "--vmgs-key-file FILE [--os-image FILE] [--emulator-dir DIR] "
+			    "[--vmgs-key-file FILE] [--os-image FILE] [--emulator-dir DIR] "
 			    "[--memory-mib N] [--timeout SECONDS] "
 			    "[--hostfwd-port PORT] [--store URL] [--state-dir DIR]";
 	struct vmctx v = { 0 };
@@ -303,8 +303,8 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
 	if (rc)
 		return rc;
-	if (!kernel || !initrd || !keyfile)
-		return cli_usage_error(usage, "--kernel, --initrd and --vmgs-key-file are required");
+	if (!kernel || !initrd)
+		return cli_usage_error(usage, "--kernel and --initrd are required");
 	struct cvm_err err = { 0 };
 	int64_t mem_mib = 0, tmo = 0, fwd = 0;
 	if ((mem && cvm_parse_i64(mem, 128, 16LL * 1024 * 1024, &mem_mib, "--memory-mib", &err) < 0) ||
@@ -316,7 +316,7 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 	struct cvm_vm vm = { 0 };
 	_cleanup_free_ char *img = NULL, *vdir = NULL, *rdir = NULL, *netdev = NULL;
 	struct cvm_vm_tee_emu tee = { .emu_dir = emu };
-	int r = read_key32(keyfile, &key, &err);
+	int r = keyfile ? read_key32(keyfile, &key, &err) : 0;
 	if (r == 0)
 		r = vmctx_open(&v, &err);
 	if (r == 0)
@@ -361,6 +361,12 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 	tee.relay = cvm_vm_orch_relay;
 	tee.relay_ctx = &orch;
 	vdir = vm_dir(&v, pos[0]);
+	/* Without an explicit key file (tests), the VMGS key goes through the key service. */
+	_cleanup_free_ char *wrapped_key = vdir ? cvm_path_join(vdir, "vmgs.key.wrapped") : NULL;
+	if (r == 0 && !key && !wrapped_key)
+		r = cvm_err_nomem(&err);
+	if (r == 0 && !key && (r = cvm_mkdir_p(vdir, 0700, &err)) == 0)
+		r = cvm_vm_orch_vmgs_key(&orch, wrapped_key, &key, &err);
 	rdir = run_dir(pos[0]);
 	netdev = fwd ? cvm_asprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:80", (int)fwd)
 		     : cvm_strdup("user,id=net0");

@@ -9,7 +9,9 @@
 #include <opencvm/store.h>
 #include <opencvm/vm.h>
 
+#include <openssl/crypto.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TOKEN_SCOPE "https://managedhsm.azure.net/.default"
 
@@ -111,6 +113,96 @@ static int kid_path(const char *kid, char **out, struct cvm_err *err)
 		return cvm_err_badparam(err, "kid: expected .../keys/<name>/<version>");
 	*out = cvm_strdup(k);
 	return *out ? 0 : cvm_err_nomem(err);
+}
+
+/* POST {kv}{/keys/name/version}/{op} with the orchestrator's token; *out is the response. */
+static int key_op(const struct cvm_vm_orch *o, const char *kid, const char *op, json_t *body,
+		  json_t **out, struct cvm_err *err)
+{
+	_cleanup_free_ char *path = NULL, *token = NULL, *url = NULL, *payload = NULL;
+	int r;
+	if ((r = kid_path(kid, &path, err)) < 0 || (r = orch_token(o, &token, err)) < 0)
+		return r;
+	url = cvm_asprintf("%s%s/%s?api-version=7.4", o->kv_url, path, op);
+	payload = cvm_json_dump(body);
+	if (!url || !payload)
+		return cvm_err_nomem(err);
+	struct cvm_http_result res = { 0 };
+	r = post(o, url, "application/json", token, payload, strlen(payload), &res, err);
+	OPENSSL_cleanse(payload, strlen(payload));
+	if (r == 0)
+		r = cvm_json_parse(res.body.data, res.body.len, false, out, err);
+	cvm_buf_wipe(&res.body);
+	cvm_http_result_free(&res);
+	return r < 0 ? cvm_err_prefix(err, "%s", op) : 0;
+}
+
+int cvm_vm_orch_vmgs_key(const struct cvm_vm_orch *o, const char *path, struct cvm_secret **key,
+			 struct cvm_err *err)
+{
+	*key = NULL;
+	_cleanup_free_ uint8_t *stored = NULL;
+	size_t sl = 0;
+	int r;
+	if (access(path, F_OK) != 0) {
+		/* First boot: a fresh key, stored only wrapped. */
+		if (!o->expected_kid)
+			return cvm_err_badparam(err, "vmgs: the VM has no disk key to wrap with");
+		_cleanup_secret_ struct cvm_secret *k = cvm_secret_random(32);
+		json_t *body = json_pack("{s:s}", "alg", "RSA-OAEP-256");
+		if (!k || !body || cvm_json_set_b64url(body, "value", k->data, k->len) < 0) {
+			if (body)
+				json_decref(body);
+			return cvm_err_nomem(err);
+		}
+		_cleanup_json_ json_t *res = NULL;
+		r = key_op(o, o->expected_kid, "wrapkey", body, &res, err);
+		json_decref(body);
+		if (r < 0)
+			return cvm_err_prefix(err, "vmgs key");
+		const char *w = json_string_value(json_object_get(res, "value"));
+		const char *kid = json_string_value(json_object_get(res, "kid"));
+		_cleanup_json_ json_t *rec = json_pack("{s:s,s:s,s:s}", "kid", kid ? kid : o->expected_kid,
+						       "alg", "RSA-OAEP-256", "value", w ? w : "");
+		_cleanup_free_ char *text = rec && w ? cvm_json_dump(rec) : NULL;
+		if (!text)
+			return cvm_err_internal(err, "vmgs key: wrapkey response without value");
+		if ((r = cvm_file_write_atomic(path, text, strlen(text), 0600, err)) < 0)
+			return r;
+		*key = CVM_TAKE(k);
+		return 0;
+	}
+	if ((r = cvm_file_read(path, 64 * 1024, &stored, &sl, err)) < 0)
+		return r;
+	_cleanup_json_ json_t *rec = NULL;
+	const char *kid, *alg, *value;
+	if ((r = cvm_json_parse(stored, sl, false, &rec, err)) < 0 ||
+	    (r = cvm_json_str(rec, "kid", "vmgs key.kid", true, &kid, NULL, err)) < 0 ||
+	    (r = cvm_json_str(rec, "alg", "vmgs key.alg", true, &alg, NULL, err)) < 0 ||
+	    (r = cvm_json_str(rec, "value", "vmgs key.value", true, &value, NULL, err)) < 0)
+		return cvm_err_prefix(err, "%s", path);
+	json_t *body = json_pack("{s:s,s:s}", "alg", alg, "value", value);
+	_cleanup_json_ json_t *res = NULL;
+	r = body ? key_op(o, kid, "unwrapkey", body, &res, err) : cvm_err_nomem(err);
+	if (body)
+		json_decref(body);
+	if (r < 0)
+		return cvm_err_prefix(err, "vmgs key");
+	uint8_t *pt = NULL;
+	size_t pl = 0;
+	json_t *v = json_object_get(res, "value");
+	if (!json_is_string(v) || cvm_b64url_decode(json_string_value(v), json_string_length(v), &pt,
+						    &pl, "unwrapkey.value", err) < 0)
+		return cvm_err_internal(err, "vmgs key: unwrapkey response without value");
+	if (pl != 32) {
+		cvm_free_secure(pt, pl);
+		return cvm_err_internal(err, "vmgs key: unwrapped %zu bytes, expected 32", pl);
+	}
+	*key = cvm_secret_from(pt, pl);
+	cvm_free_secure(pt, pl);
+	/* the JSON response held the key too */
+	OPENSSL_cleanse((void *)json_string_value(v), json_string_length(v));
+	return *key ? 0 : cvm_err_nomem(err);
 }
 
 static int audit_release(const struct cvm_vm_orch *o, const char *kid, const struct cvm_err *why)

@@ -70,6 +70,9 @@ CVO=$(jq -r .client_id "$TMP/cvo.json")
 check "orchestrator identity" test -n "$CVO" -a "$CVO" != null
 check "Release User role for the orchestrator" "$CVM" "${ADMIN[@]}" role assign \
   --role "Managed HSM Crypto Service Release User" --principal cvo --scope /keys/des-key
+# ... and wrap/unwrap on it for the VMGS key (never the key material itself).
+check "Encryption User role for the orchestrator" "$CVM" "${ADMIN[@]}" role assign \
+  --role "Managed HSM Crypto Service Encryption User" --principal cvo --scope /keys/des-key
 ORCH=(--url "$BASE" --tenant "$TENANT" --client-id "$CVO" --client-secret-file "$TMP/cvo.secret" --ca-cert "$CA")
 
 # Confidential OS disk: the root filesystem inside LUKS2 (cryptsetup's offline encryption;
@@ -90,8 +93,6 @@ check "opencvm-hsm token on the disk" cryptsetup token import --json-file "$TMP/
 SECRET_HEX=$(od -An -tx1 -v "$TMP/secret" | tr -d ' \n')
 SECRET_B64=$(basenc --base64url -w0 "$TMP/secret" | tr -d '=')
 shred -u "$TMP/secret"
-head -c 32 /dev/urandom > "$TMP/vmgs.key"
-chmod 600 "$TMP/vmgs.key"
 
 check "vm create" "$CVM" vm create vm1 --size Standard_DC2as_v5 --tee emulated --os-disk osdisk \
   --des des1 >/dev/null
@@ -100,7 +101,7 @@ PORT=$(free_port)
 # boot NAME APPEND LOG: one boot in the background; sets VM_PID.
 boot() {
   "$CVM" "${ORCH[@]}" vm start "$1" --kernel "$IMG/vmlinuz" --initrd "$IMG/initrd.img" \
-    --append "$2" --os-image "$TMP/os.img" --emulator-dir "$EMU" --vmgs-key-file "$TMP/vmgs.key" \
+    --append "$2" --os-image "$TMP/os.img" --emulator-dir "$EMU" \
     --memory-mib 768 --timeout 600 --hostfwd-port "$PORT" >"$3" 2>&1 &
   VM_PID=$!
 }
@@ -138,6 +139,8 @@ wait "$VM_PID"; rc=$?
 check "vm start returns after power-down" test $rc -eq 0
 check "VM state stopped" bash -c "'$CVM' --json vm show vm1 | jq -e '.state == \"stopped\"' >/dev/null"
 check "VMGS sealed" test -s "$CVM_STATE_DIR/vms/vm1/vmgs.bin"
+check "VMGS key stored only wrapped by the disk key" \
+  bash -c "jq -e '.alg == \"RSA-OAEP-256\" and (.kid | test(\"/keys/des-key/\"))' '$CVM_STATE_DIR/vms/vm1/vmgs.key.wrapped' >/dev/null"
 check "no plaintext vTPM state left in the runtime dir" test ! -e "$XDG_RUNTIME_DIR/opencvm/vms/vm1/tpm"
 check "VMGS holds no plaintext vTPM state" bash -c "! grep -q -a 'tpm2-00.permall' '$CVM_STATE_DIR/vms/vm1/vmgs.bin'"
 check "orchestrator release audited" bash -c "sqlite3 '$TMP/cvmd/cvmd.db' \"select count(*) from cvm_audit where operation='vms/release' and result='ok'\" | grep -qx 1"

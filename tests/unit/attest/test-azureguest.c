@@ -623,6 +623,301 @@ static void test_seal(void **state)
 	cvm_key_free(other);
 }
 
+/* ---- emulated TEE: our own AK, so the sealed path (EncKeyPub certified by the AK) runs ---- */
+
+static void be16(struct cvm_buf *b, uint16_t v)
+{
+	uint8_t x[2] = { (uint8_t)(v >> 8), (uint8_t)v };
+	assert_int_equal(cvm_buf_append(b, x, 2), 0);
+}
+
+static void be32(struct cvm_buf *b, uint32_t v)
+{
+	be16(b, (uint16_t)(v >> 16));
+	be16(b, (uint16_t)v);
+}
+
+static void tpm2b(struct cvm_buf *b, const void *d, size_t n)
+{
+	be16(b, (uint16_t)n);
+	assert_int_equal(cvm_buf_append(b, d, n), 0);
+}
+
+/* TPMS_ATTEST header: magic, type, empty qualifiedSigner, extraData, zero clock/firmware. */
+static void attest_hdr(struct cvm_buf *b, uint16_t type)
+{
+	static const uint8_t zero[25];
+	be32(b, 0xff544347u);
+	be16(b, type);
+	tpm2b(b, NULL, 0);
+	tpm2b(b, "nonce", 5);
+	assert_int_equal(cvm_buf_append(b, zero, 25), 0);
+}
+
+/* Raw RSASSA-PKCS1-v1_5 SHA-256 signature, optionally as a marshalled TPMT_SIGNATURE. */
+static void ak_sign(struct cvm_key *ak, const struct cvm_buf *msg, bool tpmt, struct cvm_buf *sig)
+{
+	struct cvm_err err = { 0 };
+	uint8_t d[64];
+	size_t dl = 0;
+	struct cvm_buf raw = { 0 };
+	assert_int_equal(cvm_digest("SHA256", msg->data, msg->len, d, &dl, &err), 0);
+	assert_int_equal(cvm_key_sign_digest(ak, "RS256", d, dl, &raw, &err), 0);
+	if (tpmt) {
+		be16(sig, 0x0014);
+		be16(sig, 0x000b);
+		tpm2b(sig, raw.data, raw.len);
+	} else {
+		assert_int_equal(cvm_buf_append(sig, raw.data, raw.len), 0);
+	}
+	cvm_buf_free(&raw);
+}
+
+struct emu_vm {
+	char dir[64];
+	struct cvm_attest_roots *roots;
+	struct cvm_attest_service *svc;
+	struct cvm_key *ak, *enc;
+	char *runtime;
+	uint8_t report[CVM_SNP_REPORT_SIZE];
+	uint8_t *vcek;
+	size_t vcek_len;
+	uint8_t pcrs[24][32];
+	struct cvm_buf quote, quote_sig, enc_pub, certify, certify_sig;
+};
+
+static void emu_vm_init(struct emu_vm *vm)
+{
+	memset(vm, 0, sizeof(*vm));
+	struct cvm_err err = { 0 };
+	snprintf(vm->dir, sizeof(vm->dir), "/tmp/cvm-azg-XXXXXX");
+	assert_non_null(mkdtemp(vm->dir));
+	char fp[65];
+	struct cvm_tee_emu_params params = { .product = CVM_SNP_PRODUCT_GENOA,
+					     .tcb = { .bl = 3, .snp = 8, .ucode = 115 } };
+	assert_int_equal(cvm_tee_emu_init(vm->dir, &params, fp, &err), 0);
+	assert_int_equal(cvm_attest_roots_new_builtin(&vm->roots, &err), 0);
+	assert_int_equal(cvm_attest_roots_add_emulator(vm->roots, vm->dir, fp, &err), 0);
+	struct cvm_snp_policy pol;
+	cvm_snp_policy_default(&pol);
+	pol.allow_emulated = true;
+	struct cvm_key *sk = NULL;
+	assert_int_equal(cvm_key_generate_rsa(2048, 0, &sk, &err), 0);
+	struct cvm_attest_service_config cfg = { .issuer = "https://azg.test", .signing_key = sk,
+						 .roots = vm->roots, .snp_policy = &pol };
+	assert_int_equal(cvm_attest_service_new(&cfg, &vm->svc, &err), 0);
+	cvm_key_free(sk);
+	assert_int_equal(cvm_key_generate_rsa(2048, 0, &vm->ak, &err), 0);
+	assert_int_equal(cvm_key_generate_rsa(2048, 0, &vm->enc, &err), 0);
+	/* Runtime data with the AK, bound into the report like the HCL does. */
+	json_t *jwk = NULL;
+	assert_int_equal(cvm_key_to_jwk(vm->ak, false, &jwk, &err), 0);
+	json_object_set_new(jwk, "kid", json_string("HCLAkPub"));
+	json_t *rt = json_pack("{s:[o], s:{s:b, s:s}}", "keys", jwk, "vm-configuration",
+			       "secure-boot", 1, "vmUniqueId", "2dedc52a-0000-4000-8000-00000000abcd");
+	vm->runtime = cvm_json_dump(rt);
+	json_decref(rt);
+	struct cvm_tee_emu_report_in in = { 0 };
+	size_t dl = 0;
+	assert_int_equal(cvm_digest("SHA256", vm->runtime, strlen(vm->runtime), in.report_data,
+				    &dl, &err), 0);
+	assert_int_equal(cvm_tee_emu_snp_report(vm->dir, &in, vm->report, &err), 0);
+	char vp[128];
+	snprintf(vp, sizeof(vp), "%s/vcek.pem", vm->dir);
+	assert_int_equal(cvm_file_read(vp, 65536, &vm->vcek, &vm->vcek_len, &err), 0);
+	/* Quote over all 24 SHA-256 PCRs. */
+	uint8_t cat[24 * 32], pd[64];
+	for (int i = 0; i < 24; i++) {
+		memset(vm->pcrs[i], i * 7 + 1, 32);
+		memcpy(cat + 32 * i, vm->pcrs[i], 32);
+	}
+	assert_int_equal(cvm_digest("SHA256", cat, sizeof(cat), pd, &dl, &err), 0);
+	attest_hdr(&vm->quote, 0x8018);
+	static const uint8_t sel[] = { 0, 0, 0, 1, 0x00, 0x0b, 3, 0xff, 0xff, 0xff };
+	assert_int_equal(cvm_buf_append(&vm->quote, sel, sizeof(sel)), 0);
+	tpm2b(&vm->quote, pd, 32);
+	ak_sign(vm->ak, &vm->quote, true, &vm->quote_sig);
+	/* EncKeyPub as TPM2B_PUBLIC and the AK's TPM2_Certify of it. */
+	json_t *ej = NULL;
+	assert_int_equal(cvm_key_to_jwk(vm->enc, false, &ej, &err), 0);
+	const char *n64 = json_string_value(json_object_get(ej, "n"));
+	uint8_t *n = NULL;
+	size_t nl = 0;
+	assert_int_equal(cvm_b64url_decode(n64, strlen(n64), &n, &nl, "n", &err), 0);
+	json_decref(ej);
+	struct cvm_buf pub = { 0 };
+	be16(&pub, 0x0001);
+	be16(&pub, 0x000b);
+	be32(&pub, 0x00060072);
+	tpm2b(&pub, NULL, 0);
+	be16(&pub, 0x0010);
+	be16(&pub, 0x0010);
+	be16(&pub, (uint16_t)(nl * 8));
+	be32(&pub, 0);
+	tpm2b(&pub, n, nl);
+	free(n);
+	tpm2b(&vm->enc_pub, pub.data, pub.len);
+	uint8_t name[2 + 32] = { 0x00, 0x0b };
+	assert_int_equal(cvm_digest("SHA256", pub.data, pub.len, name + 2, &dl, &err), 0);
+	cvm_buf_free(&pub);
+	attest_hdr(&vm->certify, 0x8017);
+	tpm2b(&vm->certify, name, sizeof(name));
+	tpm2b(&vm->certify, name, sizeof(name));
+	ak_sign(vm->ak, &vm->certify, false, &vm->certify_sig);
+}
+
+static void emu_vm_free(struct emu_vm *vm)
+{
+	cvm_attest_service_free(vm->svc);
+	cvm_attest_roots_free(vm->roots);
+	cvm_key_free(vm->ak);
+	cvm_key_free(vm->enc);
+	free(vm->runtime);
+	free(vm->vcek);
+	cvm_buf_free(&vm->quote);
+	cvm_buf_free(&vm->quote_sig);
+	cvm_buf_free(&vm->enc_pub);
+	cvm_buf_free(&vm->certify);
+	cvm_buf_free(&vm->certify_sig);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", vm->dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static char *emu_body(const struct emu_vm *vm, const struct cvm_buf *certify_sig)
+{
+	char *rep = cvm_b64url_encode(vm->report, sizeof(vm->report));
+	json_t *p = json_pack("{s:s, s:o}", "SnpReport", rep, "VcekCertChain",
+			      b64(vm->vcek, vm->vcek_len));
+	free(rep);
+	char *pt = cvm_json_dump(p);
+	json_decref(p);
+	json_t *pcrs = json_array();
+	for (int i = 0; i < 24; i++)
+		json_array_append_new(pcrs, json_pack("{s:i, s:o}", "Index", i, "Digest",
+						      b64(vm->pcrs[i], 32)));
+	json_t *info = json_pack(
+		"{s:s, s:o, s:{s:o, s:o, s:o, s:o, s:o, s:o},"
+		" s:{s:s, s:{s:o, s:o}}}",
+		"AttestationProtocolVersion", "2.0", "OSType", b64s("Windows"), "TpmInfo",
+		"PcrQuote", b64(vm->quote.data, vm->quote.len), "PcrSignature",
+		b64(vm->quote_sig.data, vm->quote_sig.len), "Pcrs", pcrs, "EncKeyPub",
+		b64(vm->enc_pub.data, vm->enc_pub.len), "EncKeyCertifyInfo",
+		b64(vm->certify.data, vm->certify.len), "EncKeyCertifyInfoSignature",
+		b64(certify_sig->data, certify_sig->len), "IsolationInfo", "Type", "SevSnp",
+		"Evidence", "Proof", b64s(pt), "RunTimeData", b64s(vm->runtime));
+	free(pt);
+	assert_non_null(info);
+	char *body = body_of(info);
+	json_decref(info);
+	return body;
+}
+
+/* Open the sealed token with the enc key as the guest's vTPM would. */
+static char *unseal(struct cvm_key *enc, const char *sealed)
+{
+	struct cvm_err err = { 0 };
+	uint8_t *txt = NULL;
+	size_t tl = 0;
+	assert_int_equal(cvm_b64url_decode(sealed, strlen(sealed), &txt, &tl, "t", &err), 0);
+	json_t *o = json_loadb((const char *)txt, tl, 0, NULL);
+	free(txt);
+	assert_non_null(o);
+	uint8_t *iv, *tag, *ct, *ek;
+	size_t ivl, tagl, ctl, ekl;
+	const char *v = str_at(o, "EncryptionParams.Iv");
+	assert_int_equal(cvm_b64_decode(v, strlen(v), &iv, &ivl, "iv", &err), 0);
+	v = str_at(o, "AuthenticationData");
+	assert_int_equal(cvm_b64_decode(v, strlen(v), &tag, &tagl, "tag", &err), 0);
+	v = str_at(o, "Jwt");
+	assert_int_equal(cvm_b64_decode(v, strlen(v), &ct, &ctl, "ct", &err), 0);
+	v = str_at(o, "EncryptedInnerKey");
+	assert_int_equal(cvm_b64_decode(v, strlen(v), &ek, &ekl, "ek", &err), 0);
+	json_decref(o);
+	uint8_t key[512];
+	size_t kl = sizeof(key);
+	EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new(cvm_key_pkey(enc), NULL);
+	assert_int_equal(EVP_PKEY_decrypt_init(pc), 1);
+	assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING), 1);
+	assert_int_equal(EVP_PKEY_decrypt(pc, key, &kl, ek, ekl), 1);
+	EVP_PKEY_CTX_free(pc);
+	assert_int_equal(kl, 32);
+	char *jwt = calloc(1, ctl + 1);
+	assert_int_equal(cvm_aes_gcm_open(key, 32, iv, "Transport Key", 13, ct, ctl, tag,
+					  (uint8_t *)jwt, &err), 0);
+	free(iv);
+	free(tag);
+	free(ct);
+	free(ek);
+	return jwt;
+}
+
+static void test_sealed_end_to_end(void **state)
+{
+	(void)state;
+	struct emu_vm vm;
+	emu_vm_init(&vm);
+	struct cvm_err err = { 0 };
+	_cleanup_free_ char *body = emu_body(&vm, &vm.certify_sig);
+	char *sealed = NULL;
+	int rc = cvm_attest_service_attest_azureguest(vm.svc, body, strlen(body), &sealed, &err);
+	if (rc)
+		fprintf(stderr, "%s\n", err.msg);
+	assert_int_equal(rc, 0);
+	assert_false(cvm_str_startswith(sealed, "eyJhbGciOi")); /* not a bare JWT */
+	_cleanup_free_ char *jwt = unseal(vm.enc, sealed);
+	free(sealed);
+	json_t *c = NULL;
+	assert_int_equal(cvm_attest_service_verify_token(vm.svc, jwt, &c, &err), 0);
+	assert_string_equal(str_at(c, "x-ms-attestation-type"), "azurevm");
+	assert_true(json_is_true(cvm_json_path(c, "x-opencvm-emulated")));
+	assert_true(json_is_true(cvm_json_path(c, "x-ms-azurevm-is-windows")));
+	assert_true(json_is_true(cvm_json_path(c, "secureboot")));
+	assert_string_equal(str_at(c, "x-ms-azurevm-vmid"), "2DEDC52A-0000-4000-8000-00000000ABCD");
+	assert_string_equal(str_at(c, "x-ms-azurevm-osbuild"), "NotApplicable");
+	json_t *key = json_array_get(cvm_json_path(c, "x-ms-runtime.keys"), 0);
+	assert_string_equal(str_at(key, "kid"), "TpmEphemeralEncryptionKey");
+	json_t *ej = NULL;
+	assert_int_equal(cvm_key_to_jwk(vm.enc, false, &ej, &err), 0);
+	assert_string_equal(str_at(key, "n"), str_at(ej, "n"));
+	assert_string_equal(str_at(c, "x-ms-isolation-tee.x-ms-compliance-status"),
+			    "opencvm-emulated");
+	json_decref(ej);
+	json_decref(c);
+	/* Twin: the certification signed by the encryption key itself, not the AK. */
+	struct cvm_buf bad = { 0 };
+	ak_sign(vm.enc, &vm.certify, false, &bad);
+	_cleanup_free_ char *b1 = emu_body(&vm, &bad);
+	cvm_buf_free(&bad);
+	sealed = NULL;
+	assert_int_equal(cvm_attest_service_attest_azureguest(vm.svc, b1, strlen(b1), &sealed,
+							      &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "EncKeyCertifyInfoSignature"));
+	/* Twin: a certification (properly signed) that names another key. */
+	vm.certify.data[vm.certify.len - 1] ^= 1;
+	struct cvm_buf resigned = { 0 };
+	ak_sign(vm.ak, &vm.certify, false, &resigned);
+	_cleanup_free_ char *b2 = emu_body(&vm, &resigned);
+	cvm_buf_free(&resigned);
+	vm.certify.data[vm.certify.len - 1] ^= 1;
+	assert_int_equal(cvm_attest_service_attest_azureguest(vm.svc, b2, strlen(b2), &sealed,
+							      &err), 0);
+	free(sealed);
+	/* (A changed qualifiedName passes: it depends on the parent chain the request does not
+	 * carry.) The certified name itself: its last byte sits before the 36-byte qualifiedName. */
+	vm.certify.data[vm.certify.len - 37] ^= 1;
+	struct cvm_buf resigned2 = { 0 };
+	ak_sign(vm.ak, &vm.certify, false, &resigned2);
+	_cleanup_free_ char *b3 = emu_body(&vm, &resigned2);
+	cvm_buf_free(&resigned2);
+	sealed = NULL;
+	assert_int_equal(cvm_attest_service_attest_azureguest(vm.svc, b3, strlen(b3), &sealed,
+							      &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "EncKeyCertifyInfo.name: does not name"));
+	assert_null(sealed);
+	emu_vm_free(&vm);
+}
+
 int main(void)
 {
 	cvm_log_set_level(CVM_LOG_ERROR);
@@ -633,6 +928,7 @@ int main(void)
 		cmocka_unit_test(test_foreign_tcg_log),
 		cmocka_unit_test(test_policy),
 		cmocka_unit_test(test_seal),
+		cmocka_unit_test(test_sealed_end_to_end),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
