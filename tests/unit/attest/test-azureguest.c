@@ -9,12 +9,18 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 
 #include <opencvm/attest.h>
+#include <opencvm/http.h>
 #include <opencvm/json.h>
 
 static const char *evidence_dir(void)
@@ -918,6 +924,102 @@ static void test_sealed_end_to_end(void **state)
 	emu_vm_free(&vm);
 }
 
+/* ---- REST: POST /attest/AzureGuest through the registered routes ----------------------- */
+
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t al = sizeof(a);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static json_t *post(const char *url, const char *body, long want)
+{
+	struct cvm_http_client_opts o = { .allow_plain_http_loopback = true };
+	struct cvm_http_result res = { 0 };
+	struct cvm_err err = { 0 };
+	const char *hdrs[] = { "Content-Type: application/json", NULL };
+	assert_int_equal(cvm_http_request(&o, "POST", url, hdrs, body, strlen(body), &res, &err), 0);
+	if (res.status != want)
+		fprintf(stderr, "POST %s -> %ld %.*s\n", url, res.status, (int)res.body.len,
+			(const char *)res.body.data);
+	assert_int_equal(res.status, want);
+	json_t *j = json_loadb((const char *)res.body.data, res.body.len, 0, NULL);
+	cvm_http_result_free(&res);
+	assert_non_null(j);
+	return j;
+}
+
+static void test_rest(void **state)
+{
+	(void)state;
+	struct cvm_err err = { 0 };
+	int port = free_port();
+	char listen[64], base[64], url[256];
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+	struct cvm_attest_roots *roots = NULL;
+	struct cvm_key *k = NULL;
+	assert_int_equal(cvm_attest_roots_new_builtin(&roots, &err), 0);
+	assert_int_equal(cvm_key_generate_rsa(2048, 0, &k, &err), 0);
+	struct cvm_attest_service_config cfg = { .issuer = base, .signing_key = k, .roots = roots };
+	struct cvm_attest_service *svc = NULL;
+	assert_int_equal(cvm_attest_service_new(&cfg, &svc, &err), 0);
+	cvm_key_free(k);
+	struct cvm_http_config hc = { .listen = listen, .threads = 2 };
+	struct cvm_http_server *srv = NULL;
+	assert_int_equal(cvm_http_server_new(&hc, &srv, &err), 0);
+	assert_int_equal(cvm_attest_register_routes(svc, srv, &err), 0);
+	assert_int_equal(cvm_http_server_start(srv, &err), 0);
+
+	struct sample s;
+	sample_load(&defs[1], &s);
+	_cleanup_free_ char *body = body_of_sample(&s);
+	static const char *const versions[] = { "2020-10-01", "2022-08-01" };
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(versions); i++) {
+		snprintf(url, sizeof(url), "%s/attest/AzureGuest?api-version=%s", base, versions[i]);
+		json_t *r = post(url, body, 200);
+		json_t *c = NULL;
+		assert_int_equal(cvm_attest_service_verify_token(
+					 svc, json_string_value(json_object_get(r, "token")), &c, &err),
+				 0);
+		assert_string_equal(str_at(c, "x-ms-attestation-type"), "azurevm");
+		assert_string_equal(str_at(c, "iss"), base);
+		json_decref(c);
+		const char *node = getenv("CVM_NODE"), *script = getenv("CVM_JOSE_SCRIPT");
+		if (node && script) {
+			_cleanup_free_ char *cmd = cvm_asprintf(
+				"'%s' '%s' '%s' '%s'", node, script, base,
+				json_string_value(json_object_get(r, "token")));
+			assert_int_equal(system(cmd), 0);
+		}
+		json_decref(r);
+	}
+	/* Twins: unknown api-version; a wrong PCR (400 naming the field). */
+	snprintf(url, sizeof(url), "%s/attest/AzureGuest?api-version=1999-01-01", base);
+	json_t *r = post(url, body, 400);
+	assert_non_null(strstr(str_at(r, "error.message"), "api-version"));
+	json_decref(r);
+	s.pcrs[4][0] ^= 1;
+	_cleanup_free_ char *bad = body_of_sample(&s);
+	snprintf(url, sizeof(url), "%s/attest/AzureGuest?api-version=2020-10-01", base);
+	r = post(url, bad, 400);
+	assert_non_null(strstr(str_at(r, "error.message"), "AttestationInfo.TpmInfo.PcrQuote"));
+	json_decref(r);
+	r = post(url, "{\"AttestationInfo\": 5}", 400);
+	assert_non_null(strstr(str_at(r, "error.message"), "AttestationInfo"));
+	json_decref(r);
+	sample_free(&s);
+	cvm_http_server_free(srv);
+	cvm_attest_service_free(svc);
+	cvm_attest_roots_free(roots);
+}
+
 int main(void)
 {
 	cvm_log_set_level(CVM_LOG_ERROR);
@@ -929,6 +1031,7 @@ int main(void)
 		cmocka_unit_test(test_policy),
 		cmocka_unit_test(test_seal),
 		cmocka_unit_test(test_sealed_end_to_end),
+		cmocka_unit_test(test_rest),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
