@@ -693,7 +693,8 @@ CVM_EXPORT int cvm_attest_service_get_policy(struct cvm_attest_service *s, const
 CVM_EXPORT int cvm_attest_service_verify_token(struct cvm_attest_service *s, const char *token,
 					       json_t **claims, struct cvm_err *err);
 
-/* REST glue: registers POST /attest/SevSnpVm, POST /attest/TdxVm, GET /certs, GET /.well-known/openid-configuration
+/* REST glue: registers POST /attest/SevSnpVm, POST /attest/TdxVm, POST /attest/AzureGuest,
+ * GET /certs, GET /.well-known/openid-configuration
  * on srv (include/opencvm/http.h). */
 struct cvm_http_server;
 CVM_EXPORT int cvm_attest_register_routes(struct cvm_attest_service *svc,

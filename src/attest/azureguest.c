@@ -37,6 +37,7 @@
 
 #define AG "AttestationInfo"
 #define AG_TEXT_MAX 256
+#define AG_PAYLOAD_MAX 8192
 #define AG_RUNTIME_MAX (64 * 1024)
 #define TPM_ALG_SHA256 0x000b
 #define TPM_ALG_RSA 0x0001
@@ -87,25 +88,27 @@ static int b64_field(json_t *obj, const char *field, const char *path, bool requ
 		return rc;
 	if ((rc = b64_any(s, out, len, path, err)) < 0)
 		return rc;
-	if (required && *len == 0) {
+	if (*len == 0) {
+		/* An empty optional value (e.g. TcgLogs "" on a VM without logs) means absent. */
 		free(CVM_TAKE(*out));
-		return cvm_err_badparam(err, "%s: must not be empty", path);
+		if (required)
+			return cvm_err_badparam(err, "%s: must not be empty", path);
 	}
 	return 0;
 }
 
 /* A base64 field holding short text (OSType, ...): NUL-terminated, no NUL inside. */
 static int text_field(json_t *obj, const char *field, const char *path, bool required,
-		      char **out, struct cvm_err *err)
+		      size_t max, char **out, struct cvm_err *err)
 {
 	_cleanup_free_ uint8_t *b = NULL;
 	size_t bl = 0;
 	int rc = b64_field(obj, field, path, required, &b, &bl, err);
 	if (rc < 0 || !b)
 		return rc;
-	if (bl > AG_TEXT_MAX || memchr(b, 0, bl))
-		return cvm_err_badparam(err, "%s: expected base64 text of at most %d bytes", path,
-					AG_TEXT_MAX);
+	if (bl > max || memchr(b, 0, bl))
+		return cvm_err_badparam(err, "%s: expected base64 text of at most %zu bytes", path,
+					max);
 	char *t = malloc(bl + 1);
 	if (!t)
 		return cvm_err_nomem(err);
@@ -124,14 +127,17 @@ static int parse_os(json_t *info, struct cvm_azureguest_req *r, struct cvm_err *
 	if (!r->protocol_version[0] || strlen(r->protocol_version) > 16)
 		return cvm_err_badparam(err, AG ".AttestationProtocolVersion: expected a version "
 					"string like \"2.0\"");
-	if ((rc = text_field(info, "OSType", AG ".OSType", true, &r->os_type, err)) < 0)
+	if ((rc = text_field(info, "OSType", AG ".OSType", true, AG_TEXT_MAX, &r->os_type,
+			      err)) < 0)
 		return rc;
 	if (strcmp(r->os_type, "Linux") != 0 && strcmp(r->os_type, "Windows") != 0)
 		return cvm_err_badparam(err, AG ".OSType: expected base64 of \"Linux\" or \"Windows\"");
 	bool present = false;
 	r->os_major = r->os_minor = -1;
-	if ((rc = text_field(info, "OSDistro", AG ".OSDistro", false, &r->os_distro, err)) < 0 ||
-	    (rc = text_field(info, "OSBuild", AG ".OSBuild", false, &r->os_build, err)) < 0 ||
+	if ((rc = text_field(info, "OSDistro", AG ".OSDistro", false, AG_TEXT_MAX, &r->os_distro,
+				   err)) < 0 ||
+	    (rc = text_field(info, "OSBuild", AG ".OSBuild", false, AG_TEXT_MAX, &r->os_build,
+				   err)) < 0 ||
 	    (rc = cvm_json_int(info, "OSVersionMajor", AG ".OSVersionMajor", false, 0, INT32_MAX,
 			       &r->os_major, &present, err)) < 0)
 		return rc;
@@ -292,7 +298,7 @@ static int parse_client_payload(json_t *info, struct cvm_azureguest_req *r, stru
 		char path[128];
 		snprintf(path, sizeof(path), AG ".ClientPayload.%.64s", k);
 		_cleanup_free_ char *t = NULL;
-		if ((rc = text_field(cp, k, path, true, &t, err)) < 0)
+		if ((rc = text_field(cp, k, path, true, AG_PAYLOAD_MAX, &t, err)) < 0)
 			return rc;
 		json_t *s = cvm_json_string_lossy(t);
 		if (!s || json_object_set_new(out, k, s))

@@ -2,6 +2,7 @@
 /* REST glue in MAA's shape:
  *   POST /attest/SevSnpVm?api-version=2022-08-01   -> {"token": JWT}
  *   POST /attest/TdxVm?api-version=2022-08-01      {"quote": b64url, "runtimeData"} -> {"token"}
+ *   POST /attest/AzureGuest?api-version=2020-10-01 {"AttestationInfo"} -> {"token"} (azureguest.c)
  *   GET  /.well-known/openid-configuration, GET /certs (JWKS)
  *   GET  /policies/{attestationType}               -> {"token": JWT{x-ms-policy}, "policy": text}
  *   PUT  /policies/{attestationType}               body: policy text (text/plain) or MAA's JWS

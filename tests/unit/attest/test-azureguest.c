@@ -525,6 +525,40 @@ static void test_foreign_tcg_log(void **state)
 	sample_free(&s);
 }
 
+/* Forms the reference leaves open: empty TcgLogs means no log; ClientPayload as base64 JSON
+ * (besides the recorded object of base64 strings); anything else is refused by name. */
+static void test_optional_forms(void **state)
+{
+	struct fixture *f = *state;
+	struct sample s;
+	sample_load(&defs[1], &s);
+	struct cvm_err err = { 0 };
+	char *token = NULL;
+	json_t *info = info_of(&s);
+	json_object_set_new(info, "TcgLogs", json_string(""));
+	json_object_set_new(info, "ClientPayload", b64s("{\"nonce\":\"n-42\"}"));
+	_cleanup_free_ char *b1 = body_of(info);
+	assert_int_equal(attest(f, b1, &token, &err), 0);
+	json_t *c = NULL;
+	assert_int_equal(cvm_attest_service_verify_token(f->svc, token, &c, &err), 0);
+	assert_string_equal(str_at(c, "x-ms-runtime.client-payload.nonce"), "n-42");
+	assert_string_equal(str_at(c, "nonce"), "n-42");
+	json_decref(c);
+	free(token);
+	token = NULL;
+	json_object_set_new(info, "ClientPayload", json_integer(7));
+	_cleanup_free_ char *b2 = body_of(info);
+	assert_int_equal(attest(f, b2, &token, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "AttestationInfo.ClientPayload: expected an object"));
+	json_object_set_new(info, "ClientPayload", json_pack("{s:s}", "nonce", "%%%"));
+	_cleanup_free_ char *b3 = body_of(info);
+	assert_int_equal(attest(f, b3, &token, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "AttestationInfo.ClientPayload.nonce"));
+	assert_null(token);
+	json_decref(info);
+	sample_free(&s);
+}
+
 /* An AzureGuest policy decides; a SevSnpVm policy does not apply here. */
 static void test_policy(void **state)
 {
@@ -1028,6 +1062,7 @@ int main(void)
 		cmocka_unit_test(test_tampered_twins),
 		cmocka_unit_test(test_missing_fields),
 		cmocka_unit_test(test_foreign_tcg_log),
+		cmocka_unit_test(test_optional_forms),
 		cmocka_unit_test(test_policy),
 		cmocka_unit_test(test_seal),
 		cmocka_unit_test(test_sealed_end_to_end),
