@@ -454,3 +454,36 @@ struct cvm_cutover_result {
  * why); other errors when even the rollback failed or the server was not cutover-ready. */
 CVM_EXPORT int cvm_migrate_cutover(struct cvm_store *s, const struct cvm_cutover_opts *o,
 				   struct cvm_cutover_result *res, struct cvm_err *err);
+
+/* ---- test migration (cvm migrate test) ---------------------------------------------------
+ * Boot a copy-on-write view of the replica (the replica itself is never written) with UEFI
+ * firmware under QEMU inside a network namespace created for the test (loopback only: no route
+ * to the source network; the guest's user-mode network is restricted too), run the checklist,
+ * record it, and remove everything it created. Checklist: isolated (the namespace has no
+ * route out), boots (the serial console matches `expect` within the timeout), secure-boot
+ * (the kernel reports Secure Boot enabled, when requested), fstab-by-uuid and firmware (the
+ * replica's readiness findings), service (a request to guest port `service_port`, forwarded
+ * to the namespace's loopback, gets a reply, when set). A server in phase replicating moves to
+ * test-migrated when every check passes, to failed otherwise (reason: the failed checks). */
+struct cvm_testmig_opts {
+	const char *project, *server, *principal;
+	const char *replica;          /* raw replica image */
+	const char *ovmf_code, *ovmf_vars; /* firmware (vars are copied, never written) */
+	bool secure_boot;             /* machine with SMM and secure flash, check SB is on */
+	unsigned timeout_s;           /* boot wait; 0 = 600 */
+	const char *expect;           /* extended regex for "booted"; NULL = "login:|Reached target" */
+	uint16_t service_port;        /* guest TCP port that must answer; 0 = none */
+};
+struct cvm_testmig_check {
+	char name[24];
+	bool ok;
+	char detail[224];
+};
+struct cvm_testmig_result {
+	bool passed;
+	uint64_t boot_ms;
+	size_t n;
+	struct cvm_testmig_check checks[8];
+};
+CVM_EXPORT int cvm_migrate_test(struct cvm_store *s, const struct cvm_testmig_opts *o,
+				struct cvm_testmig_result *res, struct cvm_err *err);

@@ -549,6 +549,76 @@ static int migrate_cutover(struct cli *cli, int argc, char **argv)
 	return r < 0 ? cli_fail(&err, "migrate cutover") : CLI_OK;
 }
 
+/* ---- test migration ------------------------------------------------------------------------ */
+static int migrate_test(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "migrate test PROJECT SERVER --replica IMG [--secure-boot] "
+			    "[--ovmf-code F --ovmf-vars F] [--timeout S] [--expect REGEX] "
+			    "[--service-port P] " STORE_USAGE;
+	const char *store = NULL, *state_dir = NULL, *pos[2] = {0}, *timeout = NULL, *port = NULL;
+	size_t np = 0;
+	struct cvm_testmig_opts o = {0};
+	const struct cli_opt opts[] = {{"--store", true, &store, NULL, NULL},
+				       {"--state-dir", true, &state_dir, NULL, NULL},
+				       {"--replica", true, &o.replica, NULL, NULL},
+				       {"--secure-boot", false, NULL, &o.secure_boot, NULL},
+				       {"--ovmf-code", true, &o.ovmf_code, NULL, NULL},
+				       {"--ovmf-vars", true, &o.ovmf_vars, NULL, NULL},
+				       {"--timeout", true, &timeout, NULL, NULL},
+				       {"--expect", true, &o.expect, NULL, NULL},
+				       {"--service-port", true, &port, NULL, NULL}};
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 2, 2, &np, usage);
+	if (rc)
+		return rc;
+	if (!o.replica)
+		return cli_usage_error(usage, "--replica is required");
+	struct cvm_err err = {0};
+	int64_t v;
+	if (timeout) {
+		if (cvm_parse_i64(timeout, 1, 3600, &v, "--timeout", &err) < 0)
+			return cli_usage_error(usage, "%s", err.msg);
+		o.timeout_s = (unsigned)v;
+	}
+	if (port) {
+		if (cvm_parse_i64(port, 1, 65535, &v, "--service-port", &err) < 0)
+			return cli_usage_error(usage, "%s", err.msg);
+		o.service_port = (uint16_t)v;
+	}
+	if (!o.ovmf_code)
+		o.ovmf_code = o.secure_boot ? "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd" :
+					      "/usr/share/OVMF/OVMF_CODE_4M.fd";
+	if (!o.ovmf_vars)
+		o.ovmf_vars = o.secure_boot ? "/usr/share/OVMF/OVMF_VARS_4M.ms.fd" :
+					      "/usr/share/OVMF/OVMF_VARS_4M.fd";
+	o.project = pos[0];
+	o.server = pos[1];
+	o.principal = principal();
+	_cleanup_store_ struct cvm_store *s = NULL;
+	if (open_store(store, state_dir, &s, &err) < 0)
+		return cli_fail(&err, "migrate test");
+	struct cvm_testmig_result res;
+	if (cvm_migrate_test(s, &o, &res, &err) < 0)
+		return cli_fail(&err, "migrate test");
+	json_t *rows = json_array();
+	for (size_t i = 0; i < res.n; i++)
+		json_array_append_new(rows, json_pack("{s:s,s:s,s:s}", "check", res.checks[i].name,
+						      "status", res.checks[i].ok ? "pass" : "fail",
+						      "detail", res.checks[i].detail));
+	if (cli->json) {
+		json_t *j = json_pack("{s:b,s:I,s:o}", "passed", res.passed, "boot_ms",
+				      (json_int_t)res.boot_ms, "checks", rows);
+		cli_print_json(j);
+		json_decref(j);
+	} else {
+		static const char *const h[] = {"CHECK", "STATUS", "DETAIL"};
+		static const char *const p[] = {"check", "status", "detail"};
+		cli_print_table(rows, h, p, 3);
+		printf("test migration %s\n", res.passed ? "PASSED" : "FAILED");
+		json_decref(rows);
+	}
+	return res.passed ? CLI_OK : CLI_FAIL;
+}
+
 int cli_migrate(struct cli *cli, int argc, char **argv)
 {
 	static const struct cli_verb verbs[] = {
@@ -556,6 +626,8 @@ int cli_migrate(struct cli *cli, int argc, char **argv)
 		{"mbr2gpt", migrate_mbr2gpt,
 		 "mbr2gpt --in IMG --out IMG [--grow] [--no-fstab] [--dry-run] [--json]"},
 		{"replicate", migrate_replicate, "replicate send|serve|status ..."},
+		{"test", migrate_test,
+		 "test PROJECT SERVER --replica IMG [--secure-boot] [--service-port P] [--timeout S]"},
 		{"cutover", migrate_cutover,
 		 "cutover PROJECT SERVER --qmp SOCK --node NODE --state F --connect H:P --cert --key "
 		 "--ca --replica IMG [--validator PROG] [--endpoints F --name N --target-addr A]"},

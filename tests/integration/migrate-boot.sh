@@ -41,7 +41,14 @@ cat >tree/sbin/init <<'INIT'
 /bin/busybox mount -t proc proc /proc
 echo "CVM-BOOT-OK cmdline: $(/bin/busybox cat /proc/cmdline)"
 echo "CVM-BOOT-ROOT $(/bin/busybox grep ' / ' /proc/mounts)"
-/bin/busybox sync
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t tmpfs tmpfs /run
+for n in $(/bin/busybox ls /sys/class/net); do [ "$n" = lo ] || IF=$n; done
+/bin/busybox ip link set lo up
+/bin/busybox ip link set "$IF" up && /bin/busybox ip addr add 10.0.2.15/24 dev "$IF"
+/bin/busybox mkdir -p /run/www && echo cvm-service-ok >/run/www/index.html
+/bin/busybox httpd -p 80 -h /run/www && echo "CVM-SERVICE-UP $IF"
+/bin/busybox sleep 30
 /bin/busybox poweroff -f
 INIT
 chmod 755 tree/sbin/init
@@ -62,6 +69,7 @@ printf 'label: dos\nunit: sectors\n\nstart=2048, size=614400, type=83, bootable\
 check "mbr2gpt converts the BIOS disk" bash -c "'$CVM' --json migrate mbr2gpt --in bios.img --out uefi.img > res.json"
 check "... installing the image's own signed shim and grub" jq -e '.bootloader_installed == true' res.json
 check "... and rewriting root=/dev/sda1 in grub.cfg" jq -e '.cmdline_rewritten == 1 and .fstab_rewritten == 1' res.json
+sha256sum <uefi.img >uefi.sum
 "$CVM" --json migrate assess --image uefi.img >assess.json
 for c in partition-table firmware fstab-device-names secure-boot-loader; do
   check "converted disk: $c passes" jq -e --arg c $c '.findings[] | select(.check == $c) | .status == "pass"' assess.json
@@ -88,6 +96,32 @@ if [[ -f $OVMF/OVMF_CODE_4M.secboot.fd && -f $OVMF/OVMF_VARS_4M.ms.fd ]]; then
   check "... with Secure Boot enforced (kernel says so, lockdown on)" grep -q 'secureboot: Secure boot enabled' sb.log
   check "... Debian's Secure Boot CA in the kernel keyring" grep -q "Debian Secure Boot CA" sb.log
 fi
+
+# Test migration: boot the replica in a namespace made for it, check, record, clean up.
+S=(--state-dir "$TMP/state")
+mkdir -p state
+"$CVM" migrate project create p "${S[@]}" >/dev/null && "$CVM" migrate server add p web --image "$TMP/bios.img" "${S[@]}" >/dev/null
+"$CVM" migrate server assess p web "${S[@]}" >/dev/null
+"$CVM" migrate server set-phase p web replicating "${S[@]}" >/dev/null
+"$CVM" --json migrate test p web --replica uefi.img --secure-boot --service-port 80 --expect CVM-SERVICE-UP \
+  --timeout 600 "${S[@]}" >test.json 2>test.err; rc=$?
+check "test migration passes (exit 0)" test $rc -eq 0
+for c in isolated boots secure-boot fstab-by-uuid firmware service; do
+  check "test migration: $c" jq -e --arg c $c '.checks[] | select(.check == $c) | .status == "pass"' test.json
+done
+check "server moved to test-migrated" bash -c "'$CVM' --json migrate server show p web ${S[*]} | jq -e '.phase == \"test-migrated\"'"
+check "the test namespace is gone" bash -c "! ip netns list | grep -q cvm-test-"
+check "the replica was not written (snapshot)" cmp <(sha256sum <uefi.img) <(echo "$(cat uefi.sum)")
+"$CVM" migrate server set-phase p web replicating "${S[@]}" >/dev/null
+"$CVM" --json migrate test p web --replica uefi.img --service-port 81 --expect CVM-SERVICE-UP \
+  --timeout 600 "${S[@]}" >noservice.json 2>/dev/null; rc=$?
+check "twin: nothing listens on guest port 81: the test fails (exit 1)" test $rc -eq 1
+check "... on the service check alone" jq -e '[.checks[] | select(.status == "fail") | .check] == ["service"]' noservice.json
+"$CVM" migrate server set-phase p web replicating "${S[@]}" >/dev/null
+"$CVM" --json migrate test p web --replica bios.img --timeout 60 --expect CVM-SERVICE-UP "${S[@]}" >bad.json 2>/dev/null; rc=$?
+check "twin: testing the unconverted disk fails (exit 1)" test $rc -eq 1
+check "... boots and firmware fail" jq -e '[.checks[] | select(.status == "fail") | .check] | index("boots") != null and index("firmware") != null' bad.json
+check "... and the server is marked failed" bash -c "'$CVM' --json migrate server show p web ${S[*]} | jq -e '.phase == \"failed\"'"
 
 # Twin: without the conversion UEFI finds nothing to boot.
 timeout 60 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 1 -machine q35 \
