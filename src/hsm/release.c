@@ -288,7 +288,8 @@ static int build_response(struct cvm_hsm *h, const struct cvm_hsm_caller *c,
 	if (r < 0)
 		return r;
 	json_t *key = json_object_get(bundle, "key");
-	if (!key || json_object_set_new(key, "key_hsm", json_string(key_hsm_b64)) < 0)
+	if (!key || json_object_set_new(key, "key_hsm",
+						     json_stringn_nocheck(key_hsm_b64, strlen(key_hsm_b64))) < 0)
 		return cvm_err_internal(err, "release: key bundle without key object");
 	_cleanup_free_ char *kid = cvm_hsm_kid(c, kv->display, kv->version);
 	_cleanup_json_ json_t *payload = json_pack("{s:{s:s,s:s,s:s},s:{s:O}}", "request",
@@ -309,7 +310,8 @@ static int build_response(struct cvm_hsm *h, const struct cvm_hsm_caller *c,
 	if ((r = cvm_jws_sign(signer, "RS256", hdr, (const uint8_t *)text, strlen(text), &jws,
 			      err)) < 0)
 		return r;
-	*out = json_pack("{s:s}", "value", jws);
+	/* A compact JWS is base64url and dots: ASCII, no UTF-8 check needed. */
+	*out = json_pack("{s:o}", "value", json_stringn_nocheck(jws, strlen(jws)));
 	return *out ? 0 : cvm_err_nomem(err);
 }
 

@@ -390,7 +390,8 @@ int cvm_json_set_b64url(json_t *obj, const char *field, const void *data, size_t
 	char *s = cvm_b64url_encode(data, len);
 	if (!s)
 		return -ENOMEM;
-	json_t *js = json_string(s);
+	/* base64url is ASCII by construction: skip jansson's per-character UTF-8 check. */
+	json_t *js = json_stringn_nocheck(s, strlen(s));
 	free(s);
 	if (!js || json_object_set_new(obj, field, js) < 0)
 		return -ENOMEM;
