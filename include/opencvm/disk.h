@@ -321,3 +321,29 @@ CVM_EXPORT int cvm_disk_register_routes(const struct cvm_disk_rest_config *cfg,
 					struct cvm_http_server *srv, struct cvm_disk_rest **out,
 					struct cvm_err *err);
 CVM_EXPORT void cvm_disk_rest_free(struct cvm_disk_rest *r); /* NULL-safe */
+
+/* ---- block writer (src/disk/writer.c) -----------------------------------------------------
+ * Random-access writes into an existing, complete confidential disk without dm-crypt: each
+ * write is encrypted in memory with the volume key (aes-xts-plain64, IV = 512-byte sector
+ * number from the start of the data area, same as dm-crypt) and only ciphertext reaches the
+ * file. Used by replication to fill a confidential disk straight from plaintext blocks.
+ * Offsets and lengths are in bytes of the unlocked volume (0 = first data byte) and must be
+ * multiples of the volume's sector size; nothing is written past the volume (-EINVAL). The
+ * caller must be the only writer of the image (a running VM must not use it). */
+struct cvm_disk_writer;
+/* Opens path read-write; the passphrase is the keyslot secret (cvm_disk_unlock_secret). The
+ * volume key is kept in locked memory until close. -EBUSY for incomplete images, -EPERM when
+ * the passphrase does not open a keyslot, -ENOTSUP for unsupported layouts. */
+CVM_EXPORT int cvm_disk_writer_open(const char *path, const struct cvm_secret *passphrase,
+				    struct cvm_disk_writer **out, struct cvm_err *err);
+CVM_EXPORT uint64_t cvm_disk_writer_size(const struct cvm_disk_writer *w);        /* volume bytes */
+CVM_EXPORT uint32_t cvm_disk_writer_sector_size(const struct cvm_disk_writer *w);
+CVM_EXPORT int cvm_disk_writer_pwrite(struct cvm_disk_writer *w, const void *buf, size_t len,
+				      uint64_t plaintext_offset, struct cvm_err *err);
+/* Decrypt len bytes at plaintext_offset into buf (same alignment rules). */
+CVM_EXPORT int cvm_disk_writer_pread(struct cvm_disk_writer *w, void *buf, size_t len,
+				     uint64_t plaintext_offset, struct cvm_err *err);
+/* fdatasync: every write so far is durable. */
+CVM_EXPORT int cvm_disk_writer_sync(struct cvm_disk_writer *w, struct cvm_err *err);
+/* Closes the file and wipes the volume key (no sync; NULL-safe). */
+CVM_EXPORT void cvm_disk_writer_close(struct cvm_disk_writer *w);
