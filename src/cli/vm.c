@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -453,6 +454,10 @@ static int qmp_cmd(const char *sock, const char *cmd, struct cvm_err *err)
 		return cvm_err_set(err, en == ENOENT ? ENOENT : EIO, "VmNotRunning",
 				   "QMP %s: %s (is the VM running?)", sock, strerror(en));
 	}
+	/* QEMU answers at once; never wait on it for long (a wedged QEMU must not hang stop). */
+	struct timeval tv = { .tv_sec = 3 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	_cleanup_free_ char *msg = cvm_asprintf("{\"execute\":\"qmp_capabilities\"}\n"
 					       "{\"execute\":\"%s\"}\n", cmd);
 	char buf[4096];
