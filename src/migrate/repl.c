@@ -4,6 +4,8 @@
  * session loop. See migrate.h for the protocol and the durability rules. */
 #include "migrate-internal.h"
 
+#include <opencvm/disk.h>
+
 #include <linux/tcp.h>
 #include <netdb.h>
 #include <openssl/evp.h>
@@ -351,6 +353,10 @@ static int conn_send_u64(struct conn *c, uint8_t type, uint64_t v, struct cvm_er
 
 static void conn_send_error(struct conn *c, const struct cvm_err *why)
 {
+	/* Only an established session (handshake done, buffers allocated) can carry a frame;
+	 * a failed handshake is reported by TLS itself. */
+	if (!c->ssl || !c->wbuf)
+		return;
 	struct cvm_err ignored = {0};
 	conn_send(c, CVM_REPL_ERROR, 0, why->msg, strnlen(why->msg, 512), NULL, 0, &ignored);
 }
@@ -895,7 +901,8 @@ struct target {
 	const struct cvm_repl_serve_opts *o;
 	struct conn c;
 	struct rstate s;
-	int img;
+	int img;                     /* raw target, or -1 when writing into a confidential disk */
+	struct cvm_disk_writer *cd;  /* confidential-disk target: encrypts every block it writes */
 	int inflight;                /* "<state>.inflight": blocks written since the last SYNC */
 	bool manifest_served;
 	ZSTD_DCtx *dz;
@@ -942,24 +949,82 @@ static int invalidate_inflight(struct target *t, struct cvm_err *err)
 	return ftruncate(t->inflight, 0) < 0 ? cvm_err_internal(err, "inflight: %s", strerror(errno)) : 0;
 }
 
+static const char *target_name(const struct cvm_repl_serve_opts *o)
+{
+	return o->confidential_disk ? o->confidential_disk : o->target;
+}
+
+/* Make `want` bytes at `off` of the target durable-to-be: ciphertext through the disk writer
+ * for a confidential disk (the plaintext stays in memory), else the raw bytes. */
+static int target_write(struct target *t, const uint8_t *data, size_t want, uint64_t off,
+			struct cvm_err *err)
+{
+	if (t->cd)
+		return cvm_disk_writer_pwrite(t->cd, data, want, off, err);
+	int r = mig_pwrite_full(t->img, data, want, off, err);
+	/* Start writeback now so the fdatasync at the next SYNC has little left to wait for
+	 * (disk writes overlap the network instead of stalling the stream every window). */
+	if (r == 0)
+		sync_file_range(t->img, (off_t)off, (off_t)want, SYNC_FILE_RANGE_WRITE);
+	return r;
+}
+
+static int target_sync(struct target *t, struct cvm_err *err)
+{
+	if (t->cd)
+		return cvm_disk_writer_sync(t->cd, err);
+	if (fdatasync(t->img) < 0)
+		return cvm_err_internal(err, "%s: fsync: %s", t->o->target, strerror(errno));
+	return 0;
+}
+
+/* A confidential disk is never created here (it carries a wrapped secret the disk module
+ * makes); its never-written sectors decrypt to garbage, so no block counts as held. */
+static int target_open_cd(struct target *t, const struct cvm_repl_hello *h, struct cvm_err *err)
+{
+	const struct cvm_repl_serve_opts *o = t->o;
+	int r = cvm_disk_writer_open(o->confidential_disk, o->disk_secret, &t->cd, err);
+	if (r < 0)
+		return r;
+	uint64_t size = cvm_disk_writer_size(t->cd);
+	if (size != h->disk_size)
+		return cvm_err_set(err, ENOTSUP, "Conflict", "confidential disk %s holds a %llu-byte "
+				   "volume, the source disk is %llu bytes (create it with %llu bytes "
+				   "of image)", o->confidential_disk, (unsigned long long)size,
+				   (unsigned long long)h->disk_size,
+				   (unsigned long long)(h->disk_size + CVM_DISK_DATA_OFFSET));
+	if (h->block_size % cvm_disk_writer_sector_size(t->cd))
+		return cvm_err_set(err, ENOTSUP, "Conflict", "block size %u is not a multiple of "
+				   "the confidential disk's sector size %u", h->block_size,
+				   cvm_disk_writer_sector_size(t->cd));
+	return 0;
+}
+
 /* Open (or create) the target image and its state for the disk the source announces. */
 static int target_open(struct target *t, const struct cvm_repl_hello *h, struct cvm_err *err)
 {
 	const struct cvm_repl_serve_opts *o = t->o;
 	struct cvm_err e = {0};
-	int r = st_open(o->state, 'T', &t->s, &e);
 	bool created = false;
-	t->img = open(o->target, O_RDWR | O_CLOEXEC);
-	if (t->img < 0 && errno == ENOENT) {
+	if (o->confidential_disk) {
+		int cr = target_open_cd(t, h, err);
+		if (cr < 0)
+			return cr;
+	}
+	int r = st_open(o->state, 'T', &t->s, &e);
+	if (!o->confidential_disk)
+		t->img = open(o->target, O_RDWR | O_CLOEXEC);
+	if (!o->confidential_disk && t->img < 0 && errno == ENOENT) {
 		t->img = open(o->target, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		created = t->img >= 0;
 		if (created && ftruncate(t->img, (off_t)h->disk_size) < 0)
 			return cvm_err_internal(err, "%s: %s", o->target, strerror(errno));
 	}
-	if (t->img < 0)
+	if (!o->confidential_disk && t->img < 0)
 		return cvm_err_internal(err, "%s: %s", o->target, strerror(errno));
 	uint64_t size;
-	if ((r == 0 || created) && mig_fd_size(t->img, &size, err) == 0 && size != h->disk_size)
+	if (!o->confidential_disk && (r == 0 || created) && mig_fd_size(t->img, &size, err) == 0 &&
+	    size != h->disk_size)
 		return cvm_err_set(err, ENOTSUP, "Conflict", "target %s is %llu bytes, the source "
 				   "%llu", o->target, (unsigned long long)size,
 				   (unsigned long long)h->disk_size);
@@ -1004,9 +1069,7 @@ static int target_open(struct target *t, const struct cvm_repl_hello *h, struct 
 		    (r = mig_pwrite_full(t->s.fd, zh, HASH, ST_HDR + (t->s.nblocks - 1) * HASH, err)) < 0)
 			return r;
 	}
-	if (fdatasync(t->img) < 0)
-		return cvm_err_internal(err, "%s: fsync: %s", o->target, strerror(errno));
-	return 0;
+	return target_sync(t, err);
 }
 
 static int serve_manifest(struct target *t, struct cvm_err *err)
@@ -1076,11 +1139,8 @@ static int recv_block(struct target *t, const struct cvm_repl_frame *f, struct c
 	uint8_t ib[8];
 	mig_put_le64(ib, b.index);
 	if ((r = mig_pwrite_full(t->inflight, ib, 8, t->npend * 8, err)) < 0 ||
-	    (r = mig_pwrite_full(t->img, data, want, off, err)) < 0)
+	    (r = target_write(t, data, want, off, err)) < 0)
 		return r;
-	/* Start writeback now so the fdatasync at the next SYNC has little left to wait for
-	 * (disk writes overlap the network instead of stalling the stream every window). */
-	sync_file_range(t->img, (off_t)off, (off_t)want, SYNC_FILE_RANGE_WRITE);
 	t->pend_idx[t->npend] = b.index;
 	memcpy(t->pend_hash + t->npend * HASH, h, HASH);
 	t->npend++;
@@ -1103,8 +1163,8 @@ static int recv_sync(struct target *t, const struct cvm_repl_frame *f, struct cv
 		if (t->pend_idx[i] >= upto)
 			return cvm_err_set(err, EBADMSG, "BadParameter", "SYNC %llu before block %llu",
 					   (unsigned long long)upto, (unsigned long long)t->pend_idx[i]);
-	if (fdatasync(t->img) < 0)
-		return cvm_err_internal(err, "target fsync: %s", strerror(errno));
+	if ((r = target_sync(t, err)) < 0)
+		return r;
 	for (size_t i = 0; i < t->npend && r == 0; i++)
 		r = mig_pwrite_full(t->s.fd, t->pend_hash + i * HASH, HASH,
 				    ST_HDR + t->pend_idx[i] * HASH, err);
@@ -1235,8 +1295,14 @@ int cvm_repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_repl_stats *l
 static int repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_repl_stats *last,
 		      struct cvm_err *err)
 {
-	if (!o || !o->target || !o->state || !o->listen || !last)
+	if (!o || !o->state || !o->listen || !last)
 		return cvm_err_badparam(err, "replicate serve: target, state and listen are required");
+	if (!o->target == !o->confidential_disk)
+		return cvm_err_badparam(err, "replicate serve: exactly one of target and "
+					"confidential_disk is required");
+	if (o->confidential_disk && !o->disk_secret)
+		return cvm_err_badparam(err, "replicate serve: disk_secret is required with "
+					"confidential_disk");
 	SSL_CTX *ctx = NULL;
 	int r = tls_ctx(&o->tls, true, &ctx, err);
 	if (r < 0)
@@ -1256,7 +1322,8 @@ static int repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_repl_stats
 			return r;
 		}
 	}
-	cvm_log_info("migrate.replicate.listen", "addr=%s port=%u target=%s", o->listen, port, o->target);
+	cvm_log_info("migrate.replicate.listen", "addr=%s port=%u target=%s confidential=%s", o->listen, port,
+		     target_name(o), o->confidential_disk ? "yes" : "no");
 	for (unsigned n = 0; o->sessions == 0 || n < o->sessions; n++) {
 		struct target t = {.o = o, .img = -1, .inflight = -1, .c = {.fd = -1}, .s = {.fd = -1},
 				   .st = last};
@@ -1295,6 +1362,7 @@ static int repl_serve(const struct cvm_repl_serve_opts *o, struct cvm_repl_stats
 		st_close(&t.s);
 		if (t.img >= 0)
 			close(t.img);
+		cvm_disk_writer_close(t.cd);
 		if (t.inflight >= 0)
 			close(t.inflight);
 		ZSTD_freeDCtx(t.dz);

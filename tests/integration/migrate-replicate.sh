@@ -139,10 +139,10 @@ check "... target equals source" cmp src.img k2.img
 check "source certificate from another CA is refused" is $rc 1
 "$CVM" migrate replicate send --image src.img --state x.state --connect "127.0.0.1:$port" \
   --cert pki/source.pem --key pki/source.key --ca pki/ca.pem --peer-name other.test >/dev/null 2>&1; rc=$?
-check "target without the expected name is refused" is $rc 1
+check "target without the expected name is refused (exit 3: peer not authenticated)" is $rc 3
 "$CVM" migrate replicate send --image src.img --state x.state --connect "127.0.0.1:$port" \
   --cert pki/source.pem --key pki/source.key --ca other/ca.pem --peer-name target.test >/dev/null 2>&1; rc=$?
-check "target certificate not from our CA is refused" is $rc 1
+check "target certificate not from our CA is refused (exit 3)" is $rc 3
 truncate -s 512M small.img
 "$CVM" migrate replicate send --image small.img --state y.state --connect "127.0.0.1:$port" "${TLS_S[@]}" >err 2>&1; rc=$?
 check "a source of another size is refused" is $rc 1
