@@ -337,6 +337,12 @@ CVM_EXPORT int cvm_repl_send(const struct cvm_repl_send_opts *o, struct cvm_repl
 
 struct cvm_repl_serve_opts {
 	const char *target;       /* raw target image (created sparse when missing) */
+	/* Or, instead of target: an existing complete confidential disk (disk.h) whose volume is
+	 * exactly the source disk's size. Blocks are encrypted with its volume key before they
+	 * are written (cvm_disk_writer); plaintext never reaches the file. disk_secret is its
+	 * keyslot secret (cvm_disk_unlock_secret), borrowed for the duration of the call. */
+	const char *confidential_disk;
+	const struct cvm_secret *disk_secret;
 	const char *state;        /* target state file */
 	const char *listen;       /* host:port, e.g. 127.0.0.1:9443 */
 	struct cvm_repl_tls tls;
