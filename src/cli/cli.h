@@ -64,6 +64,11 @@ int cli_des(struct cli *cli, int argc, char **argv);
 int cli_attest(struct cli *cli, int argc, char **argv);
 int cli_tee_emu(struct cli *cli, int argc, char **argv);
 int cli_measure(struct cli *cli, int argc, char **argv);
+/* disk.c: the keyslot secret of a confidential disk image, unwrapped through the key service
+ * with the image's opencvm-hsm token (for other groups writing into such disks). */
+struct cvm_secret;
+int cli_disk_unlock(struct cli *cli, const char *path, struct cvm_secret **secret,
+		    struct cvm_err *err);
 
 /* ---- options ---------------------------------------------------------------------------
  * A tiny long-option parser: verbs declare their options in a table; positional arguments are

@@ -620,6 +620,12 @@ static int unlock(struct cli *cli, const char *path, struct cvm_secret **secret,
 	return r;
 }
 
+int cli_disk_unlock(struct cli *cli, const char *path, struct cvm_secret **secret,
+		    struct cvm_err *err)
+{
+	return unlock(cli, path, secret, err);
+}
+
 static int disk_rekey(struct cli *cli, int argc, char **argv)
 {
 	const char *usage = "disk rekey --name N   (offline: the VM must be stopped)";

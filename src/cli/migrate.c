@@ -193,12 +193,13 @@ static int repl_send(struct cli *cli, int argc, char **argv)
 
 static int repl_serve(struct cli *cli, int argc, char **argv)
 {
-	const char *usage = "migrate replicate serve --target IMG --state FILE --listen HOST:PORT "
-			    "--cert PEM --key PEM --ca PEM [--peer-name NAME] [--sessions N] "
-			    "[--ready-file FILE]";
+	const char *usage = "migrate replicate serve (--target IMG | --confidential-disk PATH) "
+			    "--state FILE --listen HOST:PORT --cert PEM --key PEM --ca PEM "
+			    "[--peer-name NAME] [--sessions N] [--ready-file FILE]";
 	const char *sessions = NULL;
 	struct cvm_repl_serve_opts o = {0};
 	const struct cli_opt opts[] = {{"--target", true, &o.target, NULL, NULL},
+				       {"--confidential-disk", true, &o.confidential_disk, NULL, NULL},
 				       {"--state", true, &o.state, NULL, NULL},
 				       {"--listen", true, &o.listen, NULL, NULL},
 				       {"--cert", true, &o.tls.cert, NULL, NULL},
@@ -210,14 +211,23 @@ static int repl_serve(struct cli *cli, int argc, char **argv)
 	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), NULL, 0, 0, NULL, usage);
 	if (rc)
 		return rc;
-	if (!o.target || !o.state || !o.listen)
-		return cli_usage_error(usage, "--target, --state and --listen are required");
+	if (!o.target == !o.confidential_disk || !o.state || !o.listen)
+		return cli_usage_error(usage, "one of --target and --confidential-disk, --state and "
+				       "--listen are required");
 	struct cvm_err err = {0};
 	if (sessions) {
 		int64_t v;
 		if (cvm_parse_i64(sessions, 0, 1000000, &v, "--sessions", &err) < 0)
 			return cli_usage_error(usage, "%s", err.msg);
 		o.sessions = (unsigned)v;
+	}
+	/* The disk's secret comes from the key service (the caller must be allowed to unwrap with
+	 * its DES key); the target then only ever writes ciphertext. */
+	_cleanup_secret_ struct cvm_secret *secret = NULL;
+	if (o.confidential_disk) {
+		if (cli_disk_unlock(cli, o.confidential_disk, &secret, &err) < 0)
+			return cli_fail(&err, "migrate replicate serve");
+		o.disk_secret = secret;
 	}
 	cvm_log_set_level(CVM_LOG_INFO);
 	struct cvm_repl_stats st;
@@ -278,8 +288,9 @@ static int migrate_replicate(struct cli *cli, int argc, char **argv)
 		{"send", repl_send, "send (--image IMG | --qmp SOCK --node NODE) --state FILE "
 				    "--connect HOST:PORT --cert PEM "
 				    "--key PEM --ca PEM [--peer-name NAME] [--block-size N] [--no-compress]"},
-		{"serve", repl_serve, "serve --target IMG --state FILE --listen HOST:PORT --cert PEM "
-				      "--key PEM --ca PEM [--peer-name NAME] [--sessions N] [--ready-file F]"},
+		{"serve", repl_serve, "serve (--target IMG | --confidential-disk PATH) --state FILE "
+				      "--listen HOST:PORT --cert PEM --key PEM --ca PEM [--peer-name NAME] "
+				      "[--sessions N] [--ready-file F]"},
 		{"status", repl_status, "status --state FILE"},
 	};
 	return cli_dispatch(cli, "migrate replicate", verbs, CVM_ARRAY_SIZE(verbs), argc - 1, argv + 1);
