@@ -67,6 +67,12 @@ int cvm_disk_progress_json(const struct cvm_disk_progress *p, char **out, struct
 int cvm_disk_progress_parse(const uint8_t *buf, size_t len, struct cvm_disk_progress *p,
 			    struct cvm_err *err);
 
+/* ---- single writer (disk.c) -------------------------------------------------------------- */
+/* Exclusive open-file-description lock on the whole file (not flock: libcryptsetup flocks the
+ * image for its metadata writes, and the two kinds do not interact); -EBUSY when another
+ * writer holds it. Released when fd is closed. */
+int cvm_disk_lock_writer(int fd, const char *path, struct cvm_err *err);
+
 /* ---- libcryptsetup (luks.c) -------------------------------------------------------------- */
 /* A loaded header with libcryptsetup's last error message captured for our cvm_err. */
 struct cvm_luks {

@@ -229,7 +229,7 @@ struct build {
  * is still going) must not resume, delete or overwrite it. An open-file-description lock, not
  * flock: libcryptsetup flocks the image itself for its metadata writes, and the two kinds of
  * lock do not interact. */
-static int lock_partial(int fd, const char *path, struct cvm_err *err)
+int cvm_disk_lock_writer(int fd, const char *path, struct cvm_err *err)
 {
 	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
 	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
@@ -245,7 +245,7 @@ static int claim_partial(struct build *b, struct cvm_err *err)
 	b->lockfd = open(b->partial, O_RDWR | O_CLOEXEC);
 	if (b->lockfd < 0)
 		return errno == ENOENT ? 0 : sys_err(err, "open", b->partial);
-	return lock_partial(b->lockfd, b->partial, err);
+	return cvm_disk_lock_writer(b->lockfd, b->partial, err);
 }
 
 static void build_clear(struct build *b)
@@ -295,7 +295,7 @@ static int build_header(struct build *b, uint64_t image_size, uint32_t sector_si
 	b->fd = open(b->partial, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (b->fd < 0)
 		return sys_err(err, "create", b->partial);
-	int r = lock_partial(b->fd, b->partial, err);
+	int r = cvm_disk_lock_writer(b->fd, b->partial, err);
 	if (r < 0)
 		return r;
 	if (ftruncate(b->fd, (off_t)image_size) < 0)

@@ -59,6 +59,10 @@ int cvm_disk_writer_open(const char *path, const struct cvm_secret *passphrase,
 	if (w->fd < 0)
 		return cvm_err_set(err, errno, "InternalError", "open %s: %s", path,
 				   strerror(errno));
+	/* one writer at a time: a second replication (or a resumed encryption) into the same
+	 * image would interleave sectors */
+	if ((r = cvm_disk_lock_writer(w->fd, path, err)) < 0)
+		return r;
 	/* lseek gives the size of regular files and block devices alike */
 	off_t end = lseek(w->fd, 0, SEEK_END);
 	if (end < 0)

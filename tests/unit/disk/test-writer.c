@@ -180,6 +180,10 @@ static void test_refusals(void **state)
 	assert_int_equal(cvm_disk_writer_open(junk, s, &w, &err), -EINVAL);
 
 	assert_int_equal(cvm_disk_writer_open(img, s, &w, &err), 0);
+	/* a second writer on the same image is refused while the first is open */
+	struct cvm_disk_writer *w2 = NULL;
+	assert_int_equal(cvm_disk_writer_open(img, s, &w2, &err), -EBUSY);
+	assert_null(w2);
 	uint8_t buf[8192];
 	memset(buf, 0x5a, sizeof(buf));
 	/* unaligned offset, unaligned length */
@@ -203,6 +207,9 @@ static void test_refusals(void **state)
 	assert_int_equal((uint64_t)st.st_size, CVM_DISK_DATA_OFFSET + VOL);
 	cvm_disk_writer_close(w);
 	cvm_disk_writer_close(NULL);
+	/* ... and accepted once it is closed */
+	assert_int_equal(cvm_disk_writer_open(img, s, &w2, &err), 0);
+	cvm_disk_writer_close(w2);
 
 	/* an image still carrying the progress token is refused; without it, accepted */
 	struct cvm_luks l;
