@@ -130,6 +130,33 @@ check "cvm disk decrypt" quiet as app1 disk decrypt --name rep --out plain.img
 check "decrypted replica equals the source byte for byte" cmp src.img plain.img
 rm -f plain.img
 
+# ---- kill -9 of a confidential-disk target mid-pass, then resume ----
+check "second confidential disk" quiet as app1 disk create --name rep2 --size 272M --des des1 --path "$TMP/cd2.img"
+wait_cursor() { # STATE: until the target has checkpointed something
+  for _ in $(seq 600); do
+    c=$("$CVM" --json migrate replicate status --state "$1" 2>/dev/null | jq -r .cursor)
+    [[ -n $c && $c != null && $c -gt 0 ]] && return 0
+    sleep 0.02
+  done
+  return 1
+}
+check "serve into the second disk" serve app1 cd2.img t2.state
+"$CVM" migrate replicate send --image src.img --state s2.state --connect "127.0.0.1:$port" \
+  "${TLS_S[@]}" >/dev/null 2>&1 &
+cpid=$!
+check "target checkpointed during the first pass" wait_cursor t2.state
+kill -9 "$spid"; wait "$spid" 2>/dev/null
+wait "$cpid" 2>/dev/null
+echo "# killed at cursor $("$CVM" --json migrate replicate status --state t2.state | jq -r .cursor) of 4096"
+check "target restarts on the same disk" serve app1 cd2.img t2.state
+check "resume after kill -9 of the target" send s2.state r2.json
+echo "# resumed from block $(val resumed_from r2.json), sent $(val blocks_sent r2.json)"
+stop
+check "no plaintext marker in the resumed target" bash -c "! grep -qaF '$MARKER' cd2.img"
+check "cvm disk decrypt of the resumed replica" quiet as app1 disk decrypt --name rep2 --out plain2.img
+check "... equals the source byte for byte" cmp src.img plain2.img
+rm -f plain2.img
+
 # ---- failure twins ----
 fails "serve refused for an identity that may not unwrap with the DES key" "Forbidden" \
   as aud migrate replicate serve --confidential-disk cd.img --state a.state --listen 127.0.0.1:0 --ready-file a.port "${TLS_T[@]}"
