@@ -240,6 +240,10 @@ json_t *cvm_hsm_default_key_ops(enum cvm_kty type);
 
 /* ---- lists (keys.c) ---------------------------------------------------------------------------- */
 /* Validate maxresults (0 -> 25) and decode skiptoken into after (NUL-terminated; "" when none). */
+/* One page of current key versions, live (deleted = false) or soft-deleted, by name after the
+ * skiptoken; fetches limit + 1 rows so the caller can tell whether a next page exists. */
+int cvm_hsm_page_keys(struct cvm_hsm *h, bool deleted, int maxresults, const char *skiptoken,
+		      int *limit, struct cvm_rows **rows, struct cvm_err *err);
 int cvm_hsm_page_args(int maxresults, const char *skiptoken, bool hex_version, int *limit,
 		      char after[CVM_HSM_NAME_MAX + 1], struct cvm_err *err);
 /* {"value":items,"nextLink":...}: nextLink only when more; takes the items reference. */

@@ -721,6 +721,30 @@ static int key_item(struct cvm_hsm *h, const struct cvm_hsm_caller *c,
 	return 0;
 }
 
+int cvm_hsm_page_keys(struct cvm_hsm *h, bool deleted, int maxresults, const char *skiptoken,
+		      int *limit, struct cvm_rows **rows, struct cvm_err *err)
+{
+	char after[CVM_HSM_NAME_MAX + 1];
+	int r = cvm_hsm_page_args(maxresults, skiptoken, false, limit, after, err);
+	if (r < 0)
+		return r;
+	/* Constant SQL per case: the store caches statements by their text. */
+	static const char *const sql[2] = {
+		"SELECT " KV_COLS " FROM hsm_keys k JOIN hsm_key_versions v ON "
+		"v.name = k.name AND v.version = k.current_version "
+		"WHERE k.deleted = 0 AND k.name > ? ORDER BY k.name LIMIT ?",
+		"SELECT " KV_COLS " FROM hsm_keys k JOIN hsm_key_versions v ON "
+		"v.name = k.name AND v.version = k.current_version "
+		"WHERE k.deleted = 1 AND k.name > ? ORDER BY k.name LIMIT ?",
+	};
+	_cleanup_tx_ struct cvm_tx *tx = NULL;
+	struct cvm_val p[] = { CVM_VAL_S(after), CVM_VAL_I(*limit + 1) };
+	if ((r = cvm_tx_begin(h->store, CVM_TX_READ, &tx, err)) < 0 ||
+	    (r = cvm_tx_query(tx, sql[deleted], p, 2, rows, err)) < 0)
+		return r;
+	return cvm_tx_commit(CVM_TAKE(tx), err);
+}
+
 int cvm_hsm_key_list(struct cvm_hsm *h, const struct cvm_hsm_caller *c, int maxresults,
 		     const char *skiptoken, const char *api_version, json_t **out,
 		     struct cvm_err *err)
@@ -729,19 +753,9 @@ int cvm_hsm_key_list(struct cvm_hsm *h, const struct cvm_hsm_caller *c, int maxr
 	if (active < 0)
 		return active;
 	int limit;
-	char after[CVM_HSM_NAME_MAX + 1];
-	int r = cvm_hsm_page_args(maxresults, skiptoken, false, &limit, after, err);
-	if (r < 0)
-		return r;
 	_cleanup_rows_ struct cvm_rows *rows = NULL;
-	_cleanup_tx_ struct cvm_tx *tx = NULL;
-	struct cvm_val p[] = { CVM_VAL_S(after), CVM_VAL_I(limit + 1) };
-	if ((r = cvm_tx_begin(h->store, CVM_TX_READ, &tx, err)) < 0 ||
-	    (r = cvm_tx_query(tx, "SELECT " KV_COLS " FROM hsm_keys k JOIN hsm_key_versions v ON "
-				  "v.name = k.name AND v.version = k.current_version "
-				  "WHERE k.deleted = 0 AND k.name > ? ORDER BY k.name LIMIT ?",
-			      p, 2, &rows, err)) < 0 ||
-	    (r = cvm_tx_commit(CVM_TAKE(tx), err)) < 0)
+	int r = cvm_hsm_page_keys(h, false, maxresults, skiptoken, &limit, &rows, err);
+	if (r < 0)
 		return r;
 	_cleanup_json_ json_t *items = json_array();
 	if (!items)

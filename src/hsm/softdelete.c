@@ -92,19 +92,9 @@ int cvm_hsm_deleted_list(struct cvm_hsm *h, const struct cvm_hsm_caller *c, int 
 	if (active < 0)
 		return active;
 	int limit;
-	char after[CVM_HSM_NAME_MAX + 1];
-	int r = cvm_hsm_page_args(maxresults, skiptoken, false, &limit, after, err);
-	if (r < 0)
-		return r;
 	_cleanup_rows_ struct cvm_rows *rows = NULL;
-	_cleanup_tx_ struct cvm_tx *tx = NULL;
-	struct cvm_val p[] = { CVM_VAL_S(after), CVM_VAL_I(limit + 1) };
-	if ((r = cvm_tx_begin(h->store, CVM_TX_READ, &tx, err)) < 0 ||
-	    (r = cvm_tx_query(tx, "SELECT " KV_COLS " FROM hsm_keys k JOIN hsm_key_versions v ON "
-				  "v.name = k.name AND v.version = k.current_version "
-				  "WHERE k.deleted = 1 AND k.name > ? ORDER BY k.name LIMIT ?",
-			      p, 2, &rows, err)) < 0 ||
-	    (r = cvm_tx_commit(CVM_TAKE(tx), err)) < 0)
+	int r = cvm_hsm_page_keys(h, true, maxresults, skiptoken, &limit, &rows, err);
+	if (r < 0)
 		return r;
 	_cleanup_json_ json_t *items = json_array();
 	if (!items)
