@@ -36,53 +36,41 @@ static int reply_error(struct cvm_http_resp *resp, const struct cvm_err *err)
 	return 0;
 }
 
-static int h_attest_snp(void *ctx, const struct cvm_http_req *req, struct cvm_http_resp *resp)
+/* The three attestation routes differ only in the verifier that turns the body into a token. */
+typedef int (*attest_fn)(struct cvm_attest_service *s, const char *body, size_t len,
+			 char **token, struct cvm_err *err);
+
+static int attest_reply(void *ctx, const struct cvm_http_req *req, struct cvm_http_resp *resp,
+			attest_fn attest)
 {
-	struct cvm_attest_service *s = ctx;
 	if (check_api_version(req, resp) < 0)
 		return 0;
 	size_t len = 0;
 	const uint8_t *body = cvm_http_req_body(req, &len);
 	struct cvm_err err = { 0 };
 	char *token = NULL;
-	if (cvm_attest_service_attest_snp(s, (const char *)body, len, &token, &err) < 0)
+	if (attest(ctx, (const char *)body, len, &token, &err) < 0)
 		return reply_error(resp, &err);
 	json_t *o = json_pack("{s:s}", "token", token);
 	free(token);
 	return o ? cvm_http_resp_json(resp, 200, o) : -ENOMEM;
 }
 
+static int h_attest_snp(void *ctx, const struct cvm_http_req *req, struct cvm_http_resp *resp)
+{
+	return attest_reply(ctx, req, resp, cvm_attest_service_attest_snp);
+}
+
 static int h_attest_tdx(void *ctx, const struct cvm_http_req *req, struct cvm_http_resp *resp)
 {
-	struct cvm_attest_service *s = ctx;
-	if (check_api_version(req, resp) < 0)
-		return 0;
-	size_t len = 0;
-	const uint8_t *body = cvm_http_req_body(req, &len);
-	struct cvm_err err = { 0 };
-	char *token = NULL;
-	if (cvm_attest_service_attest_tdx(s, (const char *)body, len, &token, &err) < 0)
-		return reply_error(resp, &err);
-	json_t *o = json_pack("{s:s}", "token", token);
-	free(token);
-	return o ? cvm_http_resp_json(resp, 200, o) : -ENOMEM;
+	return attest_reply(ctx, req, resp, cvm_attest_service_attest_tdx);
 }
 
 /* POST /attest/AzureGuest: the token is the JWT or its sealed form (see attest.h). */
 static int h_attest_azureguest(void *ctx, const struct cvm_http_req *req,
 			       struct cvm_http_resp *resp)
 {
-	if (check_api_version(req, resp) < 0)
-		return 0;
-	size_t len = 0;
-	const uint8_t *body = cvm_http_req_body(req, &len);
-	struct cvm_err err = { 0 };
-	char *token = NULL;
-	if (cvm_attest_service_attest_azureguest(ctx, (const char *)body, len, &token, &err) < 0)
-		return reply_error(resp, &err);
-	json_t *o = json_pack("{s:s}", "token", token);
-	free(token);
-	return o ? cvm_http_resp_json(resp, 200, o) : -ENOMEM;
+	return attest_reply(ctx, req, resp, cvm_attest_service_attest_azureguest);
 }
 
 static int h_openid(void *ctx, const struct cvm_http_req *req, struct cvm_http_resp *resp)
