@@ -121,6 +121,17 @@ serve k2.img k2.state
 cpid=$!
 pids+=("$cpid")
 check "target: checkpointed during the first pass" wait_cursor k2.state
+# Kill the target while it holds written-but-unsynced blocks: freeze it, look, and
+# thaw and retry if the freeze landed just after a SYNC emptied the list.
+stop_with_inflight() {
+  for _ in $(seq 200); do
+    kill -STOP "$spid"
+    [[ -s k2.state.inflight ]] && return 0
+    kill -CONT "$spid"; sleep 0.01
+  done
+  return 1
+}
+check "target frozen with unacknowledged blocks" stop_with_inflight
 kill -9 "$spid"; wait "$spid" 2>/dev/null
 wait "$cpid"; rc=$?
 check "the source fails when the target dies (exit 1)" is $rc 1
