@@ -4,6 +4,7 @@
  * token as target. It never sees the key: the release comes back wrapped to the guest's
  * ephemeral key (bound in the token), and it forwards the response as is. */
 #include <opencvm/audit.h>
+#include <opencvm/crypto.h>
 #include <opencvm/http.h>
 #include <opencvm/json.h>
 #include <opencvm/store.h>
@@ -205,7 +206,40 @@ int cvm_vm_orch_vmgs_key(const struct cvm_vm_orch *o, const char *path, struct c
 	return *key ? 0 : cvm_err_nomem(err);
 }
 
-static int audit_release(const struct cvm_vm_orch *o, const char *kid, const struct cvm_err *why)
+/* What the guest's token claimed, for the audit record: the key service verified the token
+ * (this is only its payload, unverified here), and `cvm vm validate` reads the record for
+ * attestation freshness and the launch measurement. NULL when the body has no readable token. */
+static char *claims_detail(const uint8_t *body, size_t len)
+{
+	static const char *const keep[] = {
+		"x-ms-attestation-type", "x-ms-sevsnpvm-launchmeasurement",
+		"x-ms-sevsnpvm-is-debuggable", "x-ms-sevsnpvm-guestsvn", "x-ms-sevsnpvm-vmpl",
+		"x-opencvm-emulated", "iat", "exp", "iss",
+	};
+	_cleanup_json_ json_t *req = NULL;
+	struct cvm_err e = { 0 };
+	if (cvm_json_parse(body, len, false, &req, &e) < 0)
+		return NULL;
+	const char *t = json_string_value(json_object_get(req, "target"));
+	struct cvm_jws *jws = NULL;
+	if (!t || cvm_jws_parse(t, strlen(t), &jws, &e) < 0)
+		return NULL;
+	_cleanup_json_ json_t *payload = json_loadb((const char *)jws->payload, jws->payload_len,
+						    0, NULL);
+	cvm_jws_free(jws);
+	if (!json_is_object(payload))
+		return NULL;
+	_cleanup_json_ json_t *claims = json_object();
+	for (size_t i = 0; claims && i < CVM_ARRAY_SIZE(keep); i++) {
+		json_t *v = json_object_get(payload, keep[i]);
+		if (v && !json_is_object(v) && !json_is_array(v))
+			json_object_set(claims, keep[i], v);
+	}
+	return claims ? cvm_json_dump(claims) : NULL;
+}
+
+static int audit_release(const struct cvm_vm_orch *o, const char *kid, const char *claims,
+			 const struct cvm_err *why)
 {
 	struct cvm_audit *a = NULL;
 	struct cvm_err e = { 0 };
@@ -214,7 +248,7 @@ static int audit_release(const struct cvm_vm_orch *o, const char *kid, const str
 		struct cvm_audit_event ev = {
 			.principal = o->client_id, .operation = "vms/release", .key_name = o->vm,
 			.key_version = kid, .status = why ? cvm_err_http_status(why) : 200,
-			.result = why ? why->code : "ok",
+			.result = why ? why->code : "ok", .detail = claims,
 		};
 		r = cvm_audit_append(a, &ev, NULL, &e);
 	}
@@ -285,7 +319,8 @@ int cvm_vm_orch_relay(void *ctx, const char *kind, const uint8_t *body, size_t l
 	if (r < 0)
 		return r;
 	r = do_release(o, body, len, reply, err);
-	audit_release(o, o->expected_kid, r < 0 ? err : NULL);
+	_cleanup_free_ char *claims = claims_detail(body, len);
+	audit_release(o, o->expected_kid, claims, r < 0 ? err : NULL);
 	if (r < 0) {
 		cvm_vm_transition(o->store, o->vm, NULL, CVM_VM_FAILED, err->msg, o->client_id, &e2);
 		return r;
