@@ -31,8 +31,9 @@
 #define SD_TOKEN_BYTES 32
 #define SD_FAIL_MAX 5
 #define SD_FAIL_WINDOW_MS 60000
-#define SD_SHARES_MAX 10
+#define SD_SHARES_MAX REST_SD_OFFICERS_MAX
 #define SD_EXCHANGE_BITS 3072
+_Static_assert(REST_SD_SHARE_BYTES == SD_EXCHANGE_BITS / 8, "share size = exchange key size");
 
 struct rest_domain {
 	pthread_mutex_t lock;             /* activation calls are rare: one at a time */
@@ -149,14 +150,6 @@ static void note(const char **status, char *details, size_t dlen, bool ok, const
 	snprintf(details, dlen, "%s", msg);
 }
 
-/* A body of a security domain route: the JSON object as the handler reads it. */
-static int body_json(struct rest_call *c, json_t **out, struct cvm_err *err)
-{
-	size_t len = 0;
-	const uint8_t *b = cvm_http_req_body(c->req, &len);
-	return cvm_json_parse(b, len, false, out, err);
-}
-
 /* Administrator credentials for the first identity, added to out as "administrator". The
  * download blob is already in out: a failure here is reported inside the answer, never by
  * dropping the blob (it exists nowhere else). */
@@ -187,50 +180,86 @@ static void add_bootstrap_admin(struct rest_call *c, json_t *out)
 
 /* ---- POST /securitydomain/download ---------------------------------------------------------- */
 
-/* One officer certificate as PEM: a PEM string, or a JWK with x5c (base64 DER certificate) or
- * with n/e. */
-static int officer_pem(json_t *e, size_t i, char **pem, struct cvm_err *err)
+/* The officer key as the JSON carried it: a PEM string, or a JWK with x5c (base64 DER
+ * certificate, wrapped into PEM here) or with n/e. Every failure is 400 naming the entry. */
+static int officer_key(json_t *e, size_t i, struct cvm_key **out, struct cvm_err *err)
 {
+	int r;
 	if (json_is_string(e)) {
-		if (!cvm_str_startswith(json_string_value(e), "-----BEGIN "))
+		const char *pem = json_string_value(e);
+		if (!cvm_str_startswith(pem, "-----BEGIN "))
 			return cvm_err_badparam(err, "certificates[%zu]: expected PEM or a JWK", i);
-		*pem = strdup(json_string_value(e));
-		return *pem ? 0 : cvm_err_nomem(err);
+		if ((r = cvm_key_from_pem(pem, strlen(pem), out, err)) < 0) {
+			cvm_err_set_code(err, EINVAL, "BadParameter");
+			return cvm_err_prefix(err, "certificates[%zu]", i);
+		}
+		return 0;
 	}
 	if (!json_is_object(e))
 		return cvm_err_badparam(err, "certificates[%zu]: expected a JWK object or PEM, got %s",
 					i, cvm_json_type_name(e));
 	json_t *x5c = json_object_get(e, "x5c");
-	if (json_is_array(x5c) && json_array_size(x5c) > 0) {
-		const char *b64 = json_string_value(json_array_get(x5c, 0));
-		if (!b64)
-			return cvm_err_badparam(err, "certificates[%zu].x5c[0]: expected a string", i);
-		struct cvm_buf b = { 0 };
-		int r = cvm_buf_append_str(&b, "-----BEGIN CERTIFICATE-----\n");
-		for (size_t o = 0, n = strlen(b64); r == 0 && o < n; o += 64)
-			r = cvm_buf_printf(&b, "%.64s\n", b64 + o);
-		if (r == 0)
-			r = cvm_buf_append_str(&b, "-----END CERTIFICATE-----\n");
-		*pem = r == 0 ? cvm_buf_cstr(&b) : NULL;
-		if (!*pem) {
-			cvm_buf_free(&b);
-			return cvm_err_nomem(err);
+	if (!x5c) {
+		if ((r = cvm_key_from_jwk(e, false, out, err)) < 0) {
+			cvm_err_set_code(err, EINVAL, "BadParameter");
+			return cvm_err_prefix(err, "certificates[%zu]", i);
 		}
 		return 0;
 	}
-	_cleanup_key_ struct cvm_key *k = NULL;
-	int r = cvm_key_from_jwk(e, false, &k, err);
+	if (!json_is_array(x5c) || json_array_size(x5c) == 0)
+		return cvm_err_badparam(err, "certificates[%zu].x5c: expected a non-empty array of "
+					     "base64 certificates",
+					i);
+	const char *b64 = json_string_value(json_array_get(x5c, 0));
+	if (!b64)
+		return cvm_err_badparam(err, "certificates[%zu].x5c[0]: expected a string", i);
+	struct cvm_buf b = { 0 };
+	r = cvm_buf_append_str(&b, "-----BEGIN CERTIFICATE-----\n");
+	for (size_t o = 0, n = strlen(b64); r == 0 && o < n; o += 64)
+		r = cvm_buf_printf(&b, "%.64s\n", b64 + o);
 	if (r == 0)
-		r = cvm_key_to_pem(k, false, pem, err);
-	return r < 0 ? cvm_err_prefix(err, "certificates[%zu]", i) : 0;
+		r = cvm_buf_append_str(&b, "-----END CERTIFICATE-----\n");
+	_cleanup_free_ char *pem = r == 0 ? cvm_buf_cstr(&b) : NULL;
+	if (!pem) {
+		cvm_buf_free(&b);
+		return cvm_err_nomem(err);
+	}
+	if ((r = cvm_key_from_pem(pem, strlen(pem), out, err)) < 0) {
+		cvm_err_set_code(err, EINVAL, "BadParameter");
+		return cvm_err_prefix(err, "certificates[%zu].x5c[0]", i);
+	}
+	return 0;
 }
 
-static int download_create(struct rest_call *c, json_t **out, struct cvm_err *err)
+/* One officer key as SPKI PEM: RSA of at least 2048 bits (what its share is encrypted to). */
+static int officer_pem(json_t *e, size_t i, char **pem, struct cvm_err *err)
+{
+	_cleanup_key_ struct cvm_key *k = NULL;
+	int r = officer_key(e, i, &k, err);
+	if (r < 0)
+		return r;
+	if (cvm_key_type(k) != CVM_KTY_RSA || cvm_key_bits(k) < 2048)
+		return cvm_err_badparam(err, "certificates[%zu]: an RSA key of at least 2048 bits is "
+					     "required",
+					i);
+	return cvm_key_to_pem(k, false, pem, err);
+}
+
+void rest_sd_download_clear(struct rest_sd_download *d)
+{
+	for (size_t i = 0; i < REST_SD_OFFICERS_MAX; i++)
+		free(d->pems[i]);
+	memset(d, 0, sizeof(*d));
+}
+
+int rest_sd_parse_download(const uint8_t *buf, size_t len, struct rest_sd_download *out,
+			   struct cvm_err *err)
 {
 	_cleanup_json_ json_t *body = NULL;
 	json_t *certs = NULL;
 	int64_t quorum = 2;
-	int r = body_json(c, &body, err);
+	memset(out, 0, sizeof(*out));
+	int r = cvm_json_parse(buf, len, false, &body, err);
 	if (r < 0)
 		return r;
 	certs = json_object_get(body, "certificates");
@@ -239,23 +268,47 @@ static int download_create(struct rest_call *c, json_t **out, struct cvm_err *er
 	else
 		r = cvm_json_arr(body, "certificates", "certificates", true, &certs, err);
 	if (r == 0)
-		r = cvm_json_int(body, "required", "required", false, 2, SD_SHARES_MAX, &quorum, NULL,
-				 err);
+		r = cvm_json_int(body, "required", "required", false, 2, REST_SD_OFFICERS_MAX,
+				 &quorum, NULL, err);
 	if (r < 0)
 		return r;
 	size_t n = json_array_size(certs);
-	if (n > SD_SHARES_MAX)
-		return cvm_err_badparam(err, "certificates: at most %d officer keys, got %zu",
-					SD_SHARES_MAX, n);
-	char *pems[SD_SHARES_MAX] = { 0 };
-	for (size_t i = 0; i < n && r == 0; i++)
-		r = officer_pem(json_array_get(certs, i), i, &pems[i], err);
+	if (n < REST_SD_OFFICERS_MIN || n > REST_SD_OFFICERS_MAX)
+		return cvm_err_badparam(err, "certificates: expected %d..%d officer keys, got %zu",
+					REST_SD_OFFICERS_MIN, REST_SD_OFFICERS_MAX, n);
+	if ((size_t)quorum > n)
+		return cvm_err_badparam(err, "required: the quorum must be 2..%zu (the number of "
+					     "certificates), got %lld",
+					n, (long long)quorum);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		r = officer_pem(json_array_get(certs, i), i, &out->pems[i], err);
+		for (size_t j = 0; r == 0 && j < i; j++)
+			if (!strcmp(out->pems[i], out->pems[j]))
+				r = cvm_err_badparam(err, "certificates[%zu]: the same key as "
+							  "certificates[%zu]",
+						     i, j);
+	}
+	if (r < 0) {
+		rest_sd_download_clear(out);
+		return r;
+	}
+	out->n = n;
+	out->quorum = (unsigned)quorum;
+	return 0;
+}
+
+static int download_create(struct rest_call *c, json_t **out, struct cvm_err *err)
+{
+	size_t len = 0;
+	const uint8_t *b = cvm_http_req_body(c->req, &len);
+	struct rest_sd_download p;
+	int r = rest_sd_parse_download(b, len, &p, err);
+	if (r < 0)
+		return r;
 	_cleanup_json_ json_t *dl = NULL;
-	if (r == 0)
-		r = cvm_hsm_domain_create(c->rest->h, (const char *const *)pems, n,
-					  (unsigned)quorum, &dl, err);
-	for (size_t i = 0; i < n; i++)
-		free(pems[i]);
+	r = cvm_hsm_domain_create(c->rest->h, (const char *const *)p.pems, p.n, p.quorum, &dl,
+				  err);
+	rest_sd_download_clear(&p);
 	if (r < 0)
 		return r;
 	_cleanup_free_ char *blob = cvm_json_dump(dl);
@@ -380,14 +433,24 @@ static int h_transfer_key(struct rest_call *c, json_t **out, struct cvm_err *err
 
 /* ---- POST /securitydomain/upload -------------------------------------------------------------- */
 
+void rest_sd_upload_clear(struct rest_sd_upload *u)
+{
+	for (size_t i = 0; i < REST_SD_OFFICERS_MAX; i++)
+		free(u->shares[i]);
+	json_decref(u->security_domain);
+	memset(u, 0, sizeof(*u));
+}
+
 /* body {"value": JSON text {"shares":[b64url(RSA-OAEP-256(exchange key, share))...],
  * "security_domain"?: download blob (needed only when this store has no domain yet)}} */
-static int upload_shares(struct rest_call *c, struct rest_domain *d, struct cvm_err *err)
+int rest_sd_parse_upload(const uint8_t *buf, size_t len, struct rest_sd_upload *out,
+			 struct cvm_err *err)
 {
 	_cleanup_json_ json_t *body = NULL, *value = NULL;
 	const char *vs;
 	json_t *shares, *sd = NULL;
-	int r = body_json(c, &body, err);
+	memset(out, 0, sizeof(*out));
+	int r = cvm_json_parse(buf, len, false, &body, err);
 	if (r == 0)
 		r = cvm_json_str(body, "value", "value", true, &vs, NULL, err);
 	if (r == 0 && (r = cvm_json_parse((const uint8_t *)vs, strlen(vs), false, &value, err)) < 0)
@@ -399,38 +462,62 @@ static int upload_shares(struct rest_call *c, struct rest_domain *d, struct cvm_
 	if (r < 0)
 		return r;
 	size_t n = json_array_size(shares);
-	if (n < 2 || n > SD_SHARES_MAX)
+	if (n < 2 || n > REST_SD_OFFICERS_MAX)
 		return cvm_err_badparam(err, "value.shares: the quorum of shares is required (2..%d), "
 					     "got %zu",
-					SD_SHARES_MAX, n);
-	struct cvm_secret *sec[SD_SHARES_MAX] = { 0 };
+					REST_SD_OFFICERS_MAX, n);
 	for (size_t i = 0; i < n && r == 0; i++) {
 		const char *s = json_string_value(json_array_get(shares, i));
-		_cleanup_free_ uint8_t *ct = NULL;
+		char what[32];
 		size_t ctlen = 0;
+		snprintf(what, sizeof(what), "value.shares[%zu]", i);
 		if (!s)
-			r = cvm_err_badparam(err, "value.shares[%zu]: expected a base64url string", i);
-		else if ((r = cvm_b64url_decode(s, strlen(s), &ct, &ctlen, "value.shares", err)) ==
-			 0 && (r = cvm_rsa_oaep_decrypt(cvm_key_pkey(d->xkey), "SHA256", ct, ctlen,
-							&sec[i], err)) < 0)
+			r = cvm_err_badparam(err, "%s: expected a base64url string", what);
+		else if ((r = cvm_b64url_decode(s, strlen(s), &out->shares[i], &ctlen, what, err)) ==
+			 0 && ctlen != REST_SD_SHARE_BYTES)
+			r = cvm_err_badparam(err, "%s: expected %d bytes (RSA-OAEP-256 under the "
+						  "RSA-3072 exchange key), got %zu",
+					     what, REST_SD_SHARE_BYTES, ctlen);
+	}
+	if (r < 0) {
+		rest_sd_upload_clear(out);
+		return r;
+	}
+	out->n = n;
+	out->security_domain = json_incref(sd);
+	return 0;
+}
+
+static int upload_shares(struct rest_call *c, struct rest_domain *d, struct cvm_err *err)
+{
+	size_t len = 0;
+	const uint8_t *b = cvm_http_req_body(c->req, &len);
+	struct rest_sd_upload p;
+	int r = rest_sd_parse_upload(b, len, &p, err);
+	if (r < 0)
+		return r;
+	struct cvm_secret *sec[SD_SHARES_MAX] = { 0 };
+	for (size_t i = 0; i < p.n && r == 0; i++)
+		if (cvm_rsa_oaep_decrypt(cvm_key_pkey(d->xkey), "SHA256", p.shares[i],
+					 REST_SD_SHARE_BYTES, &sec[i], err) < 0)
 			r = cvm_err_set(err, EBADMSG, "BadParameter",
 					"value.shares[%zu]: not encrypted to this cvmd's exchange key "
 					"(RSA-OAEP-256; fetch GET /securitydomain/upload again: the "
 					"key changes when cvmd restarts)",
 					i);
-	}
 	if (r == 0) {
 		bool have = cvm_hsm_domain_exists(c->rest->h);
-		if (!have && !sd)
+		if (!have && !p.security_domain)
 			r = cvm_err_badparam(err, "value.security_domain: required, this HSM's store "
 						  "has no security domain yet");
 		else if (have)
-			r = cvm_hsm_domain_upload(c->rest->h, sec, n, err);
+			r = cvm_hsm_domain_upload(c->rest->h, sec, p.n, err);
 		else
-			r = cvm_hsm_domain_restore(c->rest->h, sd, sec, n, err);
+			r = cvm_hsm_domain_restore(c->rest->h, p.security_domain, sec, p.n, err);
 	}
 	for (size_t i = 0; i < SD_SHARES_MAX; i++)
 		cvm_secret_free(sec[i]);
+	rest_sd_upload_clear(&p);
 	/* Wrong shares are a bad request (400), not an authorization decision about a caller. */
 	if (r == -EPERM)
 		r = cvm_err_set_code(err, EINVAL, "BadParameter");

@@ -93,6 +93,33 @@ int rest_domain_new(struct cvm_hsm *h, const char *token_file, struct rest_domai
 		    struct cvm_err *err);
 void rest_domain_free(struct rest_domain *d);
 
+/* Security domain request bodies, parsed and shape-checked without touching any state (for the
+ * handlers, tests/unit/hsm/test-rest-domain.c and tests/fuzz/hsm/fuzz-rest-domain.c). Errors
+ * are 400 BadParameter naming the field. */
+#define REST_SD_OFFICERS_MIN 3
+#define REST_SD_OFFICERS_MAX 10
+#define REST_SD_SHARE_BYTES 384 /* RSA-OAEP-256 ciphertext under the RSA-3072 exchange key */
+/* POST /securitydomain/download {"certificates":[...] | {"keys":[...]}, "required"?:M}:
+ * officer keys as SPKI PEM (RSA >= 2048, distinct), 3..10 of them, 2 <= quorum <= n. */
+struct rest_sd_download {
+	char *pems[REST_SD_OFFICERS_MAX];
+	size_t n;
+	unsigned quorum;
+};
+int rest_sd_parse_download(const uint8_t *body, size_t len, struct rest_sd_download *out,
+			   struct cvm_err *err);
+void rest_sd_download_clear(struct rest_sd_download *d);
+/* POST /securitydomain/upload {"value": JSON text {"shares":[b64url ciphertext, 2..10],
+ * "security_domain"?:{...}}}: the ciphertexts decoded, security_domain a new reference. */
+struct rest_sd_upload {
+	uint8_t *shares[REST_SD_OFFICERS_MAX];
+	size_t n;
+	json_t *security_domain;
+};
+int rest_sd_parse_upload(const uint8_t *body, size_t len, struct rest_sd_upload *out,
+			 struct cvm_err *err);
+void rest_sd_upload_clear(struct rest_sd_upload *u);
+
 /* Helpers for handlers (rest.c). */
 int rest_query_maxresults(struct rest_call *c, int *out, struct cvm_err *err);
 /* Remember the version (and, when the route has no {name}, the name) of the kid
