@@ -98,21 +98,38 @@ static int refuse_container(int fd, uint64_t size, const char *src, struct cvm_e
 	return 0;
 }
 
+/* A bare filesystem whose blocks are smaller than 4096 bytes cannot be mounted on a device
+ * with 4096-byte logical blocks (ext4: "bad block size 1024"). */
+static bool small_fs_blocks(const uint8_t *head, size_t n)
+{
+	/* ext2/3/4: superblock at 1024, magic 0xEF53 at +56, block size 1024 << s_log_block_size */
+	if (n >= 1024 + 58 && head[1024 + 56] == 0x53 && head[1024 + 57] == 0xEF) {
+		uint32_t lg = (uint32_t)head[1024 + 24] | (uint32_t)head[1024 + 25] << 8 |
+			      (uint32_t)head[1024 + 26] << 16 | (uint32_t)head[1024 + 27] << 24;
+		return lg < 2;
+	}
+	/* XFS: "XFSB", sb_sectsize (big-endian u16) at 102 */
+	if (n >= 104 && memcmp(head, "XFSB", 4) == 0)
+		return ((uint32_t)head[102] << 8 | head[103]) < 4096;
+	return false;
+}
+
 /* 4096-byte sectors change the logical block size the guest sees behind dm-crypt; a partition
- * table written for 512-byte LBAs would then not be found. So 4096 only when the source is a
- * multiple of 4096 and carries neither an MBR signature nor a GPT header. */
+ * table written for 512-byte LBAs would then not be found, nor would a filesystem with smaller
+ * blocks mount. So 4096 only when the source is a multiple of 4096 and carries neither an MBR
+ * signature, a GPT header nor a small-block filesystem. */
 static int auto_sector_size(int fd, uint64_t size, uint32_t *out, struct cvm_err *err)
 {
 	*out = 512;
 	if (size % 4096)
 		return 0;
-	uint8_t head[1024];
+	uint8_t head[2048];
 	ssize_t n = pread(fd, head, sizeof(head), 0);
 	if (n < 0)
 		return cvm_err_set(err, errno, "InternalError", "source: read: %s", strerror(errno));
 	bool mbr = n >= 512 && head[510] == 0x55 && head[511] == 0xAA;
 	bool gpt = n >= 520 && memcmp(head + 512, "EFI PART", 8) == 0;
-	if (!mbr && !gpt)
+	if (!mbr && !gpt && !small_fs_blocks(head, (size_t)n))
 		*out = 4096;
 	return 0;
 }

@@ -554,6 +554,33 @@ static void test_encrypt_roundtrip(void **state)
 	assert_int_equal(access(back, F_OK), -1);
 }
 
+/* A bare ext4 with 1 KiB blocks would not mount behind 4096-byte logical blocks. */
+static void test_sector_size_follows_fs_blocks(void **state)
+{
+	struct fx *fx = *state;
+	static const struct { uint8_t log_block; uint32_t want; } cases[] = { { 0, 512 },
+									       { 2, 4096 } };
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(cases); i++) {
+		char name[32], iname[32];
+		snprintf(name, sizeof(name), "ext4-%u.raw", cases[i].log_block);
+		snprintf(iname, sizeof(iname), "ext4-%u.img", cases[i].log_block);
+		_cleanup_free_ char *src = path_in(fx, name), *img = path_in(fx, iname);
+		size_t len = 1 * MIB;
+		_cleanup_free_ uint8_t *plain = calloc(1, len);
+		assert_non_null(plain);
+		plain[1024 + 24] = cases[i].log_block; /* s_log_block_size */
+		plain[1024 + 56] = 0x53;               /* s_magic 0xEF53, little-endian */
+		plain[1024 + 57] = 0xEF;
+		write_file(src, plain, len);
+		struct cvm_err err = { 0 };
+		assert_int_equal(cvm_disk_encrypt_image(src, img, &fx->wp, NULL, &err), 0);
+		struct cvm_disk_info info;
+		assert_int_equal(cvm_disk_info(img, &info, &err), 0);
+		assert_int_equal(info.sector_size, cases[i].want);
+		cvm_disk_info_clear(&info);
+	}
+}
+
 static void test_encrypt_512_with_mbr(void **state)
 {
 	struct fx *fx = *state;
@@ -965,6 +992,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_create_200g_sparse, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encrypt_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encrypt_512_with_mbr, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sector_size_follows_fs_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sparse_source, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_images, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigkill_resume, setup, teardown),
