@@ -243,6 +243,14 @@ struct cvm_vm_orch {
 };
 CVM_EXPORT int cvm_vm_orch_relay(void *orch, const char *kind, const uint8_t *body, size_t len,
 				 struct cvm_buf *reply, struct cvm_err *err);
+/* Pre-flight before a launch: reads the disk key (expected_kid) with the orchestrator's
+ * identity and refuses (-EPERM, code KeyDisabled | KeyExpired | KeyNotYetValid, message naming
+ * the key and why; audited as a vms/release refusal at stage "preflight") a key the key
+ * service would refuse to release. *checked is false when the identity may not read the key
+ * (Release User alone): then the release-time check decides. Transport errors and a missing
+ * key are returned (and audited) as well. */
+CVM_EXPORT int cvm_vm_orch_preflight(const struct cvm_vm_orch *o, bool *checked,
+				     struct cvm_err *err);
 /* The VMGS key (32 bytes): on first use generated and wrapped by the VM's disk key through the
  * key service (wrapkey, RSA-OAEP-256) with the orchestrator's identity, and stored wrapped at
  * path as {"kid","alg","value"}; afterwards unwrapped through the key service (unwrapkey).

@@ -280,15 +280,34 @@ static int read_key32(const char *path, struct cvm_secret **out, struct cvm_err 
 	return 0;
 }
 
+/* --snp-policy: hex (0x optional); bit 17 set and bits 26..63 clear, as the AMD-SP requires. */
+static int parse_snp_policy(const char *s, uint64_t *out, struct cvm_err *err)
+{
+	const char *h = cvm_str_startswith(s, "0x") || cvm_str_startswith(s, "0X") ? s + 2 : s;
+	char *end = NULL;
+	errno = 0;
+	unsigned long long v = *h && strspn(h, "0123456789abcdefABCDEF") == strlen(h)
+				       ? strtoull(h, &end, 16) : 0;
+	if (!end || *end || errno)
+		return cvm_err_badparam(err, "--snp-policy: expected a hexadecimal guest policy, "
+					"e.g. 0x30000");
+	if (!(v & (1ULL << 17)) || (v >> 26))
+		return cvm_err_badparam(err, "--snp-policy: 0x%llx: bit 17 must be set and bits "
+					"26..63 clear", v);
+	*out = v;
+	return 0;
+}
+
 static int vm_start(struct cli *cli, int argc, char **argv)
 {
 	const char *usage = "vm start NAME --kernel FILE --initrd FILE [--append CMDLINE] "
 			    "[--vmgs-key-file FILE] [--os-image FILE] [--emulator-dir DIR] "
-			    "[--memory-mib N] [--timeout SECONDS] "
+			    "[--memory-mib N] [--timeout SECONDS] [--snp-policy HEX] "
 			    "[--hostfwd-port PORT] [--store URL] [--state-dir DIR]";
 	struct vmctx v = { 0 };
 	const char *kernel = NULL, *initrd = NULL, *append = "console=ttyS0", *keyfile = NULL,
-		   *image = NULL, *emu = NULL, *mem = NULL, *timeout = NULL, *port = NULL, *pos[1];
+		   *image = NULL, *emu = NULL, *mem = NULL, *timeout = NULL, *port = NULL,
+		   *snp_policy = NULL, *pos[1];
 	const struct cli_opt opts[] = {
 		{ "--kernel", true, &kernel, NULL, NULL },
 		{ "--initrd", true, &initrd, NULL, NULL },
@@ -299,6 +318,7 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 		{ "--memory-mib", true, &mem, NULL, NULL },
 		{ "--timeout", true, &timeout, NULL, NULL },
 		{ "--hostfwd-port", true, &port, NULL, NULL },
+		{ "--snp-policy", true, &snp_policy, NULL, NULL },
 		STORE_OPTS(v),
 	};
 	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
@@ -317,6 +337,13 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 	struct cvm_vm vm = { 0 };
 	_cleanup_free_ char *img = NULL, *vdir = NULL, *rdir = NULL, *netdev = NULL;
 	struct cvm_vm_tee_emu tee = { .emu_dir = emu };
+	/* The guest policy the emulated AMD-SP reports (the host template's, as on hardware). */
+	if (snp_policy && parse_snp_policy(snp_policy, &tee.tmpl.policy, &err) < 0)
+		return cli_usage_error(usage, "%s", err.msg);
+	if (tee.tmpl.policy & CVM_SNP_POLICY_DEBUG)
+		fprintf(stderr, "cvm: vm start: --snp-policy 0x%llx allows debugging: attestation "
+			"and release policies refuse such a guest\n",
+			(unsigned long long)tee.tmpl.policy);
 	int r = keyfile ? read_key32(keyfile, &key, &err) : 0;
 	if (r == 0)
 		r = vmctx_open(&v, &err);
@@ -366,6 +393,12 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 	_cleanup_free_ char *wrapped_key = vdir ? cvm_path_join(vdir, "vmgs.key.wrapped") : NULL;
 	if (r == 0 && !key && !wrapped_key)
 		r = cvm_err_nomem(&err);
+	/* Pre-flight: a disabled or expired disk key is refused here, before QEMU runs. */
+	bool checked = false;
+	if (r == 0 && (r = cvm_vm_orch_preflight(&orch, &checked, &err)) == 0 && !checked &&
+	    !cli->json)
+		printf("pre-flight: the orchestrator identity may not read the disk key; the key "
+		       "service checks it at release\n");
 	if (r == 0 && !key && (r = cvm_mkdir_p(vdir, 0700, &err)) == 0)
 		r = cvm_vm_orch_vmgs_key(&orch, wrapped_key, &key, &err);
 	rdir = run_dir(pos[0]);

@@ -43,19 +43,25 @@ static const char *http_error_message(const struct cvm_http_result *res, char *b
 	return buf;
 }
 
-static int post(const struct cvm_vm_orch *o, const char *url, const char *ctype,
-		const char *bearer, const void *body, size_t len, struct cvm_http_result *res,
-		struct cvm_err *err)
+/* method with a body of ctype, or without one (ctype NULL, GET). */
+static int request(const struct cvm_vm_orch *o, const char *method, const char *url,
+		   const char *ctype, const char *bearer, const void *body, size_t len,
+		   struct cvm_http_result *res, struct cvm_err *err)
 {
 	struct cvm_http_client_opts opts = { .ca_file = o->ca_file, .timeout_ms = 60000 };
-	_cleanup_free_ char *ct = cvm_asprintf("Content-Type: %s", ctype);
+	_cleanup_free_ char *ct = ctype ? cvm_asprintf("Content-Type: %s", ctype) : NULL;
 	_cleanup_free_ char *auth = bearer ? cvm_asprintf("Authorization: Bearer %s", bearer) : NULL;
-	if (!ct || (bearer && !auth))
+	if ((ctype && !ct) || (bearer && !auth))
 		return cvm_err_nomem(err);
-	const char *hdrs[] = { ct, "Accept: application/json", auth, NULL };
-	int r = cvm_http_request(&opts, "POST", url, hdrs, body, len, res, err);
+	const char *hdrs[4] = { 0 };
+	size_t nh = 0;
+	if (ct)
+		hdrs[nh++] = ct;
+	hdrs[nh++] = "Accept: application/json";
+	hdrs[nh] = auth;
+	int r = cvm_http_request(&opts, method, url, hdrs, body, len, res, err);
 	if (r < 0)
-		return cvm_err_prefix(err, "POST %s", url);
+		return cvm_err_prefix(err, "%s %s", method, url);
 	if (res->status / 100 != 2) {
 		char m[400];
 		http_error_message(res, m, sizeof(m));
@@ -64,6 +70,13 @@ static int post(const struct cvm_vm_orch *o, const char *url, const char *ctype,
 		return cvm_err_set(err, en, "Refused", "HTTP %ld: %s", res->status, m);
 	}
 	return 0;
+}
+
+static int post(const struct cvm_vm_orch *o, const char *url, const char *ctype,
+		const char *bearer, const void *body, size_t len, struct cvm_http_result *res,
+		struct cvm_err *err)
+{
+	return request(o, "POST", url, ctype, bearer, body, len, res, err);
 }
 
 /* Client-credentials token for the orchestrator's identity. */
@@ -258,6 +271,104 @@ static int audit_release(const struct cvm_vm_orch *o, const char *kid, const cha
 	return r;
 }
 
+/* A refusal the orchestrator itself saw (op vms/release at pre-flight, vms/attest): the
+ * code as result, the stage and the reason (the failed check) as detail. */
+static int audit_refusal(const struct cvm_vm_orch *o, const char *op, const char *stage,
+			 const struct cvm_err *why)
+{
+	struct cvm_audit *a = NULL;
+	struct cvm_err e = { 0 };
+	_cleanup_json_ json_t *d = json_pack("{s:s,s:s}", "stage", stage, "reason", why->msg);
+	_cleanup_free_ char *detail = d ? cvm_json_dump(d) : NULL;
+	int r = cvm_audit_open(o->store, &a, &e);
+	if (r == 0) {
+		struct cvm_audit_event ev = {
+			.principal = o->client_id, .operation = op, .key_name = o->vm,
+			.key_version = o->expected_kid, .status = cvm_err_http_status(why),
+			.result = why->code[0] ? why->code : "Refused", .detail = detail,
+		};
+		r = cvm_audit_append(a, &ev, NULL, &e);
+	}
+	cvm_audit_close(a);
+	if (r < 0)
+		cvm_log_error("vm_audit_failed", "vm=%s op=%s reason=\"%s\"", o->vm, op, e.msg);
+	return r;
+}
+
+/* "<name>" of a kid ".../keys/<name>/<version>" (the whole kid without that shape). */
+static void kid_key_name(const char *kid, char *out, size_t cap)
+{
+	const char *k = kid ? strstr(kid, "/keys/") : NULL;
+	const char *n = k ? k + 6 : (kid ? kid : "");
+	snprintf(out, cap, "%.*s", (int)strcspn(n, "/"), n);
+}
+
+/* The key's attributes as the key service reports them to the orchestrator. */
+static int check_key_attributes(const struct cvm_vm_orch *o, const char *name, json_t *key,
+				struct cvm_err *err)
+{
+	json_t *at = json_object_get(key, "attributes");
+	json_t *exp = json_object_get(at, "exp"), *nbf = json_object_get(at, "nbf");
+	int64_t now = cvm_now();
+	char t[32];
+	if (json_is_false(json_object_get(at, "enabled")))
+		return cvm_err_set(err, EPERM, "KeyDisabled",
+				   "disk key %s is disabled: the key service would refuse its "
+				   "release (kid %s)", name, o->expected_kid);
+	if (json_is_integer(exp) && now >= json_integer_value(exp)) {
+		cvm_time_iso8601(json_integer_value(exp), t);
+		return cvm_err_set(err, EPERM, "KeyExpired",
+				   "disk key %s expired at %s: the key service would refuse its "
+				   "release (kid %s)", name, t, o->expected_kid);
+	}
+	if (json_is_integer(nbf) && now < json_integer_value(nbf)) {
+		cvm_time_iso8601(json_integer_value(nbf), t);
+		return cvm_err_set(err, EPERM, "KeyNotYetValid",
+				   "disk key %s is not valid before %s: the key service would "
+				   "refuse its release (kid %s)", name, t, o->expected_kid);
+	}
+	return 0;
+}
+
+int cvm_vm_orch_preflight(const struct cvm_vm_orch *o, bool *checked, struct cvm_err *err)
+{
+	*checked = false;
+	char name[128];
+	kid_key_name(o->expected_kid, name, sizeof(name));
+	_cleanup_free_ char *path = NULL, *token = NULL, *url = NULL;
+	int r = o->expected_kid ? kid_path(o->expected_kid, &path, err)
+				: cvm_err_badparam(err, "kid: VM %s has no disk key", o->vm);
+	if (r == 0)
+		r = orch_token(o, &token, err);
+	if (r == 0 && !(url = cvm_asprintf("%s%s?api-version=7.4", o->kv_url, path)))
+		r = cvm_err_nomem(err);
+	struct cvm_http_result res = { 0 };
+	if (r == 0)
+		r = request(o, "GET", url, NULL, token, NULL, 0, &res, err);
+	if (r < 0 && res.status == 403) {
+		/* Release User alone may not read the key: the release itself decides. */
+		cvm_http_result_free(&res);
+		cvm_log_info("vm_preflight_unchecked", "vm=%s key=%s reason=\"%s\"", o->vm, name,
+			     err->msg);
+		*err = (struct cvm_err){ 0 };
+		return 0;
+	}
+	_cleanup_json_ json_t *key = NULL;
+	if (r == 0)
+		r = cvm_json_parse(res.body.data, res.body.len, false, &key, err);
+	cvm_http_result_free(&res);
+	if (r < 0)
+		cvm_err_prefix(err, "disk key %s", name);
+	else
+		r = check_key_attributes(o, name, key, err);
+	if (r < 0) {
+		audit_refusal(o, "vms/release", "preflight", err);
+		return r;
+	}
+	*checked = true;
+	return 0;
+}
+
 static int do_release(const struct cvm_vm_orch *o, const uint8_t *body, size_t len,
 		      struct cvm_buf *reply, struct cvm_err *err)
 {
@@ -306,9 +417,18 @@ int cvm_vm_orch_relay(void *ctx, const char *kind, const uint8_t *body, size_t l
 		if (r == 0 && cvm_buf_append(reply, res.body.data, res.body.len) < 0)
 			r = cvm_err_nomem(err);
 		cvm_http_result_free(&res);
-		if (r < 0)
+		if (r < 0) {
+			/* No token, so no release: this boot has failed. */
+			cvm_err_prefix(err, "attestation");
 			cvm_log_info("vm_attest_refused", "vm=%s reason=\"%s\"", o->vm, err->msg);
-		return r < 0 ? cvm_err_prefix(err, "attestation") : 0;
+			audit_refusal(o, "vms/attest", "attest", err);
+			enum cvm_vm_state starting = CVM_VM_STARTING;
+			struct cvm_err e2 = { 0 };
+			cvm_vm_transition(o->store, o->vm, &starting, CVM_VM_FAILED, err->msg,
+					  o->client_id, &e2);
+			return r;
+		}
+		return 0;
 	}
 	if (strcmp(kind, "RELEASE") != 0)
 		return cvm_err_badparam(err, "relay: unknown request %s", kind);
