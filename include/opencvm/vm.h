@@ -126,6 +126,11 @@ CVM_EXPORT int cvm_vm_delete(struct cvm_store *s, const char *name, const char *
 
 /* ==== launch: QEMU and swtpm command lines ================================================== */
 
+/* Debian's ovmf package: the Secure Boot build (SMM) and the variable store with Microsoft's
+ * and Debian's keys enrolled, copied per VM. */
+#define CVM_VM_OVMF_CODE "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+#define CVM_VM_OVMF_VARS "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+
 enum cvm_vm_accel { CVM_VM_ACCEL_TCG, CVM_VM_ACCEL_KVM };
 /* KVM when /dev/kvm can be opened read-write (and, with need_smm, reports KVM_CAP_X86_SMM:
  * the Secure Boot OVMF build needs SMM, which nested KVM often lacks), TCG otherwise. */

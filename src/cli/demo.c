@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* cvm demo: start a throw-away cvmd on loopback and run the key-service flow end to end,
  * printing each step with its timing. Everything lives in a temp dir removed at the end. */
-#include "cli.h"
+#include "demo.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -16,27 +16,16 @@
 #include <time.h>
 #include <unistd.h>
 
-struct demo {
-	struct cli *cli;
-	char dir[64];
-	char *dev_info, *store_url, *state_dir;
-	json_t *claims;       /* claims of the attestation token */
-	char release_path[160]; /* /keys/NAME/VERSION of the exportable key */
-	pid_t cvmd;
-	uint64_t t0, step_t0;
-	int step;
-	char disk_path[160], sign_path[160]; /* /keys/NAME/VERSION */
-};
 
-static void step_begin(struct demo *d, const char *what)
+void demo_step_begin(struct demo *d, const char *what)
 {
 	d->step++;
 	d->step_t0 = cvm_monotonic_ns();
-	printf("[%d] %-58s", d->step, what);
+	printf("[%2d] %-56s", d->step, what);
 	fflush(stdout);
 }
 
-static void step_end(struct demo *d, const char *detail)
+void demo_step_end(struct demo *d, const char *detail)
 {
 	double ms = (double)(cvm_monotonic_ns() - d->step_t0) / 1e6;
 	printf(" ok  %7.1f ms%s%s\n", ms, detail && *detail ? "  " : "", detail ? detail : "");
@@ -52,7 +41,7 @@ static int step_fail(struct demo *d, const struct cvm_err *err)
 }
 
 /* cvmd sits beside cvm in the build dir and in the install prefix. */
-static char *sibling_binary(const char *name)
+char *demo_sibling_binary(const char *name)
 {
 	char self[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -68,7 +57,7 @@ static char *sibling_binary(const char *name)
 
 static int start_cvmd(struct demo *d, struct cvm_err *err)
 {
-	_cleanup_free_ char *cvmd = sibling_binary("cvmd");
+	_cleanup_free_ char *cvmd = demo_sibling_binary("cvmd");
 	_cleanup_free_ char *log = cvm_asprintf("%s/cvmd.log", d->dir);
 	if (!cvmd || !log)
 		return cvm_err_nomem(err);
@@ -141,7 +130,7 @@ static int key_version_path(json_t *bundle, char *out, size_t outlen, struct cvm
 	return 0;
 }
 
-static int call(struct demo *d, const char *method, const char *path, json_t *body,
+int demo_call(struct demo *d, const char *method, const char *path, json_t *body,
 		json_t **out, struct cvm_err *err)
 {
 	json_t *res = NULL;
@@ -158,7 +147,7 @@ static int call(struct demo *d, const char *method, const char *path, json_t *bo
 static int make_key_user(struct demo *d, struct cvm_err *err)
 {
 	json_t *res = NULL;
-	int r = call(d, "PUT", "/opencvm/principals/demo-app", json_pack("{s:s}", "kind",
+	int r = demo_call(d, "PUT", "/opencvm/principals/demo-app", json_pack("{s:s}", "kind",
 			"ServicePrincipal"), &res, err);
 	if (r < 0)
 		return r;
@@ -181,7 +170,7 @@ static int make_key_user(struct demo *d, struct cvm_err *err)
 		_cleanup_free_ char *rid =
 			cvm_asprintf("/providers/Microsoft.Authorization/roleDefinitions/%s", roles[i]);
 		if (r == 0)
-			r = call(d, "PUT", path, json_pack("{s:{s:s,s:s}}", "properties",
+			r = demo_call(d, "PUT", path, json_pack("{s:{s:s,s:s}}", "properties",
 					"roleDefinitionId", rid, "principalId", oid), NULL, err);
 	}
 	if (r == 0) {
@@ -202,7 +191,7 @@ static int wrap_roundtrip(struct demo *d, struct cvm_err *err)
 	if (r == 0)
 		r = cvm_json_set_b64url(body, "value", secret, sizeof(secret));
 	if (r == 0)
-		r = call(d, "POST", op_path(d->disk_path, "wrapkey"), json_incref(body), &res, err);
+		r = demo_call(d, "POST", op_path(d->disk_path, "wrapkey"), json_incref(body), &res, err);
 	json_decref(body);
 	if (r < 0) {
 		OPENSSL_cleanse(secret, sizeof(secret));
@@ -212,7 +201,7 @@ static int wrap_roundtrip(struct demo *d, struct cvm_err *err)
 			       json_object_get(res, "value"));
 	json_decref(res);
 	res = NULL;
-	r = call(d, "POST", op_path(d->disk_path, "unwrapkey"), ub, &res, err);
+	r = demo_call(d, "POST", op_path(d->disk_path, "unwrapkey"), ub, &res, err);
 	uint8_t *back = NULL;
 	size_t blen = 0;
 	if (r == 0)
@@ -234,7 +223,7 @@ static int sign_verify(struct demo *d, struct cvm_err *err)
 	if (r == 0)
 		r = cvm_json_set_b64url(sb, "value", dg, sizeof(dg));
 	if (r == 0)
-		r = call(d, "POST", op_path(d->sign_path, "sign"), json_incref(sb), &res, err);
+		r = demo_call(d, "POST", op_path(d->sign_path, "sign"), json_incref(sb), &res, err);
 	json_decref(sb);
 	if (r < 0)
 		return r;
@@ -242,7 +231,7 @@ static int sign_verify(struct demo *d, struct cvm_err *err)
 	json_decref(res);
 	res = NULL;
 	cvm_json_set_b64url(vb, "digest", dg, sizeof(dg));
-	r = call(d, "POST", op_path(d->sign_path, "verify"), vb, &res, err);
+	r = demo_call(d, "POST", op_path(d->sign_path, "verify"), vb, &res, err);
 	if (r == 0 && !json_is_true(json_object_get(res, "value")))
 		r = cvm_err_internal(err, "service says its own signature is invalid");
 	json_decref(res);
@@ -313,7 +302,7 @@ static int attest(struct demo *d, const struct cvm_key *tee, char **token, struc
 	cvm_json_set_b64url(body, "report", ev, strlen(ev));
 	cvm_json_set_b64url(json_object_get(body, "runtimeData"), "data", rt, strlen(rt));
 	json_t *res = NULL;
-	r = call(d, "POST", "/attest/SevSnpVm?api-version=2022-08-01", body, &res, err);
+	r = demo_call(d, "POST", "/attest/SevSnpVm?api-version=2022-08-01", body, &res, err);
 	if (r < 0)
 		return r;
 	const char *t = json_string_value(json_object_get(res, "token"));
@@ -346,7 +335,7 @@ static int create_exportable_key(struct demo *d, struct cvm_err *err)
 	json_t *body = json_pack("{s:s,s:i,s:{s:b},s:o}", "kty", "RSA-HSM", "key_size", 2048,
 				 "attributes", "exportable", 1, "release_policy", rp);
 	json_t *res = NULL;
-	int r = call(d, "POST", "/keys/demo-release-key/create", body, &res, err);
+	int r = demo_call(d, "POST", "/keys/demo-release-key/create", body, &res, err);
 	if (r == 0)
 		r = key_version_path(res, d->release_path, sizeof(d->release_path), err);
 	json_decref(res);
@@ -359,7 +348,7 @@ static int release(struct demo *d, const struct cvm_key *tee, const char *token,
 		   struct cvm_err *err)
 {
 	json_t *res = NULL;
-	int r = call(d, "POST", op_path(d->release_path, "release"),
+	int r = demo_call(d, "POST", op_path(d->release_path, "release"),
 		     json_pack("{s:s,s:s}", "target", token, "enc", "RSA_AES_KEY_WRAP_256"), &res,
 		     err);
 	if (r < 0)
@@ -434,13 +423,16 @@ static void remove_tree(const char *dir)
 
 int cli_demo(struct cli *cli, int argc, char **argv)
 {
-	const char *usage = "demo [--keep]";
-	bool keep = false;
-	const struct cli_opt opts[] = {{"--keep", false, NULL, &keep, NULL}};
-	int rc = cli_parse(argc + 1, argv - 1, opts, 1, NULL, 0, 0, NULL, usage);
+	const char *usage = "demo [--keep] [--no-vm] [--guest-image DIR]";
+	bool keep = false, no_vm = false;
+	const char *image_dir = NULL;
+	const struct cli_opt opts[] = {{"--keep", false, NULL, &keep, NULL},
+				       {"--no-vm", false, NULL, &no_vm, NULL},
+				       {"--guest-image", true, &image_dir, NULL, NULL}};
+	int rc = cli_parse(argc + 1, argv - 1, opts, CVM_ARRAY_SIZE(opts), NULL, 0, 0, NULL, usage);
 	if (rc)
 		return rc;
-	struct demo d = {.cli = cli, .t0 = cvm_monotonic_ns()};
+	struct demo d = {.cli = cli, .t0 = cvm_monotonic_ns(), .image_dir = image_dir};
 	struct cvm_err err = {0};
 	snprintf(d.dir, sizeof(d.dir), "/tmp/cvm-demo.XXXXXX");
 	if (!mkdtemp(d.dir)) {
@@ -458,20 +450,20 @@ int cli_demo(struct cli *cli, int argc, char **argv)
 	struct cvm_key *tee = NULL;
 	char *token = NULL;
 
-	step_begin(&d, "start cvmd --dev (SQLite, self-signed TLS, HSM activated)");
+	demo_step_begin(&d, "start cvmd --dev (SQLite, self-signed TLS, HSM activated)");
 	if (start_cvmd(&d, &err) < 0)
 		goto fail;
-	step_end(&d, NULL);
+	demo_step_end(&d, NULL);
 
-	step_begin(&d, "administrator signs in (OAuth2 client credentials)");
+	demo_step_begin(&d, "administrator signs in (OAuth2 client credentials)");
 	if (cli_connect(cli, &err) < 0)
 		goto fail;
-	step_end(&d, cli->conn.base_url);
+	demo_step_end(&d, cli->conn.base_url);
 
-	step_begin(&d, "administrator cannot use keys (separation of duties)");
+	demo_step_begin(&d, "administrator cannot use keys (separation of duties)");
 	{
 		struct cvm_err e2 = {0};
-		int r = call(&d, "POST", "/keys/admin-key/create",
+		int r = demo_call(&d, "POST", "/keys/admin-key/create",
 			     json_pack("{s:s}", "kty", "EC-HSM"), NULL, &e2);
 		if (r != -EPERM) {
 			cvm_err_internal(&err, "expected 403 Forbidden, got %s",
@@ -479,15 +471,15 @@ int cli_demo(struct cli *cli, int argc, char **argv)
 			goto fail;
 		}
 	}
-	step_end(&d, "403 Forbidden as expected");
+	demo_step_end(&d, "403 Forbidden as expected");
 
-	step_begin(&d, "create identity demo-app, assign Crypto User + Officer");
+	demo_step_begin(&d, "create identity demo-app, assign Crypto User + Officer");
 	if (make_key_user(&d, &err) < 0)
 		goto fail;
-	step_end(&d, NULL);
+	demo_step_end(&d, NULL);
 
-	step_begin(&d, "create RSA-HSM 3072 key demo-disk-key");
-	if (call(&d, "POST", "/keys/demo-disk-key/create",
+	demo_step_begin(&d, "create RSA-HSM 3072 key demo-disk-key");
+	if (demo_call(&d, "POST", "/keys/demo-disk-key/create",
 		 json_pack("{s:s,s:i}", "kty", "RSA-HSM", "key_size", 3072), &res, &err) < 0)
 		goto fail;
 	snprintf(detail, sizeof(detail), "%s",
@@ -496,55 +488,55 @@ int cli_demo(struct cli *cli, int argc, char **argv)
 		goto fail;
 	json_decref(res);
 	res = NULL;
-	step_end(&d, detail);
+	demo_step_end(&d, detail);
 
-	step_begin(&d, "wrap + unwrap a 256-bit disk secret (RSA-OAEP-256)");
+	demo_step_begin(&d, "wrap + unwrap a 256-bit disk secret (RSA-OAEP-256)");
 	if (wrap_roundtrip(&d, &err) < 0)
 		goto fail;
-	step_end(&d, "round trip equal");
+	demo_step_end(&d, "round trip equal");
 
-	step_begin(&d, "create EC-HSM P-384 key, sign + verify (ES384)");
-	if (call(&d, "POST", "/keys/demo-sign-key/create",
+	demo_step_begin(&d, "create EC-HSM P-384 key, sign + verify (ES384)");
+	if (demo_call(&d, "POST", "/keys/demo-sign-key/create",
 		 json_pack("{s:s,s:s}", "kty", "EC-HSM", "crv", "P-384"), &res, &err) < 0 ||
 	    key_version_path(res, d.sign_path, sizeof(d.sign_path), &err) < 0 ||
 	    sign_verify(&d, &err) < 0)
 		goto fail;
 	json_decref(res);
 	res = NULL;
-	step_end(&d, NULL);
+	demo_step_end(&d, NULL);
 
-	step_begin(&d, "rotate demo-disk-key (new version)");
-	if (call(&d, "POST", "/keys/demo-disk-key/rotate", NULL, NULL, &err) < 0)
+	demo_step_begin(&d, "rotate demo-disk-key (new version)");
+	if (demo_call(&d, "POST", "/keys/demo-disk-key/rotate", NULL, NULL, &err) < 0)
 		goto fail;
-	step_end(&d, NULL);
+	demo_step_end(&d, NULL);
 
-	step_begin(&d, "soft-delete demo-sign-key, then recover it");
-	if (call(&d, "DELETE", "/keys/demo-sign-key", NULL, NULL, &err) < 0 ||
-	    call(&d, "GET", "/deletedkeys/demo-sign-key", NULL, NULL, &err) < 0 ||
-	    call(&d, "POST", "/deletedkeys/demo-sign-key/recover", NULL, NULL, &err) < 0)
+	demo_step_begin(&d, "soft-delete demo-sign-key, then recover it");
+	if (demo_call(&d, "DELETE", "/keys/demo-sign-key", NULL, NULL, &err) < 0 ||
+	    demo_call(&d, "GET", "/deletedkeys/demo-sign-key", NULL, NULL, &err) < 0 ||
+	    demo_call(&d, "POST", "/deletedkeys/demo-sign-key/recover", NULL, NULL, &err) < 0)
 		goto fail;
-	step_end(&d, NULL);
+	demo_step_end(&d, NULL);
 
-	step_begin(&d, "guest: emulated SEV-SNP report binding a TEE key -> token");
+	demo_step_begin(&d, "guest: emulated SEV-SNP report binding a TEE key -> token");
 	if (cvm_key_generate_rsa(2048, 0, &tee, &err) < 0 || attest(&d, tee, &token, &err) < 0)
 		goto fail;
 	snprintf(detail, sizeof(detail), "type=%s emulated=%s debuggable=%s",
 		 json_string_value(json_object_get(d.claims, "x-ms-attestation-type")) ?: "?",
 		 json_is_true(json_object_get(d.claims, "x-opencvm-emulated")) ? "true" : "false",
 		 json_is_true(json_object_get(d.claims, "x-ms-sevsnpvm-is-debuggable")) ? "true" : "false");
-	step_end(&d, detail);
+	demo_step_end(&d, detail);
 
-	step_begin(&d, "create exportable key with a release policy (SKR 1.0.0)");
+	demo_step_begin(&d, "create exportable key with a release policy (SKR 1.0.0)");
 	if (create_exportable_key(&d, &err) < 0)
 		goto fail;
-	step_end(&d, NULL);
+	demo_step_end(&d, NULL);
 
-	step_begin(&d, "Secure Key Release to the TEE key; unwrap; compare");
+	demo_step_begin(&d, "Secure Key Release to the TEE key; unwrap; compare");
 	if (release(&d, tee, token, &err) < 0)
 		goto fail;
-	step_end(&d, "released key == HSM key");
+	demo_step_end(&d, "released key == HSM key");
 
-	step_begin(&d, "the same token again is refused (replay)");
+	demo_step_begin(&d, "the same token again is refused (replay)");
 	{
 		struct cvm_err e2 = {0};
 		int rel = release(&d, tee, token, &e2);
@@ -553,13 +545,16 @@ int cli_demo(struct cli *cli, int argc, char **argv)
 			goto fail;
 		}
 	}
-	step_end(&d, "403 Forbidden as expected");
+	demo_step_end(&d, "403 Forbidden as expected");
 
-	step_begin(&d, "verify the hash-chained audit log");
+	if (!no_vm && demo_vm(&d, &err) < 0)
+		goto fail;
+
+	demo_step_begin(&d, "verify the hash-chained audit log");
 	if (verify_audit(&d, &records, &err) < 0)
 		goto fail;
 	snprintf(detail, sizeof(detail), "%lld records, chain intact", (long long)records);
-	step_end(&d, detail);
+	demo_step_end(&d, detail);
 
 	stop_cvmd(&d);
 	printf("demo finished in %.1f s\n", (double)(cvm_monotonic_ns() - d.t0) / 1e9);
@@ -576,6 +571,7 @@ int cli_demo(struct cli *cli, int argc, char **argv)
 	return CLI_OK;
 fail:
 	rc = step_fail(&d, &err);
+	demo_vm_stop(&d);
 	stop_cvmd(&d);
 	free(d.dev_info);
 	free(d.store_url);
