@@ -694,11 +694,39 @@ CVM_EXPORT int cvm_attest_service_verify_token(struct cvm_attest_service *s, con
 					       json_t **claims, struct cvm_err *err);
 
 /* REST glue: registers POST /attest/SevSnpVm, POST /attest/TdxVm, POST /attest/AzureGuest,
- * GET /certs, GET /.well-known/openid-configuration
- * on srv (include/opencvm/http.h). */
+ * GET /certs, GET /.well-known/openid-configuration, GET and PUT /policies/{type}
+ * on srv (include/opencvm/http.h). PUT /policies answers 403 here: policy changes need
+ * cvm_attest_register_routes_guarded. */
 struct cvm_http_server;
 CVM_EXPORT int cvm_attest_register_routes(struct cvm_attest_service *svc,
 					  struct cvm_http_server *srv, struct cvm_err *err);
+/* The same routes, with PUT /policies/{type} enabled: every call is first authorized by
+ * authorize (0 = allowed; else an error with its status, 401/403; principal, a NUL-terminated
+ * identity of the caller, is filled whenever the caller was identified, also on refusal), then
+ * validated, and every outcome, allowed or refused, leaves one audit record before the answer:
+ * principal, operation "policies/set", key_name = the attestation type (when it is one),
+ * status, result ("ok" or the error code), request id, source, and detail
+ * {"attestation_type", "policy_sha256" (hex SHA-256 of the policy text) or, when no policy
+ * text could be read from the body, "body_sha256"} (never the text). A successful change is
+ * recorded before it takes effect; when the record cannot be written nothing changes and the
+ * answer is 500. *out must be freed with cvm_attest_rest_free after cvm_http_server_free. */
+struct cvm_audit;
+struct cvm_http_req;
+struct cvm_attest_rest;
+#define CVM_ATTEST_PRINCIPAL_MAX 128
+typedef int (*cvm_attest_authorize_fn)(void *ctx, const struct cvm_http_req *req,
+				       char principal[CVM_ATTEST_PRINCIPAL_MAX],
+				       struct cvm_err *err);
+struct cvm_attest_rest_config {
+	cvm_attest_authorize_fn authorize_policy; /* required */
+	void *authorize_ctx;
+	struct cvm_audit *audit;                  /* required; borrowed, outlives the server */
+};
+CVM_EXPORT int cvm_attest_register_routes_guarded(struct cvm_attest_service *svc,
+						  struct cvm_http_server *srv,
+						  const struct cvm_attest_rest_config *cfg,
+						  struct cvm_attest_rest **out, struct cvm_err *err);
+CVM_EXPORT void cvm_attest_rest_free(struct cvm_attest_rest *r); /* NULL-safe */
 
 /* ==== SEV-SNP launch measurement (measure.c) ===================================================
  * The launch digest (report MEASUREMENT) the AMD-SP computes while QEMU launches a guest:

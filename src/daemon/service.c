@@ -340,6 +340,7 @@ struct service {
 #ifdef CVM_HAVE_ATTEST
 	struct cvm_attest_roots *roots;
 	struct cvm_attest_service *attest;
+	struct cvm_attest_rest *attest_rest;
 #endif
 	char *cert_path, *cert_pem, *key_pem;
 	char *base_url;
@@ -353,6 +354,7 @@ static void service_free(struct service *s)
 	cvm_disk_rest_free(s->disk_rest);
 #endif
 #ifdef CVM_HAVE_ATTEST
+	cvm_attest_rest_free(s->attest_rest);
 	cvm_attest_service_free(s->attest);
 	cvm_attest_roots_free(s->roots);
 #endif
@@ -370,32 +372,24 @@ static void service_free(struct service *s)
 /* PUT /policies/{type} changes what the attestation service certifies, so (as in MAA) only an
  * authenticated principal holding a policy-administration role may do it; GET stays public.
  * Role assignment writes are what Managed HSM's Administrator, Crypto Officer and Policy
- * Administrator roles share, so that data action stands for "administers policy". The hook
- * mirrors the router: first segment "policies", case-insensitive. */
+ * Administrator roles share, so that data action stands for "administers policy". The attest
+ * REST glue calls this for every PUT and audits the outcome (principal = the caller's oid). */
 #define CVMD_POLICY_ADMIN_ACTION "Microsoft.KeyVault/managedHsm/roleAssignments/write/action"
-static int policy_auth_hook(void *ctx, struct cvm_http_req *req, struct cvm_http_resp *resp)
+static int policy_authorize(void *ctx, const struct cvm_http_req *req,
+			    char principal[CVM_ATTEST_PRINCIPAL_MAX], struct cvm_err *err)
 {
 	const struct service *s = ctx;
-	const char *path = cvm_http_req_path(req);
-	if (*path == '/')
-		path++;
-	if (strcmp(cvm_http_req_method(req), "PUT") != 0 || strncasecmp(path, "policies/", 9) != 0)
-		return 0;
-	struct cvm_err err = { 0 };
 	char oid[37];
-	int r = s->hsm ? cvm_hsm_authenticate(s->hsm, cvm_http_req_header(req, "Authorization"),
-					      s->base_url, oid, &err)
-		       : cvm_err_set(&err, EPERM, "Forbidden",
-				     "policies: changing attestation policies needs the key "
-				     "service (services = hsm, attest) to authorize the caller");
-	if (r == 0)
-		r = cvm_hsm_rbac_check(s->hsm, oid, CVMD_POLICY_ADMIN_ACTION, NULL, &err);
-	if (r == 0)
-		return 0;
-	cvm_log_warn("attest_policy_denied", "request_id=%s reason=\"%s\"", cvm_http_req_id(req),
-		     err.msg);
-	cvm_http_resp_error(resp, &err);
-	return 1;
+	if (!s->hsm)
+		return cvm_err_set(err, EPERM, "Forbidden",
+				   "policies: changing attestation policies needs the key "
+				   "service (services = hsm, attest) to authorize the caller");
+	int r = cvm_hsm_authenticate(s->hsm, cvm_http_req_header(req, "Authorization"),
+				     s->base_url, oid, err);
+	if (r < 0)
+		return r;
+	snprintf(principal, CVM_ATTEST_PRINCIPAL_MAX, "%s", oid);
+	return cvm_hsm_rbac_check(s->hsm, oid, CVMD_POLICY_ADMIN_ACTION, NULL, err);
 }
 
 static int attest_setup(struct cvmd_config *c, struct service *s, struct cvm_err *err)
@@ -461,8 +455,9 @@ static int attest_setup(struct cvmd_config *c, struct service *s, struct cvm_err
 	r = cvm_attest_service_new(&ac, &s->attest, err);
 	if (r < 0)
 		return r;
-	cvm_http_server_set_hooks(s->srv, policy_auth_hook, NULL, s);
-	return cvm_attest_register_routes(s->attest, s->srv, err);
+	struct cvm_attest_rest_config rc = { .authorize_policy = policy_authorize,
+					     .authorize_ctx = s, .audit = s->audit };
+	return cvm_attest_register_routes_guarded(s->attest, s->srv, &rc, &s->attest_rest, err);
 }
 #endif
 

@@ -316,6 +316,7 @@ if start_dev "$TMP/dev.json" "$TMP/cvmd.log" "${args[@]}"; then
   "$CVM" identity create user1 --secret-out "$TMP/user1.secret" >/dev/null 2>&1
   "$CVM" role assign --role "Managed HSM Crypto User" --principal user1 >/dev/null 2>&1
   cid=$("$CVM" identity list --json | jq -r '(.value // .)[] | select(.name=="user1") | .client_id')
+  uoid=$("$CVM" identity list --json | jq -r '(.value // .)[] | select(.name=="user1") | .oid')
   check "login as a Crypto User" "$CVM" login --dev-info "$TMP/dev.json" --client-id "$cid" \
     --client-secret-file "$TMP/user1.secret"
   expect_fail "policy set as a Crypto User is forbidden (exit 1, 403)" 'Forbidden' \
@@ -323,6 +324,20 @@ if start_dev "$TMP/dev.json" "$TMP/cvmd.log" "${args[@]}"; then
   check "policy get works for any caller" "$CVM" attest policy get SevSnpVm --out "$TMP/got.maa"
   check "... and returns what the administrator set" cmp -s "$TMP/good.maa" "$TMP/got.maa"
   stop_pid "$CVMD_PID"
+  # Every policy PUT, allowed or refused, left one audit record: who, which type, the outcome
+  # and the SHA-256 of the policy (never its text).
+  "$CVM" audit export --store "${args[1]}" --since 0 --out "$TMP/audit.jsonl" >/dev/null 2>&1
+  H=$(sha256sum <"$TMP/good.maa" | cut -d' ' -f1)
+  P='select(.operation=="policies/set")'
+  check "audit: the administrator's policy set (200, SevSnpVm, SHA-256 of the policy)" \
+    jq -s -e --arg h "$H" "map($P | select(.status==200 and .result==\"ok\" and .key_name==\"SevSnpVm\" and (.principal|length)==36 and (.detail|fromjson|.policy_sha256)==\$h)) | length==1" "$TMP/audit.jsonl"
+  check "audit: both PUTs without a token refused (401, no principal)" \
+    jq -s -e "map($P | select(.status==401 and .result==\"Unauthorized\" and .principal==null)) | length==2" "$TMP/audit.jsonl"
+  check "audit: the Crypto User's refusal (403) names that principal" \
+    jq -s -e --arg o "$uoid" "map($P | select(.status==403 and .result==\"Forbidden\" and .principal==\$o and .key_name==\"SevSnpVm\")) | length==1" "$TMP/audit.jsonl"
+  check "audit: no record holds the policy text" bash -c "! grep -q 'is-debuggable' '$TMP/audit.jsonl'"
+  out=$("$CVMD" --verify-audit --store "${args[1]}" 2>&1)
+  check "audit chain verifies ($out)" grep -Eq '^audit: [1-9][0-9]* records verified' <<<"$out"
 else
   not_ok "cvmd --dev starts ($(tail -3 "$TMP/cvmd.log"))"
 fi

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Attestation service: MAA-shaped requests built from real Azure evidence and from the
  * emulator, tokens checked with OpenSSL directly against the published JWKS x5c certificate,
- * and the refusals (runtime data binding, tampering, emulated evidence, policy). */
+ * and the refusals (runtime data binding, tampering, emulated evidence, policy); policy PUTs
+ * authorized and audited (every outcome one record, chain verifies). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include <opencvm/attest.h>
+#include <opencvm/audit.h>
 #include <opencvm/http.h>
 #include <opencvm/json.h>
 
@@ -537,12 +539,15 @@ static int free_port(void)
 	return ntohs(a.sin_port);
 }
 
-static json_t *call(const char *method, const char *url, const char *body, long want)
+static json_t *call_as(const char *method, const char *url, const char *body, const char *auth,
+		       long want)
 {
 	struct cvm_http_client_opts o = { .allow_plain_http_loopback = true };
 	struct cvm_http_result res = { 0 };
 	struct cvm_err err = { 0 };
-	const char *hdrs[] = { "Content-Type: application/json", NULL };
+	char ah[128];
+	snprintf(ah, sizeof(ah), "Authorization: Bearer %s", auth ? auth : "");
+	const char *hdrs[] = { "Content-Type: application/json", auth ? ah : NULL, NULL };
 	assert_int_equal(cvm_http_request(&o, method, url, hdrs, body, body ? strlen(body) : 0, &res,
 					  &err), 0);
 	if (res.status != want)
@@ -553,6 +558,11 @@ static json_t *call(const char *method, const char *url, const char *body, long 
 	cvm_http_result_free(&res);
 	assert_non_null(j);
 	return j;
+}
+
+static json_t *call(const char *method, const char *url, const char *body, long want)
+{
+	return call_as(method, url, body, NULL, want);
 }
 
 static void test_rest(void **state)
@@ -622,31 +632,239 @@ static void test_rest(void **state)
 	assert_string_equal(json_string_value(cvm_json_path(r, "error.code")), "BadParameter");
 	json_decref(r);
 
-	/* Policies: none yet (404), PUT as MAA's unsigned JWS, GET it back, bad text (400). */
+	/* Policies: none yet (404); without an authorizer and an audit log they are read-only
+	 * (test_policy_audit covers PUT). */
 	snprintf(url, sizeof(url), "%s/policies/SevSnpVm?api-version=2022-08-01", base);
 	r = call("GET", url, NULL, 404);
 	json_decref(r);
-	const char *text = "version=1.0; authorizationrules { => permit(); };";
-	_cleanup_free_ char *tb = cvm_b64url_encode(text, strlen(text));
-	_cleanup_free_ char *payload = cvm_asprintf("{\"AttestationPolicy\":\"%s\"}", tb);
-	_cleanup_free_ char *pb = cvm_b64url_encode(payload, strlen(payload));
-	_cleanup_free_ char *jws = cvm_asprintf("\"eyJhbGciOiJub25lIn0.%s.\"", pb);
-	r = call("PUT", url, jws, 200);
-	assert_int_equal(cvm_attest_service_verify_token(svc, json_string_value(json_object_get(r, "token")),
-							 &claims, &err), 0);
-	assert_string_equal(json_string_value(json_object_get(claims, "x-ms-policy-result")), "Updated");
-	json_decref(claims);
-	json_decref(r);
-	r = call("GET", url, NULL, 200);
-	assert_string_equal(json_string_value(json_object_get(r, "policy")), text);
-	json_decref(r);
-	r = call("PUT", url, "version=1.0; issuancerules { => permit(); };", 400);
-	assert_non_null(strstr(json_string_value(cvm_json_path(r, "error.message")), "policy:1:"));
+	r = call("PUT", url, "version=1.0; authorizationrules { => permit(); };", 403);
 	json_decref(r);
 	snprintf(url, sizeof(url), "%s/policies/Nope?api-version=2022-08-01", base);
 	r = call("GET", url, NULL, 400);
 	json_decref(r);
 	cvm_http_server_free(srv);
+}
+
+/* ---- PUT /policies: authorized by the caller's authorizer, every outcome audited --------- */
+
+/* The embedding daemon's authorizer stands behind this interface (cvmd: bearer token + RBAC,
+ * exercised in tests/integration/attest-cli.sh); here a fixed table of bearer values. */
+static int test_authorize(void *ctx, const struct cvm_http_req *req,
+			  char principal[CVM_ATTEST_PRINCIPAL_MAX], struct cvm_err *err)
+{
+	int *calls = ctx;
+	(*calls)++;
+	const char *a = cvm_http_req_header(req, "Authorization");
+	if (!a)
+		return cvm_err_set(err, EACCES, "Unauthorized", "Authorization: bearer token required");
+	if (strcmp(a, "Bearer admin") == 0) {
+		snprintf(principal, CVM_ATTEST_PRINCIPAL_MAX, "oid-admin");
+		return 0;
+	}
+	if (strcmp(a, "Bearer reader") == 0) {
+		snprintf(principal, CVM_ATTEST_PRINCIPAL_MAX, "oid-reader");
+		return cvm_err_set(err, EPERM, "Forbidden", "oid-reader may not change policies");
+	}
+	return cvm_err_set(err, EACCES, "Unauthorized", "Authorization: unknown token");
+}
+
+/* Every audit record as exported JSON lines (array of objects). */
+static json_t *audit_records(struct cvm_store *st)
+{
+	struct cvm_err err = { 0 };
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	assert_non_null(f);
+	int64_t n = 0;
+	assert_int_equal(cvm_audit_export(st, 0, f, &n, &err), 0);
+	fclose(f);
+	json_t *arr = json_array();
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+		json_t *j = json_loads(line, 0, NULL);
+		assert_non_null(j);
+		json_array_append_new(arr, j);
+	}
+	free(buf);
+	assert_int_equal((int64_t)json_array_size(arr), n);
+	return arr;
+}
+
+static const char *jget(json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k));
+}
+
+/* Record i: principal (NULL = none), status, result, key_name (NULL = none), and its detail
+ * holds sha_field = sha_hex (sha_hex NULL: only that the field exists) and never `secret`. */
+static void expect_record(json_t *recs, size_t i, const char *principal, int status,
+			  const char *result, const char *key_name, const char *sha_field,
+			  const char *sha_hex, const char *secret)
+{
+	json_t *r = json_array_get(recs, i);
+	assert_non_null(r);
+	assert_string_equal(jget(r, "operation"), "policies/set");
+	if (principal)
+		assert_string_equal(jget(r, "principal"), principal);
+	else
+		assert_null(jget(r, "principal"));
+	assert_int_equal(json_integer_value(json_object_get(r, "status")), status);
+	assert_string_equal(jget(r, "result"), result);
+	if (key_name)
+		assert_string_equal(jget(r, "key_name"), key_name);
+	else
+		assert_null(jget(r, "key_name"));
+	assert_non_null(jget(r, "request_id"));
+	assert_string_equal(jget(r, "source"), "127.0.0.1");
+	json_t *d = json_loads(jget(r, "detail"), 0, NULL);
+	assert_non_null(d);
+	const char *sha = jget(d, sha_field);
+	assert_non_null(sha);
+	assert_int_equal(strlen(sha), 64);
+	if (sha_hex)
+		assert_string_equal(sha, sha_hex);
+	assert_null(strstr(jget(r, "detail"), secret));
+	json_decref(d);
+}
+
+static void sha256_hex(const char *text, char out[65])
+{
+	uint8_t h[32];
+	unsigned int hl = 0;
+	assert_int_equal(EVP_Digest(text, strlen(text), h, &hl, EVP_sha256(), NULL), 1);
+	for (unsigned int i = 0; i < hl; i++)
+		snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+static void test_policy_audit(void **state)
+{
+	struct fixture *f = *state;
+	struct cvm_err err = { 0 };
+	char dir[] = "/tmp/cvm-attest-audit-XXXXXX", surl[128], base[64], url[256];
+	assert_non_null(mkdtemp(dir));
+	snprintf(surl, sizeof(surl), "sqlite:%s/audit.db", dir);
+	struct cvm_store *st = NULL;
+	struct cvm_audit *audit = NULL;
+	assert_int_equal(cvm_store_open(surl, &st, &err), 0);
+	assert_int_equal(cvm_audit_open(st, &audit, &err), 0);
+
+	int port = free_port();
+	char listen[64];
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+	struct cvm_attest_service_config cfg = { .issuer = base, .roots = f->roots };
+	_cleanup_(cvm_key_freep) struct cvm_key *k = NULL;
+	assert_int_equal(cvm_key_generate_rsa(2048, 0, &k, &err), 0);
+	cfg.signing_key = k;
+	_cleanup_(cvm_attest_service_freep) struct cvm_attest_service *svc = NULL;
+	assert_int_equal(cvm_attest_service_new(&cfg, &svc, &err), 0);
+	struct cvm_http_config hc = { .listen = listen, .threads = 2 };
+	struct cvm_http_server *srv = NULL;
+	assert_int_equal(cvm_http_server_new(&hc, &srv, &err), 0);
+	int calls = 0;
+	struct cvm_attest_rest *rest = NULL;
+	struct cvm_attest_rest_config bad = { .authorize_policy = test_authorize };
+	assert_int_equal(cvm_attest_register_routes_guarded(svc, srv, &bad, &rest, &err), -EINVAL);
+	struct cvm_attest_rest_config rc = { .authorize_policy = test_authorize,
+					     .authorize_ctx = &calls, .audit = audit };
+	assert_int_equal(cvm_attest_register_routes_guarded(svc, srv, &rc, &rest, &err), 0);
+	assert_int_equal(cvm_http_server_start(srv, &err), 0);
+
+	const char *text = "version=1.0; authorizationrules { => permit(); };";
+	const char *text2 = "version=1.0; authorizationrules { => deny(); };";
+	char h1[65], h2[65], hbad[65];
+	sha256_hex(text, h1);
+	sha256_hex(text2, h2);
+	_cleanup_free_ char *tb = cvm_b64url_encode(text, strlen(text));
+	_cleanup_free_ char *payload = cvm_asprintf("{\"AttestationPolicy\":\"%s\"}", tb);
+	_cleanup_free_ char *pb = cvm_b64url_encode(payload, strlen(payload));
+	_cleanup_free_ char *jws = cvm_asprintf("\"eyJhbGciOiJub25lIn0.%s.\"", pb);
+	const char *badtext = "version=1.0; issuancerules { => permit(); };";
+	sha256_hex(badtext, hbad);
+	snprintf(url, sizeof(url), "%s/policies/SevSnpVm?api-version=2022-08-01", base);
+
+	/* 0: no token (401), 1: identified but not allowed (403): nothing changes */
+	json_decref(call_as("PUT", url, text, NULL, 401));
+	json_decref(call_as("PUT", url, text, "reader", 403));
+	json_decref(call("GET", url, NULL, 404));
+	/* 2: the administrator sets it as MAA's unsigned JWS; the record has the text's hash */
+	json_t *r = call_as("PUT", url, jws, "admin", 200);
+	json_t *claims = NULL;
+	assert_int_equal(cvm_attest_service_verify_token(
+				 svc, json_string_value(json_object_get(r, "token")), &claims, &err),
+			 0);
+	assert_string_equal(json_string_value(json_object_get(claims, "x-ms-policy-result")),
+			    "Updated");
+	json_decref(claims);
+	json_decref(r);
+	r = call("GET", url, NULL, 200);
+	assert_string_equal(json_string_value(json_object_get(r, "policy")), text);
+	json_decref(r);
+	/* 3: a policy that does not parse (400, named line:column); 4: an unknown type;
+	 * 5: a bad api-version. The policy stays. */
+	r = call_as("PUT", url, badtext, "admin", 400);
+	assert_non_null(strstr(json_string_value(cvm_json_path(r, "error.message")), "policy:1:"));
+	json_decref(r);
+	char nope[256];
+	snprintf(nope, sizeof(nope), "%s/policies/Nope?api-version=2022-08-01", base);
+	json_decref(call_as("PUT", nope, text2, "admin", 400));
+	char oldv[256];
+	snprintf(oldv, sizeof(oldv), "%s/policies/TdxVm?api-version=1999-01-01", base);
+	json_decref(call_as("PUT", oldv, text2, "admin", 400));
+	/* 6: the other types take policies too, spelled as the router allows */
+	char tdx[256];
+	snprintf(tdx, sizeof(tdx), "%s/POLICIES/TdxVm/?api-version=2022-08-01", base);
+	json_decref(call_as("PUT", tdx, text2, "admin", 200));
+	r = call("GET", url, NULL, 200);
+	assert_string_equal(json_string_value(json_object_get(r, "policy")), text);
+	json_decref(r);
+	assert_int_equal(calls, 7);
+
+	json_t *recs = audit_records(st);
+	assert_int_equal(json_array_size(recs), 7);
+	expect_record(recs, 0, NULL, 401, "Unauthorized", "SevSnpVm", "body_sha256", h1, "authoriz");
+	expect_record(recs, 1, "oid-reader", 403, "Forbidden", "SevSnpVm", "body_sha256", h1,
+		      "authoriz");
+	expect_record(recs, 2, "oid-admin", 200, "ok", "SevSnpVm", "policy_sha256", h1,
+		      "authoriz");
+	expect_record(recs, 3, "oid-admin", 400, "BadParameter", "SevSnpVm", "policy_sha256",
+		      hbad, "issuance");
+	expect_record(recs, 4, "oid-admin", 400, "BadParameter", NULL, "body_sha256", h2,
+		      "authoriz");
+	expect_record(recs, 5, "oid-admin", 400, "BadParameter", "TdxVm", "body_sha256", h2,
+		      "authoriz");
+	expect_record(recs, 6, "oid-admin", 200, "ok", "TdxVm", "policy_sha256", h2, "authoriz");
+	/* the records of refusals name the type the caller asked for */
+	json_t *d = json_loads(jget(json_array_get(recs, 4), "detail"), 0, NULL);
+	assert_string_equal(jget(d, "attestation_type"), "Nope");
+	json_decref(d);
+	json_decref(recs);
+	int64_t n = 0, bad_seq = -1;
+	assert_int_equal(cvm_audit_verify(st, &n, &bad_seq, &err), 0);
+	assert_int_equal(n, 7);
+	assert_int_equal(bad_seq, 0);
+
+	/* When the record cannot be written, the change does not happen (500). */
+	struct cvm_store *other = NULL;
+	struct cvm_tx *tx = NULL;
+	assert_int_equal(cvm_store_open(surl, &other, &err), 0);
+	assert_int_equal(cvm_tx_begin(other, CVM_TX_WRITE, &tx, &err), 0);
+	assert_int_equal(cvm_tx_exec(tx, "DROP TABLE cvm_audit", NULL, 0, NULL, &err), 0);
+	assert_int_equal(cvm_tx_commit(tx, &err), 0);
+	cvm_store_close(other);
+	r = call_as("PUT", url, text2, "admin", 500);
+	assert_string_equal(json_string_value(cvm_json_path(r, "error.code")), "InternalError");
+	json_decref(r);
+	r = call("GET", url, NULL, 200);
+	assert_string_equal(json_string_value(json_object_get(r, "policy")), text);
+	json_decref(r);
+
+	cvm_http_server_free(srv);
+	cvm_attest_rest_free(rest);
+	cvm_audit_close(audit);
+	cvm_store_close(st);
+	_cleanup_free_ char *rm = cvm_asprintf("rm -rf '%s'", dir);
+	assert_int_equal(system(rm), 0);
 }
 
 int main(void)
@@ -658,6 +876,7 @@ int main(void)
 		cmocka_unit_test(test_discovery_and_persistence),
 		cmocka_unit_test(test_tdx_token),
 		cmocka_unit_test(test_rest),
+		cmocka_unit_test(test_policy_audit),
 	};
 	evidence_dir();
 	return cmocka_run_group_tests(tests, setup, teardown);
