@@ -30,6 +30,7 @@
 #include <opencvm/store.h>
 #include <opencvm/util.h>
 
+#include <jansson.h>
 #include <stdio.h>
 
 struct cvm_audit;
@@ -95,3 +96,7 @@ CVM_EXPORT int cvm_audit_verify(struct cvm_store *s, int64_t *records, int64_t *
  * lines written. */
 CVM_EXPORT int cvm_audit_export(struct cvm_store *s, int64_t since_ms, FILE *out, int64_t *count,
 				struct cvm_err *err);
+/* The newest max (1..10000) records whose key_name and operation match exactly, newest first,
+ * as a JSON array of export-format objects (*records owned by the caller). */
+CVM_EXPORT int cvm_audit_recent(struct cvm_store *s, const char *key_name, const char *operation,
+				size_t max, json_t **records, struct cvm_err *err);

@@ -523,7 +523,8 @@ static json_t *hex_json(const uint8_t *b, size_t len)
 	return h ? json_string(h) : json_null();
 }
 
-static int export_row(const struct cvm_rows *r, size_t i, FILE *out, struct cvm_err *err)
+/* One record as the JSON object of the export format. NULL: out of memory. */
+static json_t *row_json(const struct cvm_rows *r, size_t i)
 {
 	struct cvm_audit_event ev;
 	row_event(r, i, &ev);
@@ -532,13 +533,48 @@ static int export_row(const struct cvm_rows *r, size_t i, FILE *out, struct cvm_
 	size_t plen, hlen;
 	const uint8_t *prev = cvm_rows_blob(r, i, 11, &plen);
 	const uint8_t *hash = cvm_rows_blob(r, i, 12, &hlen);
-	json_t *o = json_pack("{sI sI ss ss? ss? ss? ss? si ss? ss? ss? ss? so so}",
-			      "seq", (json_int_t)cvm_rows_int(r, i, 0), "time_ms",
-			      (json_int_t)ev.time_ms, "time", iso, "principal", ev.principal,
-			      "operation", ev.operation, "key_name", ev.key_name, "key_version",
-			      ev.key_version, "status", ev.status, "result", ev.result,
-			      "request_id", ev.request_id, "source", ev.source, "detail", ev.detail,
-			      "prev_hash", hex_json(prev, plen), "hash", hex_json(hash, hlen));
+	return json_pack("{sI sI ss ss? ss? ss? ss? si ss? ss? ss? ss? so so}",
+			 "seq", (json_int_t)cvm_rows_int(r, i, 0), "time_ms",
+			 (json_int_t)ev.time_ms, "time", iso, "principal", ev.principal,
+			 "operation", ev.operation, "key_name", ev.key_name, "key_version",
+			 ev.key_version, "status", ev.status, "result", ev.result,
+			 "request_id", ev.request_id, "source", ev.source, "detail", ev.detail,
+			 "prev_hash", hex_json(prev, plen), "hash", hex_json(hash, hlen));
+}
+
+int cvm_audit_recent(struct cvm_store *s, const char *key_name, const char *operation,
+		     size_t max, json_t **records, struct cvm_err *err)
+{
+	*records = NULL;
+	if (!s || !key_name || !operation || !max || max > 10000)
+		return cvm_err_badparam(err, "audit recent: expected a store, a name, an operation "
+					     "and 1..10000 records");
+	_cleanup_tx_ struct cvm_tx *tx = NULL;
+	_cleanup_rows_ struct cvm_rows *rows = NULL;
+	struct cvm_val v[] = { CVM_VAL_S(key_name), CVM_VAL_S(operation),
+			       CVM_VAL_I((int64_t)max) };
+	int r = cvm_tx_begin(s, CVM_TX_READ, &tx, err);
+	if (r == 0)
+		r = cvm_tx_query(tx, "SELECT " RECORD_COLUMNS " FROM cvm_audit WHERE key_name = ? "
+				     "AND operation = ? ORDER BY seq DESC LIMIT ?",
+				 v, CVM_ARRAY_SIZE(v), &rows, err);
+	if (r < 0)
+		return cvm_err_prefix(err, "audit recent");
+	json_t *a = json_array();
+	for (size_t i = 0; a && i < cvm_rows_count(rows); i++) {
+		json_t *o = row_json(rows, i);
+		if (!o || json_array_append_new(a, o) < 0) {
+			json_decref(a);
+			a = NULL;
+		}
+	}
+	*records = a;
+	return a ? 0 : cvm_err_nomem(err);
+}
+
+static int export_row(const struct cvm_rows *r, size_t i, FILE *out, struct cvm_err *err)
+{
+	json_t *o = row_json(r, i);
 	if (!o)
 		return cvm_err_nomem(err);
 	int r2 = json_dumpf(o, out, JSON_COMPACT | JSON_PRESERVE_ORDER);

@@ -528,6 +528,31 @@ static void test_export(void **state)
 	cvm_store_close(s);
 }
 
+/* Newest first, only the named key and operation, at most max. */
+static void test_recent(void **state)
+{
+	struct cvm_store *s = make_log(*state, "recent", 10);
+	struct cvm_err err = { 0 };
+	json_t *rec = NULL;
+	/* keys/release is operation i % 3 == 1: records 1, 4, 7, 10 */
+	assert_int_equal(cvm_audit_recent(s, "disk-key", "keys/release", 3, &rec, &err), 0);
+	assert_int_equal(json_array_size(rec), 3);
+	static const int want[] = { 10, 7, 4 };
+	for (size_t i = 0; i < 3; i++) {
+		json_t *o = json_array_get(rec, i);
+		assert_int_equal(json_integer_value(json_object_get(o, "seq")), want[i]);
+		assert_string_equal(json_string_value(json_object_get(o, "operation")),
+				    "keys/release");
+	}
+	json_decref(rec);
+	assert_int_equal(cvm_audit_recent(s, "other-key", "keys/release", 3, &rec, &err), 0);
+	assert_int_equal(json_array_size(rec), 0);
+	json_decref(rec);
+	assert_int_equal(cvm_audit_recent(s, "disk-key", "keys/release", 0, &rec, &err), -EINVAL);
+	assert_null(rec);
+	cvm_store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -540,6 +565,7 @@ int main(void)
 		cmocka_unit_test(test_forked_processes_one_chain),
 		cmocka_unit_test(test_verify_detects_tampering),
 		cmocka_unit_test(test_export),
+		cmocka_unit_test(test_recent),
 	};
 	return testdb_run("audit", tests, CVM_ARRAY_SIZE(tests));
 }
