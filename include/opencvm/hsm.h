@@ -417,7 +417,8 @@ CVM_EXPORT int cvm_hsm_auth_configure(struct cvm_hsm *h, const struct cvm_hsm_au
  * equal the token's "nonce" claim, x-ms-runtime.client-payload.nonce or x-ms-runtime.nonce
  * (strings; numbers compare by decimal form) (-EPERM); replay: a token (identified by the
  * SHA-256 of its signed part, so re-encoded signatures count as the same token) releases once
- * per process within its lifetime (-EPERM); wrapping key: the RSA JWK in x-ms-runtime.keys with
+ * within its lifetime across every process sharing the store (table hsm_release_replay, rows
+ * dropped after exp) (-EPERM); wrapping key: the RSA JWK in x-ms-runtime.keys with
  * kid "TpmEphemeralEncryptionKey", else the first RSA key whose key_ops (string or array)
  * allow encrypt or are absent, >= 2048 bits (-EINVAL naming the field).
  * *out = {"value": JWS RS256 compact} signed by the release-signing key (sealed in the store;

@@ -27,15 +27,6 @@ struct hsm_token_slot {
 	char iss[224];
 };
 
-/* Release replay cache: SHA-256 of the target token's signed part, until its exp. Buckets of
- * HSM_REPLAY_WAYS; a bucket full of live entries refuses new releases rather than forget one. */
-#define HSM_REPLAY_BUCKETS 8192
-#define HSM_REPLAY_WAYS 8
-struct hsm_replay_slot {
-	uint8_t hash[32];
-	int64_t exp;      /* 0 = empty */
-};
-
 struct hsm_jwks_issuer;   /* jwks.c */
 
 struct cvm_hsm_auth {
@@ -66,9 +57,6 @@ struct cvm_hsm_auth {
 	pthread_mutex_t jwks_lock;
 	struct hsm_jwks_issuer *jwks;  /* list */
 	size_t jwks_count;
-
-	pthread_mutex_t replay_lock;
-	struct hsm_replay_slot *replay; /* HSM_REPLAY_BUCKETS * HSM_REPLAY_WAYS */
 };
 
 /* The auth state, created (schema ensured) on first use. */

@@ -33,6 +33,11 @@ static const char *const auth_ddl[] = {
 	"CREATE TABLE IF NOT EXISTS hsm_service_keys (name TEXT PRIMARY KEY, sealed BLOB NOT NULL, "
 	"cert BLOB, created INTEGER NOT NULL)",
 	"INSERT INTO hsm_auth_meta (k, s, i) VALUES ('rbac_gen', NULL, 0) ON CONFLICT DO NOTHING",
+	/* v2: tokens used for a release (hex SHA-256 of the signed part) until their exp; shared
+	 * by every cvmd on the store (release.c) */
+	"CREATE TABLE IF NOT EXISTS hsm_release_replay (hash TEXT PRIMARY KEY, exp INTEGER NOT "
+	"NULL)",
+	"CREATE INDEX IF NOT EXISTS hsm_release_replay_by_exp ON hsm_release_replay (exp)",
 };
 
 /* ---- auth state ------------------------------------------------------------------------- */
@@ -55,12 +60,10 @@ static void auth_free(struct cvm_hsm_auth *a)
 	if (a->rbac_custom)
 		json_decref(a->rbac_custom);
 	hsm_jwks_free_all(a);
-	free(a->replay);
 	pthread_mutex_destroy(&a->lock);
 	pthread_mutex_destroy(&a->tok_lock);
 	pthread_mutex_destroy(&a->rbac_lock);
 	pthread_mutex_destroy(&a->jwks_lock);
-	pthread_mutex_destroy(&a->replay_lock);
 	free(a);
 }
 
@@ -71,7 +74,7 @@ int hsm_auth(struct cvm_hsm *h, struct cvm_hsm_auth **out, struct cvm_err *err)
 		*out = a;
 		return 0;
 	}
-	int r = cvm_store_ensure_schema(h->store, "hsm_auth", 1, auth_ddl,
+	int r = cvm_store_ensure_schema(h->store, "hsm_auth", 2, auth_ddl,
 					CVM_ARRAY_SIZE(auth_ddl), err);
 	if (r < 0)
 		return r;
@@ -79,10 +82,7 @@ int hsm_auth(struct cvm_hsm *h, struct cvm_hsm_auth **out, struct cvm_err *err)
 	if (!a)
 		return cvm_err_nomem(err);
 	a->tok = calloc(HSM_TOKEN_CACHE_SLOTS, sizeof(*a->tok));
-	a->replay = calloc((size_t)HSM_REPLAY_BUCKETS * HSM_REPLAY_WAYS, sizeof(*a->replay));
-	if (!a->tok || !a->replay) {
-		free(a->tok);
-		free(a->replay);
+	if (!a->tok) {
 		free(a);
 		return cvm_err_nomem(err);
 	}
@@ -90,7 +90,6 @@ int hsm_auth(struct cvm_hsm *h, struct cvm_hsm_auth **out, struct cvm_err *err)
 	pthread_mutex_init(&a->tok_lock, NULL);
 	pthread_mutex_init(&a->rbac_lock, NULL);
 	pthread_mutex_init(&a->jwks_lock, NULL);
-	pthread_mutex_init(&a->replay_lock, NULL);
 	a->jwks_ttl_s = 3600;
 	a->http_timeout_ms = 10000;
 

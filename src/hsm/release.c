@@ -16,36 +16,42 @@ static const char *const encs[] = { "CKM_RSA_AES_KEY_WRAP", "RSA_AES_KEY_WRAP_25
 
 /* ---- replay ----------------------------------------------------------------------------- */
 
-/* Records the token; -EPERM when it was already used and is still alive. */
-static int replay_check(struct cvm_hsm_auth *a, const uint8_t hash[32], int64_t exp,
-			int64_t now, struct cvm_err *err)
+/* A token releases once across every cvmd sharing the store (HA nodes, restarts): its hash is
+ * inserted into hsm_release_replay in a write transaction of its own before the key is
+ * wrapped, and a row already there refuses it. Rows live until exp + LEEWAY (the token is
+ * accepted that long) and each release deletes the expired ones, so the table holds only live
+ * tokens. */
+struct replay_row {
+	char hex[65];
+	int64_t exp, now;
+};
+
+static int replay_tx(struct cvm_tx *tx, void *ctx, struct cvm_err *err)
 {
-	size_t b = ((size_t)hash[0] | (size_t)hash[1] << 8 | (size_t)hash[2] << 16) %
-		   HSM_REPLAY_BUCKETS;
-	struct hsm_replay_slot *s = &a->replay[b * HSM_REPLAY_WAYS];
-	struct hsm_replay_slot *free_slot = NULL;
-	int r = 0;
-	pthread_mutex_lock(&a->replay_lock);
-	for (size_t i = 0; i < HSM_REPLAY_WAYS; i++) {
-		if (s[i].exp > now - LEEWAY && memcmp(s[i].hash, hash, 32) == 0) {
-			r = cvm_err_set(err, EPERM, "Forbidden",
-					"target: this attestation token was already used for a "
-					"release; request a fresh token");
-			break;
-		}
-		/* Entries stay until exp + leeway: the token is accepted that long. */
-		if (!free_slot && s[i].exp <= now - LEEWAY)
-			free_slot = &s[i];
-	}
-	if (r == 0 && !free_slot)
-		r = cvm_err_set(err, EBUSY, "Throttled",
-				"too many releases with live tokens; retry later");
-	if (r == 0) {
-		memcpy(free_slot->hash, hash, 32);
-		free_slot->exp = exp;
-	}
-	pthread_mutex_unlock(&a->replay_lock);
+	const struct replay_row *row = ctx;
+	struct cvm_val del[] = { CVM_VAL_I(row->now - LEEWAY) };
+	struct cvm_val ins[] = { CVM_VAL_S(row->hex), CVM_VAL_I(row->exp) };
+	int64_t added = 0;
+	int r = cvm_tx_exec(tx, "DELETE FROM hsm_release_replay WHERE exp < ?", del, 1, NULL, err);
+	if (r == 0)
+		r = cvm_tx_exec(tx, "INSERT INTO hsm_release_replay (hash, exp) VALUES (?, ?) "
+				    "ON CONFLICT (hash) DO NOTHING",
+				ins, 2, &added, err);
+	if (r == 0 && added != 1)
+		r = cvm_err_set(err, EPERM, "Forbidden",
+				"target: this attestation token was already used for a release; "
+				"request a fresh token");
 	return r;
+}
+
+/* Records the token; -EPERM when it was already used and is still alive. */
+static int replay_check(struct cvm_hsm *h, const uint8_t hash[32], int64_t exp, int64_t now,
+			struct cvm_err *err)
+{
+	struct replay_row row = { .exp = exp, .now = now };
+	for (size_t i = 0; i < 32; i++)
+		snprintf(row.hex + 2 * i, 3, "%02x", hash[i]);
+	return cvm_store_transact(h->store, CVM_TX_WRITE, replay_tx, &row, err);
 }
 
 /* ---- pieces ----------------------------------------------------------------------------- */
@@ -363,7 +369,7 @@ int cvm_hsm_key_release(struct cvm_hsm *h, const struct cvm_hsm_caller *c, const
 
 	uint8_t th[32];
 	SHA256((const uint8_t *)t.jws->signing_input, t.jws->signing_input_len, th);
-	if ((r = replay_check(a, th, json_integer_value(json_object_get(t.claims, "exp")), now,
+	if ((r = replay_check(h, th, json_integer_value(json_object_get(t.claims, "exp")), now,
 			      err)) < 0)
 		return r;
 

@@ -11,14 +11,20 @@ struct fx {
 	json_t *tee_jwk;          /* its public JWK as the token carries it */
 };
 
-static void fx_open(struct fx *f, void **state, const char *name)
+/* authority + TEE key around an open f->t */
+static void fx_init(struct fx *f)
 {
-	kt_open(&f->t, state, name, 7, false);
 	authority_start(&f->a);
 	ASSERT_OK(cvm_key_generate_rsa(2048, 0, &f->tee, err));
 	ASSERT_OK(cvm_key_to_jwk(f->tee, false, &f->tee_jwk, err));
 	json_object_set_new(f->tee_jwk, "kid", json_string("TpmEphemeralEncryptionKey"));
 	json_object_set_new(f->tee_jwk, "key_ops", json_pack("[s]", "encrypt"));
+}
+
+static void fx_open(struct fx *f, void **state, const char *name)
+{
+	kt_open(&f->t, state, name, 7, false);
+	fx_init(f);
 }
 
 static void fx_close(struct fx *f)
@@ -480,6 +486,102 @@ static void test_release_disabled_key(void **state)
 	fx_close(&f);
 }
 
+/* One store, two cvmd-like handles (HA nodes, or before and after a restart): a token released
+ * by one is refused by the other; the replay table keeps only live tokens. */
+static int replay_rows(struct cvm_store *s, const char *where)
+{
+	struct cvm_tx *tx = NULL;
+	struct cvm_rows *rows = NULL;
+	char sql[160];
+	snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM hsm_release_replay%s%s",
+		 where ? " WHERE " : "", where ? where : "");
+	ASSERT_OK(cvm_tx_begin(s, CVM_TX_READ, &tx, err));
+	ASSERT_OK(cvm_tx_query(tx, sql, NULL, 0, &rows, err));
+	int n = (int)cvm_rows_int(rows, 0, 0);
+	cvm_rows_free(rows);
+	cvm_tx_rollback(tx);
+	return n;
+}
+
+static struct cvm_hsm *node_open(struct cvm_store *s)
+{
+	struct cvm_hsm *h = kt_hsm(s, 7, false);
+	struct cvm_secret *k = test_domain_key(0x11);
+	if (cvm_hsm_domain_exists(h))
+		ASSERT_OK(cvm_hsm_domain_unlock(h, k, err));
+	else
+		ASSERT_OK(cvm_hsm_domain_create_with_key(h, k, err));
+	cvm_secret_free(k);
+	return h;
+}
+
+static int release_on(struct cvm_hsm *h, const char *tok, json_t **out, struct cvm_err *err)
+{
+	json_t *body = json_pack("{s:s}", "target", tok);
+	int r = cvm_hsm_key_release(h, &caller, "cmk", NULL, "7.4", body, out, err);
+	json_decref(body);
+	return r;
+}
+
+static void test_release_replay_across_nodes(void **state)
+{
+	struct testdb *db = *state;
+	char url[1024];
+	testdb_url(db, "relha", NULL, url, sizeof(url));
+	struct fx f;
+	memset(&f, 0, sizeof(f));
+	f.t.db = db;
+	ASSERT_OK(cvm_store_open(url, &f.t.store, err));
+	f.t.h = node_open(f.t.store);
+	fx_init(&f);
+	struct cvm_store *s2 = NULL;
+	ASSERT_OK(cvm_store_open(url, &s2, err));
+	struct cvm_hsm *h2 = node_open(s2);
+
+	json_t *kb = create_key(&f, "cmk", "\"kty\":\"RSA-HSM\",\"key_size\":2048", f.a.url, true);
+	char *t1 = authority_token(&f.a, cvm_claims(&f, f.a.url, cvm_now() + 300, "t1"));
+	char *t2 = authority_token(&f.a, cvm_claims(&f, f.a.url, cvm_now() + 300, "t2"));
+	json_t *resp = NULL;
+	/* node 1 releases with t1; node 2 refuses t1, releases with t2, which node 1 refuses */
+	ASSERT_OK(release_on(f.t.h, t1, &resp, err));
+	json_decref(resp);
+	ASSERT_ERR(release_on(h2, t1, &resp, err), EPERM, "Forbidden", "already used");
+	ASSERT_OK(release_on(h2, t2, &resp, err));
+	json_decref(resp);
+	ASSERT_ERR(release_on(f.t.h, t2, &resp, err), EPERM, "Forbidden", "already used");
+	assert_int_equal(replay_rows(s2, NULL), 2);
+
+	/* a restart of node 1 (new handle on the same store) still refuses both */
+	cvm_hsm_free(f.t.h);
+	cvm_store_close(f.t.store);
+	ASSERT_OK(cvm_store_open(url, &f.t.store, err));
+	f.t.h = node_open(f.t.store);
+	ASSERT_ERR(release_on(f.t.h, t1, &resp, err), EPERM, "Forbidden", "already used");
+	ASSERT_ERR(release_on(f.t.h, t2, &resp, err), EPERM, "Forbidden", "already used");
+
+	/* bounded: rows of expired tokens go with the next release; live ones stay */
+	struct cvm_tx *tx = NULL;
+	struct cvm_val v[] = { CVM_VAL_S("00"), CVM_VAL_I(cvm_now() - 3600) };
+	ASSERT_OK(cvm_tx_begin(s2, CVM_TX_WRITE, &tx, err));
+	ASSERT_OK(cvm_tx_exec(tx, "INSERT INTO hsm_release_replay (hash, exp) VALUES (?, ?)", v, 2,
+			      NULL, err));
+	ASSERT_OK(cvm_tx_commit(tx, err));
+	assert_int_equal(replay_rows(s2, NULL), 3);
+	char *t3 = authority_token(&f.a, cvm_claims(&f, f.a.url, cvm_now() + 300, "t3"));
+	ASSERT_OK(release_on(h2, t3, &resp, err));
+	json_decref(resp);
+	assert_int_equal(replay_rows(s2, "hash = '00'"), 0);
+	assert_int_equal(replay_rows(s2, NULL), 3);
+
+	free(t1);
+	free(t2);
+	free(t3);
+	json_decref(kb);
+	cvm_hsm_free(h2);
+	cvm_store_close(s2);
+	fx_close(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -488,6 +590,7 @@ int main(void)
 		cmocka_unit_test(test_release_refusals),
 		cmocka_unit_test(test_release_disabled_key),
 		cmocka_unit_test(test_release_emulated_token),
+		cmocka_unit_test(test_release_replay_across_nodes),
 	};
 	return testdb_run("hsm-release", tests, CVM_ARRAY_SIZE(tests));
 }
