@@ -3,6 +3,7 @@
 # HA: two cvmd processes on one PostgreSQL database (same domain key file) serve the same keys,
 # tokens and role assignments. Needs CVM_TEST_POSTGRES; skipped (77) without it.
 source "$(dirname "$0")/lib-cvmd.sh"
+CVM=$BUILD/cvm
 if [[ -z ${CVM_TEST_POSTGRES:-} || ${CVM_TEST_STORE:-postgres} != postgres ]]; then
   echo "CVM_TEST_POSTGRES not set: skipping the HA test"
   rm -rf "$TMP"
@@ -11,18 +12,20 @@ fi
 trap finish EXIT
 fresh_store || { not_ok "create PostgreSQL database"; exit 1; }
 
-start_node() { # N -> sets BASE_N, CA_N
-  local n=$1 port
+start_node() { # N SERVICES [CONFIG LINE]... -> sets BASE_N, CA_N
+  local n=$1 services=$2 port ca
+  shift 2
   port=$(free_port)
   mkdir -p "$TMP/n$n"
   cat >"$TMP/n$n/cvmd.conf" <<CONF
 listen = 127.0.0.1:$port
 state_dir = $TMP/n$n/state
 store = $STORE_URL
-services = hsm
+services = $services
 domain_key_file = $TMP/domain.key
 admin_credentials_file = $TMP/admin.json
 CONF
+  printf '%s\n' "$@" >>"$TMP/n$n/cvmd.conf"
   "$CVMD" --config "$TMP/n$n/cvmd.conf" >"$TMP/n$n/log" 2>&1 &
   CVMD_PIDS+=($!)
   local i
@@ -32,10 +35,18 @@ CONF
     sleep 0.1
   done
   grep -q cvmd_started "$TMP/n$n/log" || { cat "$TMP/n$n/log"; return 1; }
-  eval "BASE_$n=https://127.0.0.1:$port CA_$n=$TMP/n$n/state/tls-cert.pem"
+  ca=$(sed -n 's/^tls_cert = //p' "$TMP/n$n/cvmd.conf")
+  eval "BASE_$n=https://127.0.0.1:$port CA_$n=${ca:-$TMP/n$n/state/tls-cert.pem}"
 }
-check "node 1 starts (creates the domain)" start_node 1
-check "node 2 starts on the same database (unlocks the domain)" start_node 2
+# Node 1 also runs the attestation service (trusting a TEE emulator, for Secure Key Release
+# below); node 2 serves node 1's TLS certificate, so it trusts node 1 as the token authority.
+EMU=$TMP/emu
+"$CVM" tee-emu init "$EMU" >"$TMP/emu.out" 2>&1
+FP=$(sed -n 's/^ark_sha256 \([0-9a-f]\{64\}\)$/\1/p' "$TMP/emu.out")
+check "node 1 starts (creates the domain)" start_node 1 "hsm, attest" \
+  "attest_emulator_root = $EMU" "attest_emulator_fingerprint = $FP"
+check "node 2 starts on the same database (unlocks the domain)" start_node 2 hsm \
+  "tls_cert = $TMP/n1/state/tls-cert.pem" "tls_key = $TMP/n1/state/tls-key.pem"
 check "node 2 did not create a second administrator" bash -c "! grep -q bootstrap_admin_created '$TMP/n2/log'"
 TENANT=$(tenant_of "$BASE_1" "$CA_1")
 check "both nodes share the tenant" [ "$TENANT" = "$(tenant_of "$BASE_2" "$CA_2")" ]
@@ -92,6 +103,47 @@ v_new=$(jq -r .key.kid "$TMP/resp.json" | sed 's#.*/##')
 check "kid names the service name, version is 32 hex" grep -Eq "^https://$VIP/keys/ha-2/[0-9a-f]{32}\$" <(jq -r .key.kid "$TMP/resp.json")
 api 2 GET /keys/ha-2 "$T2" >/dev/null
 check "latest version agrees across nodes" [ "$(jq -r .key.kid "$TMP/resp.json" | sed 's#.*/##')" = "$v_new" ]
+
+# Secure Key Release: a token released by one node is refused by the other (the replay table
+# is in the shared store), in both directions; each node releases a fresh token.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/tee.pem" 2>/dev/null
+attest_token() { # NONCE -> a token from node 1 for emulated SEV-SNP evidence binding tee.pem
+  python3 - "$CVM" "$EMU" "$TMP/tee.pem" "$1" "$TMP/attest.json" <<'PY' || return 1
+import base64, hashlib, json, subprocess, sys
+cvm, emu, tee, nonce, out = sys.argv[1:]
+b64 = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")
+mod = subprocess.run(["openssl", "rsa", "-in", tee, "-noout", "-modulus"], check=True,
+                     capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+jwk = {"kty": "RSA", "n": b64(bytes.fromhex(mod)), "e": "AQAB",
+       "kid": "TpmEphemeralEncryptionKey", "key_ops": ["encrypt"]}
+rt = json.dumps({"keys": [jwk], "nonce": nonce}, separators=(",", ":")).encode()
+subprocess.run([cvm, "tee-emu", "report", emu, "--report-data", hashlib.sha256(rt).hexdigest(),
+                "--measurement", "5a" * 48, "--policy", "30000", "--out", out + ".bin"],
+               check=True, capture_output=True)
+chain = b"".join(open(f"{emu}/{f}", "rb").read() for f in ("vcek.pem", "ask.pem", "ark.pem"))
+ev = json.dumps({"SnpReport": b64(open(out + ".bin", "rb").read()), "VcekCertChain": b64(chain)})
+json.dump({"report": b64(ev.encode()), "runtimeData": {"data": b64(rt), "dataType": "JSON"}},
+          open(out, "w"))
+PY
+  curl -s --cacert "$CA_1" -H 'content-type: application/json' --data @"$TMP/attest.json" \
+    "$BASE_1/attest/SevSnpVm?api-version=2022-08-01" | jq -r .token
+}
+R1=$(attest_token r1); R2=$(attest_token r2)
+check "node 1 attests emulated SEV-SNP evidence (two tokens)" \
+  bash -c "[[ '$R1' == ey* && '$R2' == ey* && '$R1' != '$R2' ]]"
+ISS=$(cut -d. -f2 <<<"$R1" | basenc --base64url -d 2>/dev/null | jq -r .iss)
+POLICY=$(jq -cn --arg a "$ISS" '{version: "1.0.0", anyOf: [{authority: $a, allOf: [
+  {claim: "x-ms-attestation-type", equals: "sevsnpvm"}, {claim: "x-opencvm-emulated", equals: true}]}]}' |
+  basenc --base64url | tr -d '=\n')
+check "exportable key with a release policy naming node 1's attestation service" \
+  [ "$(api 1 POST /keys/ha-skr/create "$T2" "{\"kty\":\"RSA-HSM\",\"key_size\":2048,\"attributes\":{\"exportable\":true},\"release_policy\":{\"data\":\"$POLICY\"}}")" = 200 ]
+check "node 1 releases the key for token 1" [ "$(api 1 POST /keys/ha-skr/release "$T2" "{\"target\":\"$R1\"}")" = 200 ]
+check "... a JWS" grep -q '^ey' <(jq -r .value "$TMP/resp.json")
+check "node 2 refuses token 1 (replay, 403)" [ "$(api 2 POST /keys/ha-skr/release "$T2" "{\"target\":\"$R1\"}")" = 403 ]
+check "... naming the reuse" grep -q 'already used' <(jq -r .error.message "$TMP/resp.json")
+check "node 2 releases the key for token 2" [ "$(api 2 POST /keys/ha-skr/release "$T2" "{\"target\":\"$R2\"}")" = 200 ]
+check "node 1 refuses token 2 (replay, 403)" [ "$(api 1 POST /keys/ha-skr/release "$T2" "{\"target\":\"$R2\"}")" = 403 ]
+
 check "node 2 serves the principal before the role removal" [ "$(api 2 GET /keys/ha-3 "$T2")" = 200 ]
 check "role removed on node 1" [ "$(api 1 DELETE "/providers/Microsoft.Authorization/roleAssignments/$RA" "$ADMIN")" = 200 ]
 sleep 1.5 # RBAC caches re-check the store generation at most once per second
