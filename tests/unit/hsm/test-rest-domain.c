@@ -289,7 +289,7 @@ static void parse_upload(void **state)
 	bads_free(b, nb);
 }
 
-/* ---- over the wire: a real server, refusals leave the store untouched ------------------------- */
+/* ---- over the wire: a real server, refusals leave the store untouched ----------------------- */
 
 struct node {
 	struct cvm_store *store;
