@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/reboot.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CMDLINE_MAX 8192
@@ -26,6 +27,16 @@ struct agent {
 	struct cvm_guest_env env;
 	struct cvm_guest_config cfg;
 };
+
+/* Seconds since the guest kernel started (CLOCK_BOOTTIME), stamped on the progress lines so
+ * the host can split a boot into phases: "cvm-guest: attested (t=12.345s)". */
+static double boot_seconds(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_BOOTTIME, &ts) < 0)
+		return -1;
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void failed(const struct agent *a, const char *check, const struct cvm_err *err)
 {
@@ -128,8 +139,8 @@ static int unlock(struct agent *a)
 		failed(a, "tee", &err);
 		return 1;
 	}
-	printf("cvm-guest: tee=%s vm=%s disk=%s\n", cvm_guest_tee_name(tee), a->cfg.vm,
-	       a->cfg.disk);
+	printf("cvm-guest: tee=%s vm=%s disk=%s (t=%.3fs)\n", cvm_guest_tee_name(tee), a->cfg.vm,
+	       a->cfg.disk, boot_seconds());
 	fflush(stdout);
 
 	/* Which key wraps the disk secret: from the disk's own opencvm-hsm token. */
@@ -166,7 +177,7 @@ static int unlock(struct agent *a)
 		cvm_buf_free(&resp);
 	}
 	if (r == 0) {
-		printf("cvm-guest: attested\n");
+		printf("cvm-guest: attested (t=%.3fs)\n", boot_seconds());
 		fflush(stdout);
 		check = "release";
 		json_t *rb = json_pack("{s:s,s:s,s:s}", "target", token, "kid", info.hsm.key_url,
@@ -185,7 +196,8 @@ static int unlock(struct agent *a)
 						 &err);
 	if (r == 0 && (check = "unlock", r = activate(a->cfg.disk, a->mapper_name, secret,
 						       &err)) == 0) {
-		printf("cvm-guest: unlocked %s as /dev/mapper/%s\n", a->cfg.disk, a->mapper_name);
+		printf("cvm-guest: unlocked %s as /dev/mapper/%s (t=%.3fs)\n", a->cfg.disk,
+		       a->mapper_name, boot_seconds());
 		fflush(stdout);
 	}
 	cvm_key_free(eph);
