@@ -131,6 +131,37 @@ CVM_EXPORT int cvm_vm_delete(struct cvm_store *s, const char *name, const char *
 #define CVM_VM_OVMF_CODE "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
 #define CVM_VM_OVMF_VARS "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 
+/* Secure Boot state of an OVMF variable store (authenticated-variable format). */
+struct cvm_ovmf_secure_boot {
+	bool pk, kek, db, dbx;      /* enrolled (present, non-empty) */
+	int secure_boot_enable;     /* SecureBootEnable's value, -1 when absent */
+	bool enabled;               /* PK enrolled and SecureBootEnable not 0 */
+	unsigned variables;         /* records seen, live or deleted */
+};
+/* -EINVAL naming what is malformed (untrusted input: a guest writes its VARS). */
+CVM_EXPORT int cvm_ovmf_vars_secure_boot(const uint8_t *data, size_t len,
+					 struct cvm_ovmf_secure_boot *out, struct cvm_err *err);
+
+/* ==== validate: the checks of a cutover ==================================================== */
+struct cvm_vm_validate_in {
+	struct cvm_store *store;    /* the VM's row was read from it; its audit log is read */
+	const struct cvm_vm *vm;
+	const char *firmware;       /* OVMF code the VM boots */
+	const char *vars_file;      /* the running VM's VARS; NULL or absent when not running */
+	const char *swtpm_sock;     /* the running vTPM's control socket, NULL when unknown */
+	const char *vmgs_file;      /* the sealed VMGS */
+	const uint8_t *reference;   /* pinned launch measurement (48 bytes); NULL = none pinned */
+	int64_t now_ms;
+};
+/* Appends to *checks (a new JSON array of {check, passed, detail}): securityType, secureBoot
+ * (PK enrolled, SecureBootEnable on, read from the running VM's variable store), vTPM (swtpm
+ * running or sealed VMGS), state, attestation (the current boot's disk-key release, recorded
+ * by the orchestrator with the token's claims: released after the boot started, token not
+ * expired, not debuggable) and bootIntegrity (the attested launch measurement equals the
+ * reference). *failed = checks that did not pass. Errors only for the store or memory. */
+CVM_EXPORT int cvm_vm_validate(const struct cvm_vm_validate_in *in, json_t **checks, int *failed,
+			       struct cvm_err *err);
+
 enum cvm_vm_accel { CVM_VM_ACCEL_TCG, CVM_VM_ACCEL_KVM };
 /* KVM when /dev/kvm can be opened read-write (and, with need_smm, reports KVM_CAP_X86_SMM:
  * the Secure Boot OVMF build needs SMM, which nested KVM often lacks), TCG otherwise. */
