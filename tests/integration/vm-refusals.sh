@@ -73,6 +73,12 @@ check "e: VM still stopped" test "$(vm_state)" = stopped
 check "e: refusal audited (vms/release KeyExpired)" test "$(audited vms/release "result='KeyExpired'")" = 1
 check "e: DES key valid again (exp in 30 days)" set_key --exp $(( $(date +%s) + 30 * 86400 ))
 
+# A malformed guest policy is refused before anything runs, naming the option.
+start_sync "$TMP/p1.log" --snp-policy 0x80000
+check "--snp-policy without bit 17 refused" bash -c "test $RC -ne 0 && grep -q -- '--snp-policy: 0x80000: bit 17 must be set' '$TMP/p1.log'"
+start_sync "$TMP/p2.log" --snp-policy 0xdebug
+check "--snp-policy not hexadecimal refused" bash -c "test $RC -ne 0 && grep -q -- '--snp-policy: expected a hexadecimal' '$TMP/p2.log'"
+
 # ---- a. debuggable guest policy ----------------------------------------------------------------
 boot_refused a "$TMP/a.log" 'cvm-guest: FAILED attest:.*snp.policy.debug' --snp-policy 0xB0000
 check "a: vm start warned about the debug policy" grep -q 'allows debugging' "$TMP/a.log"
