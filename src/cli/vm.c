@@ -4,8 +4,10 @@
  * directory (--state-dir, default /var/lib/opencvm), like `cvm demo` does. */
 #include "cli.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -280,6 +282,90 @@ static int read_key32(const char *path, struct cvm_secret **out, struct cvm_err 
 	return 0;
 }
 
+/* The launch arguments of the last `vm start`, kept in the VM's state dir (launch.json, 0600)
+ * so `vm restart` boots the VM the same way. Paths are stored absolute; no secret is stored
+ * (only the path of --vmgs-key-file; connection credentials come from the restarting caller). */
+struct launch_args {
+	const char *kernel, *initrd, *append, *keyfile, *image, *emu, *mem, *timeout, *port, *snp;
+};
+
+static int abs_path(const char *opt, const char *in, char **out, struct cvm_err *err)
+{
+	*out = NULL;
+	if (!in)
+		return 0;
+	if (!(*out = realpath(in, NULL)))
+		return cvm_err_badparam(err, "%s: %s: %s", opt, in, strerror(errno));
+	return 0;
+}
+
+static int launch_save(const char *vdir, const struct launch_args *a, struct cvm_err *err)
+{
+	_cleanup_free_ char *kernel = NULL, *initrd = NULL, *keyfile = NULL, *image = NULL,
+			    *emu = NULL;
+	int r;
+	if ((r = abs_path("--kernel", a->kernel, &kernel, err)) < 0 ||
+	    (r = abs_path("--initrd", a->initrd, &initrd, err)) < 0 ||
+	    (r = abs_path("--vmgs-key-file", a->keyfile, &keyfile, err)) < 0 ||
+	    (r = abs_path("--os-image", a->image, &image, err)) < 0 ||
+	    (r = abs_path("--emulator-dir", a->emu, &emu, err)) < 0)
+		return r;
+	json_t *j = json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?}", "kernel", kernel,
+			      "initrd", initrd, "append", a->append, "vmgsKeyFile", keyfile,
+			      "osImage", image, "emulatorDir", emu, "memoryMib", a->mem, "timeout",
+			      a->timeout, "hostfwdPort", a->port, "snpPolicy", a->snp);
+	_cleanup_free_ char *txt = j ? cvm_json_dump(j) : NULL;
+	json_decref(j);
+	_cleanup_free_ char *path = cvm_path_join(vdir, "launch.json");
+	if (!txt || !path)
+		return cvm_err_nomem(err);
+	if ((r = cvm_mkdir_p(vdir, 0700, err)) < 0)
+		return r;
+	return cvm_file_write_atomic(path, txt, strlen(txt), 0600, err);
+}
+
+/* Reads launch.json back; the strings are borrowed from *doc (json_decref it). */
+static int launch_load(const char *vdir, const char *name, struct launch_args *a, json_t **doc,
+		       struct cvm_err *err)
+{
+	_cleanup_free_ char *path = cvm_path_join(vdir, "launch.json");
+	_cleanup_free_ uint8_t *raw = NULL;
+	size_t len = 0;
+	*doc = NULL;
+	if (!path)
+		return cvm_err_nomem(err);
+	if (access(path, F_OK) != 0)
+		return cvm_err_set(err, ENOENT, "BadParameter",
+				   "launch.json: VM %s has no recorded launch arguments in %s "
+				   "(never started with `cvm vm start` on this host)", name, path);
+	int r = cvm_file_read(path, 1 << 20, &raw, &len, err);
+	if (r == 0)
+		r = cvm_json_parse(raw, len, false, doc, err);
+	const struct {
+		const char *field;
+		bool required;
+		const char **out;
+	} f[] = {
+		{ "kernel", true, &a->kernel },		{ "initrd", true, &a->initrd },
+		{ "append", true, &a->append },		{ "vmgsKeyFile", false, &a->keyfile },
+		{ "osImage", false, &a->image },	{ "emulatorDir", false, &a->emu },
+		{ "memoryMib", false, &a->mem },	{ "timeout", false, &a->timeout },
+		{ "hostfwdPort", false, &a->port },	{ "snpPolicy", false, &a->snp },
+	};
+	for (size_t i = 0; r == 0 && i < CVM_ARRAY_SIZE(f); i++) {
+		_cleanup_free_ char *where = cvm_asprintf("launch.json: %s", f[i].field);
+		r = where ? cvm_json_str(*doc, f[i].field, where, f[i].required, f[i].out, NULL, err)
+			  : cvm_err_nomem(err);
+	}
+	if (r < 0) {
+		json_decref(*doc);
+		*doc = NULL;
+	}
+	return r;
+}
+
+static int vm_start_as(struct cli *cli, int argc, char **argv, const char *reason);
+
 /* --snp-policy: hex (0x optional); bit 17 set and bits 26..63 clear, as the AMD-SP requires. */
 static int parse_snp_policy(const char *s, uint64_t *out, struct cvm_err *err)
 {
@@ -299,6 +385,12 @@ static int parse_snp_policy(const char *s, uint64_t *out, struct cvm_err *err)
 }
 
 static int vm_start(struct cli *cli, int argc, char **argv)
+{
+	return vm_start_as(cli, argc, argv, "start");
+}
+
+/* vm start; reason is the audited reason of the stopped -> starting transition. */
+static int vm_start_as(struct cli *cli, int argc, char **argv, const char *reason)
 {
 	const char *usage = "vm start NAME --kernel FILE --initrd FILE [--append CMDLINE] "
 			    "[--vmgs-key-file FILE] [--os-image FILE] [--emulator-dir DIR] "
@@ -406,9 +498,15 @@ static int vm_start(struct cli *cli, int argc, char **argv)
 		     : cvm_strdup("user,id=net0");
 	if (r == 0 && (!vdir || !rdir || !netdev))
 		r = cvm_err_nomem(&err);
+	const struct launch_args la = { .kernel = kernel, .initrd = initrd, .append = append,
+					.keyfile = keyfile, .image = image, .emu = emu,
+					.mem = mem, .timeout = timeout, .port = port,
+					.snp = snp_policy };
+	if (r == 0)
+		r = launch_save(vdir, &la, &err);
 	enum cvm_vm_state stopped = CVM_VM_STOPPED;
 	if (r == 0)
-		r = cvm_vm_transition(v.store, pos[0], &stopped, CVM_VM_STARTING, "start", who, &err);
+		r = cvm_vm_transition(v.store, pos[0], &stopped, CVM_VM_STARTING, reason, who, &err);
 	if (r < 0) {
 		cvm_disk_info_clear(&info);
 		cvm_vm_clear(&vm);
@@ -563,6 +661,114 @@ static int vm_stop(struct cli *cli, int argc, char **argv)
 	return CLI_OK;
 }
 
+/* After QEMU exited, the VM's supervisor (the `cvm vm start` process) seals the VMGS and
+ * records stopping -> stopped: wait for that before booting again. */
+static int wait_stopped(struct vmctx *v, const char *name, int secs, struct cvm_err *err)
+{
+	for (int i = 0; i <= secs * 5; i++) {
+		struct cvm_vm vm = { 0 };
+		int r = cvm_vm_get(v->store, name, &vm, err);
+		enum cvm_vm_state st = vm.state;
+		if (r == 0 && st == CVM_VM_FAILED)
+			r = cvm_err_set(err, EIO, "VmFailed", "state: VM %s ended failed: %s", name,
+					vm.state_reason ? vm.state_reason : "no reason recorded");
+		cvm_vm_clear(&vm);
+		if (r < 0 || st == CVM_VM_STOPPED)
+			return r;
+		usleep(200 * 1000);
+	}
+	return cvm_err_set(err, ETIMEDOUT, "Timeout",
+			   "state: VM %s not recorded stopped %d s after QEMU exited (is its "
+			   "supervisor, the `cvm vm start` process, alive?)", name, secs);
+}
+
+/* Stop (ACPI power-down, as vm stop), wait until the supervisor recorded stopped (VMGS
+ * sealed), then boot again with the launch arguments the last `vm start` recorded. This
+ * process becomes the VM's supervisor, like `vm start`. */
+static int vm_restart(struct cli *cli, int argc, char **argv)
+{
+	const char *usage = "vm restart NAME [--grace SECONDS] [--store URL] [--state-dir DIR]";
+	struct vmctx v = { 0 };
+	const char *pos[1], *grace = "60";
+	const struct cli_opt opts[] = { { "--grace", true, &grace, NULL, NULL }, STORE_OPTS(v) };
+	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
+	if (rc)
+		return rc;
+	if (!cvm_vm_name_valid(pos[0]))
+		return cli_usage_error(usage, "NAME: not a valid VM name");
+	struct cvm_err err = { 0 };
+	int64_t g = 0;
+	if (cvm_parse_i64(grace, 0, 3600, &g, "--grace", &err) < 0)
+		return cli_usage_error(usage, "%s", err.msg);
+	struct cvm_vm vm = { 0 };
+	struct launch_args la = { 0 };
+	json_t *doc = NULL;
+	_cleanup_free_ char *vdir = NULL, *rdir = run_dir(pos[0]), *sock = NULL;
+	bool forced = false;
+	int r = vmctx_open(&v, &err);
+	if (r == 0)
+		r = cvm_vm_get(v.store, pos[0], &vm, &err);
+	if (r == 0 && vm.state != CVM_VM_RUNNING)
+		r = cvm_err_set(&err, EBUSY, "InvalidState",
+				"state: VM %s is %s; restart needs a running VM (use vm start)",
+				pos[0], cvm_vm_state_name(vm.state));
+	if (r == 0 && (!(vdir = vm_dir(&v, pos[0])) || !rdir ||
+		       !(sock = cvm_path_join(rdir, "qmp.sock"))))
+		r = cvm_err_nomem(&err);
+	/* Read the launch arguments before stopping anything: a VM that cannot be booted
+	 * again is left running. */
+	if (r == 0)
+		r = launch_load(vdir, pos[0], &la, &doc, &err);
+	if (r == 0)
+		r = qmp_powerdown(sock, (int)g, &forced, &err);
+	if (r == 0 && !cli->json)
+		printf("%s: %s; starting again\n", pos[0],
+		       forced ? "no clean shutdown within the grace period; QEMU stopped"
+			      : "shut down");
+	if (r == 0)
+		r = wait_stopped(&v, pos[0], 60, &err);
+	/* v.store_url may be v's own default string, which vmctx_close frees */
+	_cleanup_free_ char *store = v.store_url ? cvm_strdup(v.store_url) : NULL;
+	if (r == 0 && !store)
+		r = cvm_err_nomem(&err);
+	cvm_vm_clear(&vm);
+	vmctx_close(&v);
+	if (r < 0) {
+		json_decref(doc);
+		return cli_fail(&err, "vm restart");
+	}
+	const char *args[32];
+	int n = 0;
+	args[n++] = "start";
+	args[n++] = pos[0];
+#define ARG(opt, val)                    \
+	do {                             \
+		if (val) {               \
+			args[n++] = opt; \
+			args[n++] = val; \
+		}                        \
+	} while (0)
+	ARG("--kernel", la.kernel);
+	ARG("--initrd", la.initrd);
+	ARG("--append", la.append);
+	ARG("--vmgs-key-file", la.keyfile);
+	ARG("--os-image", la.image);
+	ARG("--emulator-dir", la.emu);
+	ARG("--memory-mib", la.mem);
+	ARG("--timeout", la.timeout);
+	ARG("--hostfwd-port", la.port);
+	ARG("--snp-policy", la.snp);
+	ARG("--store", store);
+	ARG("--state-dir", v.state_dir);
+	ARG("--sizes", v.sizes_file);
+#undef ARG
+	args[n] = NULL;
+	fflush(stdout);
+	rc = vm_start_as(cli, n, (char **)args, "restart");
+	json_decref(doc);
+	return rc;
+}
+
 static int vm_console(struct cli *cli, int argc, char **argv)
 {
 	const char *usage = "vm console NAME [--state-dir DIR]";
@@ -691,6 +897,7 @@ int cli_vm(struct cli *cli, int argc, char **argv)
 		{ "create", vm_create, "create NAME --size SIZE [--tee ...] [--os-disk D] [--des D]" },
 		{ "start", vm_start, "start NAME --kernel F --initrd F --vmgs-key-file F ..." },
 		{ "stop", vm_stop, "stop NAME" },
+		{ "restart", vm_restart, "restart NAME [--grace SECONDS]" },
 		{ "delete", vm_delete, "delete NAME" },
 		{ "show", vm_show, "show NAME" },
 		{ "list", vm_list, "list" },
