@@ -5,8 +5,10 @@
 #     key, the guest unlocks its LUKS2 disk and reaches "cvm-guest: ready"; HTTP answers.
 #  2. tampered kernel command line: the launch measurement differs, the key service refuses
 #     the release, the guest prints the failed check and powers off; the VM ends failed.
-#  3. vTPM state persists across restarts: boot 1 seals the VMGS, boot 2 restores it (the
-#     same vTPM: EK unchanged), and the sealed VMGS holds no plaintext vTPM state.
+#  3. vTPM state persists across restarts: the guest seals a value in its vTPM in boot 1 and
+#     unseals the same value (same SHA-256 on the console) in boot 2 (vm start) and boot 3
+#     (vm restart: stop, then start with the recorded launch arguments, transitions audited);
+#     the sealed VMGS holds none of the running vTPM's plaintext state.
 # Skips (exit 77, counted as skipped) only when /dev/kvm is absent AND a TCG boot exceeds
 # CVM_VM_BOOT_BOUND seconds (default 240).
 source "$(dirname "$0")/lib-vm.sh"
@@ -42,15 +44,75 @@ check "state changes audited" bash -c "sqlite3 '$TMP/cvmd/cvmd.db' \"select coun
 check "the host holds no plaintext disk secret (cvmd log, store, VM dirs, boot log)" bash -c \
   "! grep -rqa -e '$SECRET_HEX' -e '$SECRET_B64' '$TMP/cvmd' '$TMP/cvmd.log' '$TMP/boot1.log' '$CVM_STATE_DIR' '$XDG_RUNTIME_DIR'"
 
-# ---- 3. vTPM persists across restart (boot 2 restores the same vTPM) -----------------------
-cp "$CVM_STATE_DIR/vms/vm1/vmgs.bin" "$TMP/vmgs-1.bin"
-: > "$CVM_STATE_DIR/vms/vm1/console.log"
+# ---- 3. vTPM persists across restart: boot 2 (vm start) and boot 3 (vm restart) restore the
+# same vTPM; the value the guest sealed in it in boot 1 unseals to the same bytes -------------
+VMDIR=$CVM_STATE_DIR/vms/vm1
+DB=$TMP/cvmd/cvmd.db
+# vtpm_sha sealed|unsealed: the SHA-256 the guest printed for its vTPM value (never the value)
+vtpm_sha() { console | sed -n "s/.*cvm-guest: vtpm $1 sha256=\([0-9a-f]\{64\}\).*/\1/p" | tail -n 1; }
+vtpm_failed() { console | grep 'cvm-guest: vtpm FAILED' | tail -n 1; }
+# hex_chunks FILE: 32-byte windows of FILE (hex, one a line) with at least 16 distinct bytes,
+# so zero runs and padding never match by chance
+hex_chunks() {
+  od -An -v -tx1 -w32 "$1" | tr -d ' ' | awk 'length($0) == 64 { split("", s); n = 0
+    for (i = 1; i < 64; i += 2) { b = substr($0, i, 2); if (!(b in s)) { s[b] = 1; n++ } }
+    if (n >= 16) print }'
+}
+# holds_chunk CHUNKS FILE: FILE contains any of the chunks, at any byte offset
+holds_chunk() { od -An -v -tx1 "$2" | tr -d ' \n' | grep -q -F -f "$1"; }
+EMPTY_SHA=$(printf '' | sha256sum | cut -d' ' -f1)
+SEALED=$(vtpm_sha sealed)
+check "boot 1: the guest sealed a vTPM value (sha256=${SEALED:-none}) $(vtpm_failed)" \
+  test -n "$SEALED" -a "$SEALED" != "$EMPTY_SHA"
+cp "$VMDIR/vmgs.bin" "$TMP/vmgs-1.bin"
+
+: > "$VMDIR/console.log"
 boot vm1 "$APPEND" "$TMP/boot2.log"
 if wait_console "cvm-guest: ready" "$BOUND"; then ok "boot 2 reaches cvm-guest: ready"; else not_ok "boot 2 reaches cvm-guest: ready"; fi
+UNSEALED2=$(vtpm_sha unsealed)
+check "boot 2: the guest unsealed the value sealed in boot 1 (sha256=${UNSEALED2:-none}) $(vtpm_failed)" \
+  test -n "$SEALED" -a "$UNSEALED2" = "$SEALED"
+check "boot 2: no new value sealed (the persistent object came back with the vTPM)" \
+  test -z "$(vtpm_sha sealed)"
+# The running vTPM's plaintext state (a test copy) to look for in the sealed VMGS later.
+cp "$XDG_RUNTIME_DIR/opencvm/vms/vm1/tpm/tpm2-00.permall" "$TMP/permall" 2>/dev/null
+hex_chunks "$TMP/permall" > "$TMP/permall.chunks"
+check "plaintext vTPM state of the running VM sampled ($(wc -l < "$TMP/permall.chunks") chunks)" \
+  test "$(wc -l < "$TMP/permall.chunks")" -ge 32
+
+# boot 3: vm restart stops boot 2 (its supervisor seals the VMGS) and boots with the arguments
+# vm start recorded.
+check "launch arguments recorded by vm start (no secret)" bash -c \
+  "jq -e '.kernel and .initrd and .append and (has(\"clientSecret\") | not)' '$VMDIR/launch.json' >/dev/null"
+SEQ0=$(sqlite3 "$DB" "select max(seq) from cvm_audit")
+OLD_PID=$VM_PID
+: > "$VMDIR/console.log"
+"$CVM" "${ORCH[@]}" vm restart vm1 >"$TMP/boot-restart.log" 2>&1 &
+VM_PID=$!
+wait "$OLD_PID"; rc=$?
+check "vm restart: boot 2's supervisor returns after the power-down" test $rc -eq 0
+if wait_console "cvm-guest: ready" "$BOUND"; then ok "boot 3 (vm restart) reaches cvm-guest: ready"; else not_ok "boot 3 (vm restart) reaches cvm-guest: ready"; cat "$TMP/boot-restart.log"; fi
+UNSEALED3=$(vtpm_sha unsealed)
+check "boot 3: the guest unsealed the same value again (sha256=${UNSEALED3:-none}) $(vtpm_failed)" \
+  test -n "$SEALED" -a "$UNSEALED3" = "$SEALED"
+TRANS=$(sqlite3 "$DB" "select detail from cvm_audit where operation='vms/state' and key_name='vm1' and seq > $SEQ0 order by seq" |
+  jq -r '"\(.from)>\(.to)" + (if .to == "starting" then "(\(.reason))" else "" end)' | paste -sd' ')
+check "vm restart: transitions audited in order ($TRANS)" test "$TRANS" = \
+  "running>stopping stopping>stopped stopped>starting(restart) starting>attesting attesting>running"
 "$CVM" vm stop vm1 >/dev/null; wait "$VM_PID"
 check "boot 1 manufactured the vTPM" grep -q "vTPM: new" "$TMP/boot1.log"
 check "boot 2 restored it from the VMGS" grep -q "vTPM: restored from the sealed VMGS" "$TMP/boot2.log"
-check "VMGS re-sealed after boot 2 (fresh IV)" bash -c "! cmp -s '$TMP/vmgs-1.bin' '$CVM_STATE_DIR/vms/vm1/vmgs.bin'"
+check "boot 3 (vm restart) restored it from the VMGS" grep -q "vTPM: restored from the sealed VMGS" "$TMP/boot-restart.log"
+check "VMGS re-sealed after boots 2 and 3 (fresh IV)" bash -c "! cmp -s '$TMP/vmgs-1.bin' '$VMDIR/vmgs.bin'"
+# The chunk search finds plaintext state where it is (a VMGS with the state appended) ...
+cat "$VMDIR/vmgs.bin" "$TMP/permall" > "$TMP/vmgs-leaky.bin"
+check "the plaintext-state search finds state that is there" holds_chunk "$TMP/permall.chunks" "$TMP/vmgs-leaky.bin"
+# ... and none of it in the sealed VMGS files.
+check "sealed VMGS (boot 1 and after boot 3) holds no plaintext vTPM state" bash -c \
+  "$(declare -f holds_chunk); ! holds_chunk '$TMP/permall.chunks' '$TMP/vmgs-1.bin' && ! holds_chunk '$TMP/permall.chunks' '$VMDIR/vmgs.bin'"
+rm -f "$TMP/permall" "$TMP/vmgs-leaky.bin"
+check "vm restart of a stopped VM is refused, naming the state" bash -c \
+  "'$CVM' vm restart vm1 2>&1 | grep -q 'VM vm1 is stopped; restart needs a running VM'"
 
 # ---- 2. tampered kernel command line --------------------------------------------------------
 : > "$CVM_STATE_DIR/vms/vm1/console.log"
