@@ -494,11 +494,11 @@ static int release_audit(struct vmdemo *v, char *detail, size_t cap, struct cvm_
 static int validate(struct vmdemo *v, char *detail, size_t cap, struct cvm_err *err)
 {
 	struct demo *d = v->d;
-	char *argv[] = { "validate", VM_NAME, "--store", d->store_url, "--state-dir", v->vm_state,
-			 NULL };
+	char *argv[] = { "validate", VM_NAME, "--reference-measurement", v->measurement,
+			 "--store", d->store_url, "--state-dir", v->vm_state, NULL };
 	bool json = d->cli->json;
 	d->cli->json = true;
-	int r = quiet_verb(d, cli_vm, "vm", 6, argv, err);
+	int r = quiet_verb(d, cli_vm, "vm", 8, argv, err);
 	d->cli->json = json;
 	_cleanup_free_ char *log = cvm_asprintf("%s/vm-validate.log", d->dir);
 	json_t *checks = log ? json_load_file(log, 0, NULL) : NULL;

@@ -793,56 +793,92 @@ static int vm_console(struct cli *cli, int argc, char **argv)
 	return fwrite(d, 1, l, stdout) == l ? CLI_OK : CLI_FAIL;
 }
 
-/* Cutover checks that need no running guest. Each prints PASS/FAIL with its reason. */
+/* The pinned launch measurement: given as hex, or computed for the boot artifacts. */
+static int reference_measurement(const char *hex, const char *kernel, const char *initrd,
+				 const char *append, uint8_t out[48], struct cvm_err *err)
+{
+	if (hex)
+		return cvm_hex_decode_fixed(hex, out, 48, "--reference-measurement", err);
+	return cvm_vm_emulated_measurement(OVMF_CODE, kernel, initrd, append, out, err);
+}
+
+/* The checks of a cutover (vm.h cvm_vm_validate) plus the OS disk's encryption. Each prints
+ * PASS/FAIL with its reason; exit 1 when any fails. */
 static int vm_validate(struct cli *cli, int argc, char **argv)
 {
-	const char *usage = "vm validate NAME [--os-image FILE] [--store URL] [--state-dir DIR]";
+	const char *usage = "vm validate NAME [--reference-measurement HEX | --kernel FILE --initrd "
+			    "FILE [--append CMDLINE]] [--os-image FILE] [--store URL] "
+			    "[--state-dir DIR]";
 	struct vmctx v = { 0 };
-	const char *image = NULL, *pos[1];
-	const struct cli_opt opts[] = { { "--os-image", true, &image, NULL, NULL }, STORE_OPTS(v) };
+	const char *image = NULL, *hex = NULL, *kernel = NULL, *initrd = NULL,
+		   *append = "console=ttyS0", *pos[1];
+	const struct cli_opt opts[] = {
+		{ "--os-image", true, &image, NULL, NULL },
+		{ "--reference-measurement", true, &hex, NULL, NULL },
+		{ "--kernel", true, &kernel, NULL, NULL },
+		{ "--initrd", true, &initrd, NULL, NULL },
+		{ "--append", true, &append, NULL, NULL },
+		STORE_OPTS(v),
+	};
 	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 1, 1, NULL, usage);
 	if (rc)
 		return rc;
+	if (hex && (kernel || initrd))
+		return cli_usage_error(usage, "--reference-measurement and --kernel/--initrd are "
+					      "alternatives");
+	if (!hex && !kernel != !initrd)
+		return cli_usage_error(usage, "--kernel and --initrd go together");
 	struct cvm_err err = { 0 };
+	uint8_t ref[48];
+	bool have_ref = hex || kernel;
+	if (have_ref && reference_measurement(hex, kernel, initrd, append, ref, &err) < 0)
+		return cli_usage_error(usage, "%s", err.msg);
 	struct cvm_vm vm = { 0 };
 	int r = vmctx_open(&v, &err);
 	if (r == 0)
 		r = cvm_vm_get(v.store, pos[0], &vm, &err);
-	if (r < 0) {
-		vmctx_close(&v);
-		return cli_fail(&err, "vm validate");
-	}
-	json_t *checks = json_array();
-	int failed = 0;
-#define CHECK(name, ok, ...)                                                               \
-	do {                                                                               \
-		char _m[512];                                                              \
-		snprintf(_m, sizeof(_m), __VA_ARGS__);                                     \
-		json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "check", name,    \
-							"passed", (int)(ok), "detail", _m)); \
-		failed += !(ok);                                                           \
-	} while (0)
-	CHECK("securityType", vm.security == CVM_VM_SEC_CONFIDENTIAL, "%s",
-	      cvm_vm_security_name(vm.security));
-	CHECK("secureBoot", access(OVMF_CODE, R_OK) == 0,
-	      "firmware %s (Secure Boot build, SMM on)", OVMF_CODE);
-	_cleanup_free_ char *vdir = vm_dir(&v, vm.name);
+	_cleanup_free_ char *vdir = r == 0 ? vm_dir(&v, vm.name) : NULL;
+	_cleanup_free_ char *rdir = r == 0 ? run_dir(vm.name) : NULL;
 	_cleanup_free_ char *vmgs = vdir ? cvm_path_join(vdir, "vmgs.bin") : NULL;
-	CHECK("vTPM", vmgs && access(vmgs, R_OK) == 0, "%s",
-	      vmgs && access(vmgs, R_OK) == 0 ? "sealed VMGS present" : "no VMGS yet (never booted)");
-	_cleanup_free_ char *img = NULL;
-	struct cvm_err e2 = { 0 };
-	struct cvm_disk_info info = { 0 };
-	bool enc = os_image(&v, &vm, image, &img, &e2) == 0 && cvm_disk_info(img, &info, &e2) == 0 &&
-		   info.complete && info.has_hsm_token;
-	CHECK("diskEncryption", enc, "%s",
-	      enc ? "LUKS2 with an opencvm-hsm token" : (e2.msg[0] ? e2.msg : "no opencvm-hsm token"));
-	cvm_disk_info_clear(&info);
-	CHECK("state", vm.state != CVM_VM_FAILED, "%s%s%s", cvm_vm_state_name(vm.state),
-	      vm.state_reason ? ": " : "", vm.state_reason ? vm.state_reason : "");
-#undef CHECK
+	_cleanup_free_ char *vars = rdir ? cvm_path_join(rdir, "OVMF_VARS.fd") : NULL;
+	_cleanup_free_ char *swtpm = rdir ? cvm_path_join(rdir, "swtpm.sock") : NULL;
+	if (r == 0 && (!vmgs || !vars || !swtpm))
+		r = cvm_err_nomem(&err);
+	json_t *checks = NULL;
+	int failed = 0;
+	if (r == 0) {
+		struct cvm_vm_validate_in in = {
+			.store = v.store, .vm = &vm, .firmware = OVMF_CODE,
+			.vars_file = vm.state == CVM_VM_RUNNING ? vars : NULL,
+			.swtpm_sock = swtpm, .vmgs_file = vmgs,
+			.reference = have_ref ? ref : NULL, .now_ms = cvm_now_ms(),
+		};
+		r = cvm_vm_validate(&in, &checks, &failed, &err);
+	}
+	if (r == 0) {
+		_cleanup_free_ char *img = NULL;
+		struct cvm_err e2 = { 0 };
+		struct cvm_disk_info info = { 0 };
+		bool enc = os_image(&v, &vm, image, &img, &e2) == 0 &&
+			   cvm_disk_info(img, &info, &e2) == 0 && info.complete && info.has_hsm_token;
+		bool des_ok = enc && vm.des && strcmp(info.hsm.des, vm.des) == 0;
+		char m[512];
+		snprintf(m, sizeof(m), "%s", !enc ? (e2.msg[0] ? e2.msg : "no opencvm-hsm token")
+					     : !des_ok ? "the disk's token names another DES"
+						       : "LUKS2, its secret wrapped by the VM's DES");
+		if (enc && des_ok)
+			snprintf(m, sizeof(m), "LUKS2 (%s, %u-byte sectors), secret wrapped by DES %s "
+					       "key %s", info.cipher, info.sector_size, vm.des,
+				 info.hsm.key_url);
+		json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "check", "diskEncryption",
+							"passed", des_ok, "detail", m));
+		failed += !des_ok;
+		cvm_disk_info_clear(&info);
+	}
 	cvm_vm_clear(&vm);
 	vmctx_close(&v);
+	if (r < 0)
+		return cli_fail(&err, "vm validate");
 	if (cli->json) {
 		cli_print_json(checks);
 	} else {

@@ -32,5 +32,6 @@ check "the VM stops and its vTPM is sealed" step "stop: ACPI power-down"
 check "the audit chain verifies" step "verify the hash-chained audit log"
 dir=$(sed -n 's/^OpenCVM demo: .* state in \(\/tmp\/cvm-demo\.[A-Za-z0-9]*\)$/\1/p' "$TMP/demo.out")
 check "the demo's temp dir is removed" test -n "$dir" -a ! -e "$dir"
-check "no QEMU, swtpm or cvmd of the demo left running" bash -c "! pgrep -f '${dir:-/nonexistent}' >/dev/null"
+leftovers() { pgrep -a -f 'qemu-system|swtpm|cvmd' | grep -F -- "${dir:-/nonexistent}"; }
+check "no QEMU, swtpm or cvmd of the demo left running" test -z "$(leftovers)"
 finish
