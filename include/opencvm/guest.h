@@ -97,6 +97,17 @@ CVM_EXPORT int cvm_guest_host_call(const struct cvm_guest_env *e, const char *ki
 CVM_EXPORT int cvm_guest_emu_parse_reply(const char *line, size_t len, uint8_t **out,
 					 size_t *outlen, struct cvm_err *err);
 
+/* ==== temp disk ============================================================================
+ * The host attaches the temp disk as the virtio-blk device with serial "temp" (a fresh sparse
+ * file each boot). Find it under sys_block (/sys/block): *name = "vdX"; -ENOENT when the VM has
+ * none, -EEXIST when two devices claim the serial. */
+CVM_EXPORT int cvm_guest_find_temp_disk(const char *sys_block, char *name, size_t cap,
+				       struct cvm_err *err);
+/* Refuse (-EPERM) the OS disk or a partition of it, and (-EEXIST) a device whose first MiB is
+ * not all zero: only a blank device is formatted. */
+CVM_EXPORT int cvm_guest_temp_disk_check(const char *dev, const char *os_dev,
+					 struct cvm_err *err);
+
 /* ==== flow (pure parts) ===================================================================== */
 
 #define CVM_GUEST_KID "TpmEphemeralEncryptionKey"

@@ -326,6 +326,10 @@ struct cvm_vm_run_config {
 	const struct cvm_vm_tee_emu *tee_emu; /* required when launch.tee is EMULATED */
 	const char *swtpm, *swtpm_setup;  /* NULL = from PATH */
 	int timeout_s;                    /* 0 = no limit */
+	/* > 0: a fresh sparse temp disk of this size (run_dir/temp.img, virtio serial "temp")
+	 * for this boot only; the guest encrypts it with a key of its own and it is deleted when
+	 * the boot ends. launch.temp_disk is then set by cvm_vm_run. */
+	uint64_t temp_disk_bytes;
 };
 /* *qemu_status: the QEMU wait status (or -1 when killed on timeout). */
 CVM_EXPORT int cvm_vm_run(const struct cvm_vm_run_config *c, int *qemu_status,

@@ -24,6 +24,7 @@
 #define DEFAULT_STATE_DIR "/var/lib/opencvm"
 #define OVMF_CODE "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
 #define OVMF_VARS "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+#define TEMP_DISK_BYTES (4ull << 30)
 
 struct vmctx {
 	const char *store_url, *state_dir, *sizes_file;
@@ -534,6 +535,8 @@ static int vm_start_as(struct cli *cli, int argc, char **argv, const char *reaso
 		.vmgs_key = key,
 		.tee_emu = &tee,
 		.timeout_s = (int)tmo,
+		/* sparse: costs the host only what the guest writes (encrypted) this boot */
+		.temp_disk_bytes = vm.temp_disk ? TEMP_DISK_BYTES : 0,
 	};
 	_cleanup_free_ char *vmgs = cvm_path_join(vdir, "vmgs.bin");
 	if (!cli->json)

@@ -10,6 +10,7 @@
 #include <opencvm/json.h>
 
 #include <libcryptsetup.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -124,6 +125,41 @@ static int activate(const char *dev, const char *name, const struct cvm_secret *
 	return 0;
 }
 
+/* The temp disk, when the VM has one: dm-crypt plain (aes-xts-plain64) under a 512-bit key
+ * from the kernel RNG that exists only in this process's locked memory and the kernel's dm
+ * table, as /dev/mapper/temp; the root's init formats and mounts it. Nothing written there
+ * outlives the boot, and the host sees only ciphertext. */
+static int temp_disk(const struct agent *a, struct cvm_err *err)
+{
+	char name[32], dev[48];
+	int r = cvm_guest_find_temp_disk("/sys/block", name, sizeof(name), err);
+	if (r == -ENOENT && !err->msg[0])
+		return 0; /* no temp disk in this VM */
+	if (r < 0)
+		return r;
+	snprintf(dev, sizeof(dev), "/dev/%s", name);
+	if ((r = cvm_guest_temp_disk_check(dev, a->cfg.disk, err)) < 0)
+		return r;
+	uint8_t key[64];
+	if ((r = cvm_random(key, sizeof(key), err)) < 0)
+		return r;
+	struct crypt_device *cd = NULL;
+	struct crypt_params_plain pp = { .sector_size = 4096 };
+	r = crypt_init(&cd, dev);
+	if (r == 0)
+		r = crypt_format(cd, CRYPT_PLAIN, "aes", "xts-plain64", NULL, (const char *)key,
+				 sizeof(key), &pp);
+	if (r == 0)
+		r = crypt_activate_by_volume_key(cd, "temp", (const char *)key, sizeof(key), 0);
+	OPENSSL_cleanse(key, sizeof(key));
+	crypt_free(cd);
+	if (r < 0)
+		return cvm_err_set(err, EIO, "TempDisk", "%s: dm-crypt: %s", dev, strerror(-r));
+	printf("cvm-guest: temp disk %s encrypted with an ephemeral key as /dev/mapper/temp\n", dev);
+	fflush(stdout);
+	return 0;
+}
+
 static int unlock(struct agent *a)
 {
 	struct cvm_err err = { 0 };
@@ -203,6 +239,10 @@ static int unlock(struct agent *a)
 	cvm_key_free(eph);
 	cvm_guest_evidence_clear(&ev);
 	cvm_disk_info_clear(&info);
+	if (r == 0) {
+		check = "temp";
+		r = temp_disk(a, &err);
+	}
 	if (r < 0) {
 		failed(a, check, &err);
 		return 1;

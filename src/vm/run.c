@@ -209,8 +209,22 @@ static void tee_stop(struct tee_srv *s)
 /* ---- one boot ---------------------------------------------------------------------------- */
 
 struct paths {
-	char *tpm, *vars, *swtpm_sock, *tee_sock, *qmp, *console, *vmgs, *swtpm_log;
+	char *tpm, *vars, *swtpm_sock, *tee_sock, *qmp, *console, *vmgs, *swtpm_log, *temp;
 };
+
+/* A new, empty (sparse) file each boot: nothing of an earlier boot's temp disk survives. */
+static int fresh_temp_disk(const char *path, uint64_t bytes, struct cvm_err *err)
+{
+	unlink(path);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cvm_err_internal(err, "temp disk %s: %s", path, strerror(errno));
+	int r = ftruncate(fd, (off_t)bytes) < 0
+			? cvm_err_internal(err, "temp disk %s: %s", path, strerror(errno))
+			: 0;
+	close(fd);
+	return r;
+}
 
 static void paths_free(struct paths *p)
 {
@@ -222,6 +236,7 @@ static void paths_free(struct paths *p)
 	free(p->console);
 	free(p->vmgs);
 	free(p->swtpm_log);
+	free(p->temp);
 }
 
 int cvm_vm_run(const struct cvm_vm_run_config *c, int *qemu_status, struct cvm_err *err)
@@ -240,10 +255,11 @@ int cvm_vm_run(const struct cvm_vm_run_config *c, int *qemu_status, struct cvm_e
 		.console = cvm_path_join(c->vm_dir, "console.log"),
 		.vmgs = cvm_path_join(c->vm_dir, "vmgs.bin"),
 		.swtpm_log = cvm_path_join(c->run_dir, "swtpm.log"),
+		.temp = c->temp_disk_bytes ? cvm_path_join(c->run_dir, "temp.img") : NULL,
 	};
 	int r = 0;
 	if (!p.tpm || !p.vars || !p.swtpm_sock || !p.tee_sock || !p.qmp || !p.console ||
-	    !p.vmgs || !p.swtpm_log)
+	    !p.vmgs || !p.swtpm_log || (c->temp_disk_bytes && !p.temp))
 		r = cvm_err_nomem(err);
 	if (r == 0 && ((r = cvm_mkdir_p(c->vm_dir, 0700, err)) < 0 ||
 		       (r = cvm_mkdir_p(c->run_dir, 0700, err)) < 0))
@@ -270,6 +286,9 @@ int cvm_vm_run(const struct cvm_vm_run_config *c, int *qemu_status, struct cvm_e
 	pid_t swtpm_pid = -1, qemu_pid = -1;
 	char **sw = NULL, **qa = NULL;
 	struct cvm_vm_launch l = c->launch;
+	if (p.temp && (r = fresh_temp_disk(p.temp, c->temp_disk_bytes, err)) < 0)
+		goto stop;
+	l.temp_disk = p.temp;
 	l.ovmf_vars = l.tee == CVM_VM_TEE_SEV_SNP || l.tee == CVM_VM_TEE_TDX ? NULL : p.vars;
 	l.swtpm_sock = p.swtpm_sock;
 	l.tee_sock = l.tee == CVM_VM_TEE_EMULATED ? p.tee_sock : NULL;
@@ -324,6 +343,8 @@ out:
 		unlink(p.tee_sock);
 	if (p.swtpm_log)
 		unlink(p.swtpm_log);
+	if (p.temp)
+		unlink(p.temp);
 	rmdir(c->run_dir);
 	paths_free(&p);
 	return r;

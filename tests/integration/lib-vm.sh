@@ -90,8 +90,9 @@ SECRET_HEX=$(od -An -tx1 -v "$TMP/secret" | tr -d ' \n')
 SECRET_B64=$(basenc --base64url -w0 "$TMP/secret" | tr -d '=')
 shred -u "$TMP/secret"
 
-check "vm create" "$CVM" vm create vm1 --size Standard_DC2as_v5 --tee emulated --os-disk osdisk \
-  --des des1 >/dev/null
+# A "d" size: the VM also gets a temp disk, fresh and under an ephemeral guest key each boot.
+check "vm create" "$CVM" vm create vm1 --size Standard_DC2ads_v5 --tee emulated --os-disk osdisk \
+  --des des1 --temp-disk >/dev/null
 PORT=$(free_port)
 
 # boot NAME APPEND LOG [vm start options...]: one boot in the background; sets VM_PID.

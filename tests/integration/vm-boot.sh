@@ -30,8 +30,16 @@ fi
 check "console shows attestation and unlock" bash -c "$(declare -f console); console | grep -q 'cvm-guest: attested' && console | grep -q 'cvm-guest: unlocked'"
 check "VM state running" bash -c "'$CVM' --json vm show vm1 | jq -e '.state == \"running\"' >/dev/null"
 check "guest HTTP service answers" bash -c "curl -s --max-time 10 http://127.0.0.1:$PORT/ | grep -q 'unlocked through attestation'"
+# The temp disk: mapped by cvm-guest under a key of its own, formatted and written by the
+# guest; the host's file holds the guest's writes (blocks allocated) but never the plaintext.
+TEMP_IMG=$XDG_RUNTIME_DIR/opencvm/vms/vm1/temp.img
+check "temp disk encrypted in the guest with an ephemeral key" bash -c "$(declare -f console); console | grep -q 'cvm-guest: temp disk /dev/vd[a-z] encrypted with an ephemeral key'"
+check "temp disk formatted and written in the guest" bash -c "$(declare -f console); console | grep -q 'cvm-guest: temp disk on /mnt/resource (4096 marker lines written)'"
+check "the host's temp disk file received the guest's writes" test "$(du -k "$TEMP_IMG" 2>/dev/null | cut -f1)" -gt 100
+check "... as ciphertext only (no marker in it)" bash -c "! grep -q -a OPENCVM-TEMP-DISK-PLAINTEXT-MARKER '$TEMP_IMG'"
 check "vm stop" "$CVM" vm stop vm1
 wait "$VM_PID"; rc=$?
+check "the temp disk is deleted when the boot ends" test ! -e "$TEMP_IMG"
 check "vm start returns after power-down" test $rc -eq 0
 check "VM state stopped" bash -c "'$CVM' --json vm show vm1 | jq -e '.state == \"stopped\"' >/dev/null"
 check "VMGS sealed" test -s "$CVM_STATE_DIR/vms/vm1/vmgs.bin"
