@@ -54,6 +54,11 @@ int cvm_xts_run(const struct cvm_xts_job *job, struct cvm_err *err);
 /* One sector with IV = plain64(iv_sector), iv_sector in 512-byte units; for tests and checks. */
 int cvm_xts_sector(const uint8_t *key, bool encrypt, uint64_t iv_sector, const uint8_t *in,
 		   uint8_t *out, size_t sector_size, struct cvm_err *err);
+/* len bytes of consecutive sectors (sector_size 512 or 4096, len a multiple of it), the first
+ * with IV = plain64(iv_sector); in and out may be the same buffer. One key schedule for the
+ * whole run, so random-access callers (writer.c) pay it once per call, not once per sector. */
+int cvm_xts_sectors(const uint8_t *key, bool encrypt, uint64_t iv_sector, const uint8_t *in,
+		    uint8_t *out, size_t len, size_t sector_size, struct cvm_err *err);
 
 /* ---- the opencvm-progress token (token.c) ------------------------------------------------ */
 /* {"type":"opencvm-progress","keyslots":[],"done":"N","total":"N","source_size":"N",

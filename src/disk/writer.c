@@ -113,13 +113,7 @@ static int io_err(struct cvm_disk_writer *w, const char *what, uint64_t at, ssiz
 static int xts_span(struct cvm_disk_writer *w, bool encrypt, const uint8_t *in, uint8_t *out,
 		    size_t n, uint64_t off, struct cvm_err *err)
 {
-	for (size_t i = 0; i < n; i += w->sector_size) {
-		int r = cvm_xts_sector(w->vk->data, encrypt, (off + i) / 512, in + i, out + i,
-				       w->sector_size, err);
-		if (r < 0)
-			return r;
-	}
-	return 0;
+	return cvm_xts_sectors(w->vk->data, encrypt, off / 512, in, out, n, w->sector_size, err);
 }
 
 int cvm_disk_writer_pwrite(struct cvm_disk_writer *w, const void *buf, size_t len,

@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The data path: AES-256-XTS over large chunks, a worker pool, pread/pwrite, checkpoints.
  *
- * Each worker owns an EVP_CIPHER_CTX keyed once and a page-aligned chunk buffer; it claims the
- * next chunk index, reads it, transforms it in place sector by sector (only the IV changes per
- * sector) and writes it. Workers run read/encrypt/write independently, so while one waits on
- * I/O the others keep the cores busy: that is the pipeline. The calling thread only reports
- * progress and writes checkpoints; a chunk counts as done once its pwrite returned, and the
- * checkpoint offset is the first chunk not yet done, made durable by fdatasync before it is
- * recorded. */
+ * Each worker owns an EVP_CIPHER_CTX keyed once and a small page-aligned buffer; it claims the
+ * next chunk index and goes through the chunk in pieces of PIECE bytes: read a piece, transform
+ * it in place sector by sector (only the IV changes per sector), write it. A piece fits in the
+ * core's L2 cache, so the kernel's copy into the buffer, the cipher and the kernel's copy out of
+ * it all hit the cache (a whole 4 MiB chunk would go through DRAM three times). Workers run
+ * read/encrypt/write independently, so while one waits on I/O the others keep the cores busy:
+ * that is the pipeline. Chunks stay the unit of claiming and of checkpoints. The calling thread
+ * only reports progress and writes checkpoints; a chunk counts as done once its last pwrite
+ * returned, and the checkpoint offset is the first chunk not yet done, made durable by
+ * fdatasync before it is recorded. */
 #include "disk-internal.h"
 
 #include <openssl/evp.h>
@@ -17,6 +20,10 @@
 #include <unistd.h>
 
 #define DEFAULT_CHUNK (4u * 1024u * 1024u)
+/* Bytes per read/transform/write inside a chunk: a multiple of 4096, small enough to stay in
+ * L2 beside the kernel's page-cache lines (measured on tmpfs: 256 KiB uses ~7% less CPU than
+ * whole 4 MiB chunks; 64 KiB is no better and costs more system calls). */
+#define PIECE (256u * 1024u)
 #define MAX_THREADS 256u
 
 struct engine {
@@ -34,21 +41,47 @@ struct engine {
 	struct cvm_err err;   /* first worker error */
 };
 
-int cvm_xts_sector(const uint8_t *key, bool encrypt, uint64_t iv_sector, const uint8_t *in,
-		   uint8_t *out, size_t sector_size, struct cvm_err *err)
+/* len bytes (whole units of sector_size) in place or out of place with a keyed ctx; the unit
+ * at byte k * sector_size gets IV = plain64(sector + k * sector_size / 512). One context for
+ * the whole run: only the IV is reset per unit (a new context would redo the key schedule). */
+static int xts_units(EVP_CIPHER_CTX *ctx, uint64_t sector, const uint8_t *in, uint8_t *out,
+		     size_t len, size_t sector_size)
 {
+	uint64_t step = sector_size / 512;
+	for (size_t off = 0; off < len; off += sector_size, sector += step) {
+		uint8_t iv[16] = { 0 };
+		for (int i = 0; i < 8; i++)
+			iv[i] = (uint8_t)(sector >> (8 * i));
+		int outl = 0;
+		if (!EVP_CipherInit_ex(ctx, NULL, NULL, NULL, iv, -1) ||
+		    !EVP_CipherUpdate(ctx, out + off, &outl, in + off, (int)sector_size) ||
+		    (size_t)outl != sector_size)
+			return -1;
+	}
+	return 0;
+}
+
+int cvm_xts_sectors(const uint8_t *key, bool encrypt, uint64_t iv_sector, const uint8_t *in,
+		    uint8_t *out, size_t len, size_t sector_size, struct cvm_err *err)
+{
+	if ((sector_size != 512 && sector_size != 4096) || len % sector_size)
+		return cvm_err_badparam(err, "xts: %zu bytes are not whole %zu-byte sectors", len,
+					sector_size);
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	if (!ctx)
 		return cvm_err_nomem(err);
-	uint8_t iv[16] = { 0 };
-	for (int i = 0; i < 8; i++)
-		iv[i] = (uint8_t)(iv_sector >> (8 * i));
-	int outl = 0, r = 0;
-	if (!EVP_CipherInit_ex(ctx, EVP_aes_256_xts(), NULL, key, iv, encrypt) ||
-	    !EVP_CipherUpdate(ctx, out, &outl, in, (int)sector_size) || (size_t)outl != sector_size)
+	int r = 0;
+	if (!EVP_CipherInit_ex(ctx, EVP_aes_256_xts(), NULL, key, NULL, encrypt) ||
+	    xts_units(ctx, iv_sector, in, out, len, sector_size) < 0)
 		r = cvm_err_openssl(err, EIO, "aes-256-xts");
 	EVP_CIPHER_CTX_free(ctx);
 	return r;
+}
+
+int cvm_xts_sector(const uint8_t *key, bool encrypt, uint64_t iv_sector, const uint8_t *in,
+		   uint8_t *out, size_t sector_size, struct cvm_err *err)
+{
+	return cvm_xts_sectors(key, encrypt, iv_sector, in, out, sector_size, sector_size, err);
 }
 
 static int full_pread(int fd, uint8_t *buf, size_t len, uint64_t off, struct cvm_err *err)
@@ -92,22 +125,10 @@ static int transform(EVP_CIPHER_CTX *ctx, EVP_CIPHER_CTX *from, const struct cvm
 	/* dm-crypt counts the plain64 IV in 512-byte units whatever the LUKS2 sector size (no
 	 * iv_large_sectors for LUKS2), so a 4096-byte sector's IV advances by 8. */
 	uint64_t sector = region_off / 512;
-	uint64_t step = job->sector_size / 512;
-	for (size_t off = 0; off < len; off += job->sector_size, sector += step) {
-		uint8_t iv[16] = { 0 };
-		for (int i = 0; i < 8; i++)
-			iv[i] = (uint8_t)(sector >> (8 * i));
-		int outl = 0;
-		if (from && (!EVP_CipherInit_ex(from, NULL, NULL, NULL, iv, -1) ||
-			     !EVP_CipherUpdate(from, buf + off, &outl, buf + off,
-					       (int)job->sector_size) ||
-			     (size_t)outl != job->sector_size))
-			return cvm_err_openssl(err, EIO, "aes-256-xts (old key)");
-		if (!EVP_CipherInit_ex(ctx, NULL, NULL, NULL, iv, -1) ||
-		    !EVP_CipherUpdate(ctx, buf + off, &outl, buf + off, (int)job->sector_size) ||
-		    (size_t)outl != job->sector_size)
-			return cvm_err_openssl(err, EIO, "aes-256-xts");
-	}
+	if (from && xts_units(from, sector, buf, buf, len, job->sector_size) < 0)
+		return cvm_err_openssl(err, EIO, "aes-256-xts (old key)");
+	if (xts_units(ctx, sector, buf, buf, len, job->sector_size) < 0)
+		return cvm_err_openssl(err, EIO, "aes-256-xts");
 	return 0;
 }
 
@@ -125,26 +146,17 @@ static void first_overlap(const struct cvm_rangeset *rs, uint64_t off, const str
 	*out = rs->r + lo;
 }
 
-static int do_chunk(struct engine *e, EVP_CIPHER_CTX *ctx, EVP_CIPHER_CTX *from, uint8_t *buf,
-		    uint64_t idx, struct cvm_err *err)
+/* Read, transform and write [off, off + len) of the region, leaving the skipped ranges
+ * unwritten. */
+static int do_piece(const struct cvm_xts_job *job, EVP_CIPHER_CTX *ctx, EVP_CIPHER_CTX *from,
+		    uint8_t *buf, uint64_t off, size_t len, struct cvm_err *err)
 {
-	const struct cvm_xts_job *job = e->job;
-	uint64_t off = idx * job->chunk;
-	size_t len = (size_t)(job->len - off < job->chunk ? job->len - off : job->chunk);
-	if (job->skip_holes) {
-		/* the next data at or after the chunk start lies beyond it: the chunk is a hole (the
-		 * file offset lseek moves is unused: all I/O here is pread/pwrite) */
-		off_t data = lseek(job->in_fd, (off_t)(job->in_off + off), SEEK_DATA);
-		if ((data < 0 && errno == ENXIO) ||
-		    (data >= 0 && (uint64_t)data >= job->in_off + off + len))
-			return 0;
-	}
 	const struct cvm_range *rng = NULL, *rend = NULL;
 	if (job->skip && job->skip->n) {
 		first_overlap(job->skip, off, &rng);
 		rend = job->skip->r + job->skip->n;
 		if (rng < rend && rng->start <= off && rng->end >= off + len)
-			return 0; /* nothing to write in this chunk */
+			return 0; /* nothing to write here */
 	}
 	int r = full_pread(job->in_fd, buf, len, job->in_off + off, err);
 	if (r < 0)
@@ -166,6 +178,30 @@ static int do_chunk(struct engine *e, EVP_CIPHER_CTX *ctx, EVP_CIPHER_CTX *from,
 	    (r = full_pwrite(job->out_fd, buf + (pos - off), off + len - pos, job->out_off + pos,
 			     err)) < 0)
 		return cvm_err_prefix(err, "destination");
+	return 0;
+}
+
+static int do_chunk(struct engine *e, EVP_CIPHER_CTX *ctx, EVP_CIPHER_CTX *from, uint8_t *buf,
+		    uint64_t idx, struct cvm_err *err)
+{
+	const struct cvm_xts_job *job = e->job;
+	uint64_t off = idx * job->chunk;
+	size_t len = (size_t)(job->len - off < job->chunk ? job->len - off : job->chunk);
+	if (job->skip_holes) {
+		/* the next data at or after the chunk start lies beyond it: the chunk is a hole (the
+		 * file offset lseek moves is unused: all I/O here is pread/pwrite) */
+		off_t data = lseek(job->in_fd, (off_t)(job->in_off + off), SEEK_DATA);
+		if ((data < 0 && errno == ENXIO) ||
+		    (data >= 0 && (uint64_t)data >= job->in_off + off + len))
+			return 0;
+	}
+	for (size_t done = 0; done < len;) {
+		size_t n = len - done < PIECE ? len - done : PIECE;
+		int r = do_piece(job, ctx, from, buf, off + done, n, err);
+		if (r < 0)
+			return r;
+		done += n;
+	}
 	return 0;
 }
 
@@ -193,12 +229,13 @@ static void *worker(void *arg)
 	struct engine *e = arg;
 	const struct cvm_xts_job *job = e->job;
 	struct cvm_err err = { 0 };
+	size_t bufsize = job->chunk < PIECE ? job->chunk : PIECE;
 	uint8_t *buf = NULL;
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	EVP_CIPHER_CTX *from = job->rekey_from ? EVP_CIPHER_CTX_new() : NULL;
 	int r = 0;
 	if (!ctx || (job->rekey_from && !from) ||
-	    posix_memalign((void **)&buf, 4096, job->chunk) != 0)
+	    posix_memalign((void **)&buf, 4096, bufsize) != 0)
 		r = cvm_err_nomem(&err);
 	else if (!EVP_CipherInit_ex(ctx, EVP_aes_256_xts(), NULL, job->key, NULL, job->encrypt) ||
 		 (from && !EVP_CipherInit_ex(from, EVP_aes_256_xts(), NULL, job->rekey_from, NULL, 0)))
@@ -221,7 +258,7 @@ static void *worker(void *arg)
 	EVP_CIPHER_CTX_free(from);
 	if (buf) {
 		/* plaintext passed through this buffer */
-		OPENSSL_cleanse(buf, job->chunk);
+		OPENSSL_cleanse(buf, bufsize);
 		free(buf);
 	}
 	pthread_mutex_lock(&e->lock);
