@@ -183,6 +183,17 @@ CVM_EXPORT int cvm_disk_unlock_secret(const char *path, const struct cvm_disk_ke
  * guest rewrites the header at the same time. */
 CVM_EXPORT int cvm_disk_rotate(const char *path, const struct cvm_disk_keywrap *kw,
 			       const char *new_key_url, const char *alg, struct cvm_err *err);
+/* Same, for callers that name the exact target (cvmd's automatic rotation): re-wraps of one
+ * image are serialized across processes (a one-byte lock away from QEMU's lock bytes; -EBUSY
+ * after 30 s), and when new_key_url is versioned and a token already names that version no new
+ * token is written (if other tokens remain — a re-wrap killed before it removed the old one —
+ * that token is proven first and the others removed). Once the new token is proven, every other
+ * opencvm-hsm token of the keyslot is removed. Each header write is atomic (libcryptsetup), so
+ * a kill at any point leaves a token for the old or the new version, or both.
+ * *changed (nullable): whether a new token was written. */
+CVM_EXPORT int cvm_disk_rotate_to(const char *path, const struct cvm_disk_keywrap *kw,
+				  const char *new_key_url, const char *alg, bool *changed,
+				  struct cvm_err *err);
 
 struct cvm_disk_info {
 	char uuid[40];
@@ -321,6 +332,40 @@ CVM_EXPORT int cvm_disk_register_routes(const struct cvm_disk_rest_config *cfg,
 					struct cvm_http_server *srv, struct cvm_disk_rest **out,
 					struct cvm_err *err);
 CVM_EXPORT void cvm_disk_rest_free(struct cvm_disk_rest *r); /* NULL-safe */
+
+/* ---- automatic rotation (src/disk/autorotate.c; part of cvmd, library cvm_disk_rest) --------
+ * When the key of a DES that follows the latest version (versionless key URL) gets a new
+ * version — `cvm key rotate`, the key service's rotation-policy scheduler, on any cvmd sharing
+ * the store — every disk registered to the set is re-wrapped for that version (cvm_disk_rotate_to:
+ * new token written and proven before the old one goes; header only, safe while a VM runs) and
+ * its registry kid updated. cvmd does the wrap and unwrap in-process as the DES identity, after
+ * the same RBAC check the REST route makes (keys/read, keys/wrap, keys/unwrap on the key): an
+ * identity that lost the Crypto Service Encryption User role is refused and the disk left as it
+ * is. Pinned-version sets are never touched. One audit record per disk and try: operation
+ * "disks/rotate", principal the DES identity, key_version the new version, detail {"des","disk",
+ * "trigger":"auto","oldVersion","newVersion","message"?}. A failed disk (image missing or
+ * unreadable, role revoked, key disabled) does not stop the others; it is retried for the same
+ * version after 30 s, doubling up to an hour (a newer version retries at once). Several cvmd
+ * processes on one store: a per-disk lease (60 s) lets exactly one work on a disk.
+ * cvmd calls the tick from its scheduler thread (every few seconds); returns the number of
+ * disks tried (>= 0), or a negative errno when every set that had work failed. */
+struct cvm_disk_autorotate_config {
+	struct cvm_store *store; /* borrowed */
+	struct cvm_hsm *hsm;
+	struct cvm_audit *audit;
+};
+CVM_EXPORT int cvm_disk_autorotate_tick(const struct cvm_disk_autorotate_config *cfg,
+					int64_t now, struct cvm_err *err);
+/* The last automatic rotation pass that tried disks of a DES (present false when none). */
+struct cvm_des_autorotation {
+	bool present;
+	int64_t at;
+	char key_version[33];     /* the version the disks were moved to */
+	unsigned rotated, failed; /* disks */
+	char message[512];        /* first failure, "" when none */
+};
+CVM_EXPORT int cvm_des_autorotation_get(struct cvm_store *s, const char *des,
+					struct cvm_des_autorotation *out, struct cvm_err *err);
 
 /* ---- block writer (src/disk/writer.c) -----------------------------------------------------
  * Random-access writes into an existing, complete confidential disk without dm-crypt: each

@@ -18,10 +18,16 @@ static int check_des_name(const char *s, const char *usage)
 	return 0;
 }
 
+/* lastAutoRotation: cvmd's last automatic re-wrap of the set's disks after a key rotation. */
 static const char *const des_labels[] = {"name", "type", "key", "wrap alg", "identity",
-					 "follows latest key version", "created", "updated"};
+					 "follows latest key version", "created", "updated",
+					 "last auto-rotation", "... to key version", "... at",
+					 "... disks rotated", "... disks failed", "... first failure"};
 static const char *const des_paths[] = {"name", "encryptionType", "keyUrl", "alg", "identity",
-					"followsLatest", "created", "updated"};
+					"followsLatest", "created", "updated",
+					"lastAutoRotation.result", "lastAutoRotation.keyVersion",
+					"lastAutoRotation.at", "lastAutoRotation.rotated",
+					"lastAutoRotation.failed", "lastAutoRotation.message"};
 
 static int show_des(struct cli *cli, json_t *des)
 {

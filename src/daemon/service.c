@@ -259,6 +259,9 @@ static unsigned worker_threads(unsigned configured)
 
 struct scheduler {
 	struct cvm_hsm *h;
+#ifdef CVM_HAVE_DISK_REST
+	struct cvm_disk_autorotate_config disks; /* re-wrap DES disks after key rotations */
+#endif
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stop;
@@ -283,6 +286,16 @@ static void *scheduler_main(void *arg)
 				     err.msg);
 		else if (n > 0)
 			cvm_log_info("scheduler_tick", "actions=%d", n);
+#ifdef CVM_HAVE_DISK_REST
+		/* After the key tick, so a rotation it made is followed in the same pass. */
+		cvm_err_clear(&err);
+		n = cvm_disk_autorotate_tick(&s->disks, cvm_now(), &err);
+		if (n < 0)
+			cvm_log_warn("disk_autorotate_tick_failed", "code=%s error=\"%s\"", err.code,
+				     err.msg);
+		else if (n > 0)
+			cvm_log_info("disk_autorotate_tick", "disks=%d", n);
+#endif
 		pthread_mutex_lock(&s->lock);
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -628,6 +641,10 @@ int cvmd_run(struct cvmd_config *c, struct cvm_err *err)
 	}
 	if (r == 0 && c->svc_hsm) {
 		sched.h = s.hsm;
+#ifdef CVM_HAVE_DISK_REST
+		sched.disks = (struct cvm_disk_autorotate_config){ .store = s.store, .hsm = s.hsm,
+								   .audit = s.audit };
+#endif
 		int e = pthread_create(&sched_thread, NULL, scheduler_main, &sched);
 		if (e)
 			r = cvm_err_set(err, e, "InternalError", "scheduler thread: %s", strerror(e));

@@ -827,15 +827,120 @@ int cvm_disk_unlock_secret(const char *path, const struct cvm_disk_keywrap *kw,
 	return r;
 }
 
-int cvm_disk_rotate(const char *path, const struct cvm_disk_keywrap *kw, const char *new_key_url,
-		    const char *alg, struct cvm_err *err)
+/* Re-wraps of one image are serialized across processes (cvmd's automatic rotation and a
+ * manual `cvm disk rotate` may meet): an open-file-description lock on one byte of the image,
+ * away from the bytes QEMU locks (100.. and 200..) so a running VM does not block it, taken
+ * before the header is loaded so each re-wrap starts from the other's result. A writer holding
+ * the whole-file lock (cvm_disk_lock_writer) makes us wait; after ROTATE_LOCK_WAIT_MS: -EBUSY. */
+#define ROTATE_LOCK_BYTE 4000
+#define ROTATE_LOCK_WAIT_MS 30000
+
+static int lock_rotate(int fd, const char *path, struct cvm_err *err)
 {
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = ROTATE_LOCK_BYTE,
+			    .l_len = 1 };
+	for (unsigned waited = 0;; waited += 100) {
+		if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+			return 0;
+		if (errno != EAGAIN && errno != EACCES)
+			return sys_err(err, "lock", path);
+		if (waited >= ROTATE_LOCK_WAIT_MS)
+			return cvm_err_set(err, EBUSY, "Conflict",
+					   "%s: another process is re-wrapping or writing it", path);
+		usleep(100 * 1000);
+	}
+}
+
+/* "https://a/keys/n/v" and "https://b/keys/n/v" name the same key version. */
+static bool same_key_version(const char *a, const char *b)
+{
+	const char *ka = a ? strstr(a, "/keys/") : NULL, *kb = b ? strstr(b, "/keys/") : NULL;
+	return ka && kb && strcmp(ka, kb) == 0;
+}
+
+/* Token i parsed when it is an opencvm-hsm token (false for any other or a malformed one). */
+static bool hsm_token_at(struct cvm_luks *l, int i, struct cvm_disk_hsm_token *t)
+{
+	const char *type = NULL, *json = NULL;
+	crypt_token_info st = crypt_token_status(l->cd, i, &type);
+	if (st == CRYPT_TOKEN_INVALID || st == CRYPT_TOKEN_INACTIVE || !type ||
+	    strcmp(type, CVM_DISK_TOKEN_HSM) != 0 || crypt_token_json_get(l->cd, i, &json) < 0)
+		return false;
+	struct cvm_err ignored = { 0 };
+	return cvm_disk_hsm_token_parse((const uint8_t *)json, strlen(json), t, &ignored) == 0;
+}
+
+/* After the kept token is proven: drop every other opencvm-hsm token of the same keyslot (the
+ * old one, and any a re-wrap killed between its two header writes left behind). Each removal
+ * is one header write, and the kept token is already on disk. *dropped counts them. */
+static int drop_other_tokens(struct cvm_luks *l, int keep, int keyslot, int *dropped,
+			     struct cvm_err *err)
+{
+	*dropped = 0;
+	for (int i = 0; i < 32; i++) {
+		struct cvm_disk_hsm_token t = { 0 };
+		bool same_slot = i != keep && hsm_token_at(l, i, &t) && t.keyslot == keyslot;
+		cvm_disk_hsm_token_clear(&t);
+		if (!same_slot)
+			continue;
+		int r = crypt_token_json_set(l->cd, i, NULL);
+		if (r < 0)
+			return cvm_luks_err(l, r, err, "remove old opencvm-hsm token");
+		(*dropped)++;
+	}
+	return 0;
+}
+
+/* The image already has a token for the asked-for version (another re-wrap got there first, or
+ * one was killed before it removed the old token): *found tells. When other tokens remain,
+ * prove that one (unwrap, open the keyslot) and drop the rest, as the re-wrap would have. */
+static int settle_on(struct cvm_luks *l, const struct cvm_disk_keywrap *kw, const char *key_url,
+		     const char *alg, bool *found, struct cvm_err *err)
+{
+	*found = false;
+	int id = -1, n = 0;
+	_cleanup_(cvm_disk_hsm_token_clear) struct cvm_disk_hsm_token keep = { 0 };
+	for (int i = 0; i < 32; i++) {
+		struct cvm_disk_hsm_token t = { 0 };
+		if (hsm_token_at(l, i, &t)) {
+			n++;
+			if (id < 0 && same_key_version(t.key_url, key_url) && !strcmp(t.alg, alg)) {
+				id = i;
+				keep = t;
+				continue;
+			}
+		}
+		cvm_disk_hsm_token_clear(&t);
+	}
+	if (id < 0)
+		return 0;
+	*found = true;
+	if (n == 1)
+		return 0;
+	_cleanup_secret_ struct cvm_secret *s = NULL;
+	int dropped, r = unwrap_token(l, kw, &keep, &s, err);
+	if (r < 0)
+		return cvm_err_prefix(err, "token for %s (others kept)", keep.key_url);
+	return drop_other_tokens(l, id, keep.keyslot, &dropped, err);
+}
+
+int cvm_disk_rotate_to(const char *path, const struct cvm_disk_keywrap *kw,
+		       const char *new_key_url, const char *alg, bool *changed,
+		       struct cvm_err *err)
+{
+	if (changed)
+		*changed = false;
 	if (!path || !kw || !kw->wrap || !kw->unwrap)
 		return cvm_err_badparam(err, "path, keywrap: required");
 	struct cvm_disk_wrap_params wp = { .kw = kw, .key_url = new_key_url, .alg = alg,
 					   .des = "-" };
 	int r = check_wrap_params(&wp, err);
 	if (r < 0)
+		return r;
+	_cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return sys_err(err, "open", path);
+	if ((r = lock_rotate(fd, path, err)) < 0)
 		return r;
 	_cleanup_luks_ struct cvm_luks l = { 0 };
 	int old_id, new_id;
@@ -845,8 +950,13 @@ int cvm_disk_rotate(const char *path, const struct cvm_disk_keywrap *kw, const c
 	_cleanup_(cvm_disk_hsm_token_clear) struct cvm_disk_hsm_token cur = { 0 };
 	_cleanup_secret_ struct cvm_secret *secret = NULL, *check = NULL;
 	_cleanup_free_ char *json = NULL;
-	if ((r = read_hsm_token(&l, &old_id, &old, err)) < 0 ||
-	    (r = unwrap_token(&l, kw, &old, &secret, err)) < 0)
+	bool found = false;
+	if (cvm_disk_key_url_valid(new_key_url, true) &&
+	    ((r = settle_on(&l, kw, new_key_url, alg, &found, err)) < 0 || found))
+		return r;
+	if ((r = read_hsm_token(&l, &old_id, &old, err)) < 0)
+		return r;
+	if ((r = unwrap_token(&l, kw, &old, &secret, err)) < 0)
 		return r;
 	if ((r = make_hsm_token(kw, new_key_url, alg, old.des, old.keyslot, secret, &json, err)) < 0)
 		return r;
@@ -869,12 +979,20 @@ int cvm_disk_rotate(const char *path, const struct cvm_disk_keywrap *kw, const c
 		(void)crypt_token_json_set(l.cd, new_id, NULL);
 		return cvm_err_prefix(err, "rotate %s (old token kept)", path);
 	}
-	r = crypt_token_json_set(l.cd, old_id, NULL);
-	if (r < 0)
-		return cvm_luks_err(&l, r, err, "remove old opencvm-hsm token");
+	int dropped;
+	if ((r = drop_other_tokens(&l, new_id, cur.keyslot, &dropped, err)) < 0)
+		return r;
+	if (changed)
+		*changed = true;
 	cvm_log_info("disk_rotated", "path=%s old_kid=%s new_kid=%s", path, old.key_url,
 		     cur.key_url);
 	return 0;
+}
+
+int cvm_disk_rotate(const char *path, const struct cvm_disk_keywrap *kw, const char *new_key_url,
+		    const char *alg, struct cvm_err *err)
+{
+	return cvm_disk_rotate_to(path, kw, new_key_url, alg, NULL, err);
 }
 
 void cvm_disk_info_clear(struct cvm_disk_info *info)

@@ -129,16 +129,29 @@ static int authz_check(void *ctx, const char *identity, const char *key_url, str
 
 /* ---- JSON ----------------------------------------------------------------------------------- */
 
-static json_t *des_json(const struct cvm_des *d)
+/* {"at","keyVersion","result":"ok"|"failed","rotated","failed","message"?} of the last
+ * automatic rotation pass (autorotate.c), or NULL when there was none. */
+static json_t *autorotation_json(const struct cvm_des_autorotation *a)
+{
+	if (!a->present)
+		return NULL;
+	return json_pack("{s:I,s:s,s:s,s:i,s:i,s:s?}", "at", (json_int_t)a->at, "keyVersion",
+			 a->key_version, "result", a->failed ? "failed" : "ok", "rotated",
+			 (int)a->rotated, "failed", (int)a->failed, "message",
+			 a->message[0] ? a->message : NULL);
+}
+
+static json_t *des_json(const struct cvm_des *d, const struct cvm_des_autorotation *a)
 {
 	_cleanup_free_ char *id = cvm_asprintf("/opencvm/diskEncryptionSets/%s", d->name);
 	if (!id)
 		return NULL;
-	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:b,s:I,s:I}", "name", d->name, "id", id,
+	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:b,s:I,s:I,s:o*}", "name", d->name, "id", id,
 			 "keyUrl", d->key_url, "alg", d->alg, "encryptionType",
 			 cvm_des_type_name(d->type), "identity", d->identity, "followsLatest",
 			 cvm_des_follows_latest(d), "created", (json_int_t)d->created, "updated",
-			 (json_int_t)d->updated);
+			 (json_int_t)d->updated, "lastAutoRotation",
+			 a ? autorotation_json(a) : NULL);
 }
 
 static json_t *disk_json(const struct cvm_disk_rec *d)
@@ -281,7 +294,7 @@ static int h_des_put(struct call *c, json_t **out, struct cvm_err *err)
 	_cleanup_(cvm_des_clear) struct cvm_des got = { 0 };
 	if ((r = cvm_des_get(c->rest->cfg.store, d.name, &got, err)) < 0)
 		return r;
-	*out = des_json(&got);
+	*out = des_json(&got, NULL);
 	return *out ? 0 : cvm_err_nomem(err);
 }
 
@@ -312,9 +325,10 @@ static int h_des_get(struct call *c, json_t **out, struct cvm_err *err)
 {
 	_cleanup_(cvm_des_clear) struct cvm_des d = { 0 };
 	int r = des_load(c, P(c, "name"), &d, "GET", "keys/get", err);
-	if (r < 0)
+	struct cvm_des_autorotation a;
+	if (r < 0 || (r = cvm_des_autorotation_get(c->rest->cfg.store, d.name, &a, err)) < 0)
 		return r;
-	*out = des_json(&d);
+	*out = des_json(&d, &a);
 	return *out ? 0 : cvm_err_nomem(err);
 }
 
@@ -329,7 +343,7 @@ static int h_des_list(struct call *c, json_t **out, struct cvm_err *err)
 		return r;
 	json_t *arr = json_array();
 	for (size_t i = 0; arr && i < n; i++)
-		if (json_array_append_new(arr, des_json(&list[i])) < 0)
+		if (json_array_append_new(arr, des_json(&list[i], NULL)) < 0)
 			json_decref(CVM_TAKE(arr));
 	cvm_des_list_free(list, n);
 	*out = arr ? json_pack("{s:o}", "value", arr) : NULL;
