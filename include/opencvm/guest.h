@@ -108,6 +108,25 @@ CVM_EXPORT int cvm_guest_find_temp_disk(const char *sys_block, char *name, size_
 CVM_EXPORT int cvm_guest_temp_disk_check(const char *dev, const char *os_dev,
 					 struct cvm_err *err);
 
+/* ==== data disks ===========================================================================
+ * The host attaches each confidential data disk as a virtio-blk device whose serial is the
+ * disk's registry name. List under sys_block (/sys/block) every virtio disk that is neither
+ * the OS disk os_dev (the disk itself or the disk holding that partition) nor the temp disk
+ * (serial "temp"), in device order, with the /dev/mapper name each gets: its serial when that
+ * is 1..64 of [A-Za-z0-9_-], not root, temp or control, and not an earlier disk's name; else
+ * dataN. Whether a listed device is a confidential disk is decided by its LUKS2 header alone
+ * (main.c). -E2BIG when more than cap. */
+#define CVM_GUEST_DATA_NAME_MAX 64
+struct cvm_guest_data_disk {
+	char dev[32];                             /* "vdb" */
+	char serial[CVM_GUEST_DATA_NAME_MAX + 2]; /* as read; "" when none */
+	char name[CVM_GUEST_DATA_NAME_MAX + 1];   /* /dev/mapper/<name> */
+};
+CVM_EXPORT bool cvm_guest_data_disk_name_valid(const char *s);
+CVM_EXPORT int cvm_guest_find_data_disks(const char *sys_block, const char *os_dev,
+					 struct cvm_guest_data_disk *out, size_t cap, size_t *n,
+					 struct cvm_err *err);
+
 /* ==== flow (pure parts) ===================================================================== */
 
 #define CVM_GUEST_KID "TpmEphemeralEncryptionKey"

@@ -185,6 +185,10 @@ struct cvm_vm_launch {
 	const char *os_disk;        /* raw image */
 	const char *const *data_disks;
 	size_t n_data_disks;
+	/* The virtio serial of each data disk (the guest maps the disk as /dev/mapper/<serial>):
+	 * 1..20 of [A-Za-z0-9_-] (virtio-blk's ID field), unique, not "os" or "temp". NULL =
+	 * data0, data1, ... */
+	const char *const *data_disk_serials;
 	const char *temp_disk;      /* raw image, NULL = none */
 	const char *tee_sock;       /* EMULATED: unix socket of the host TEE service */
 	const char *serial_log;     /* console written here */

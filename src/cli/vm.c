@@ -270,6 +270,114 @@ static int os_image(struct vmctx *v, const struct cvm_vm *vm, const char *explic
 	return r;
 }
 
+/* The VM's data disks, resolved through the disk registry for one boot. */
+struct data_disks {
+	char *path[CVM_VM_MAX_DATA_DISKS];
+	char *serial[CVM_VM_MAX_DATA_DISKS];
+	size_t n;
+};
+
+static void data_disks_clear(struct data_disks *d)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		free(d->path[i]);
+		free(d->serial[i]);
+	}
+	d->n = 0;
+}
+
+/* The virtio serial of data disk i: its registry name (the guest maps the disk as
+ * /dev/mapper/<name>), or dataN when the name does not fit virtio-blk's 20-byte ID, is the OS
+ * or temp disk's serial or a name the guest's device mapper already uses (root, temp,
+ * control), or is taken. */
+static char *data_serial(const struct data_disks *d, const char *name, size_t i)
+{
+	static const char *const reserved[] = { "os", "temp", "root", "control" };
+	bool own = strlen(name) <= 20;
+	for (size_t k = 0; k < CVM_ARRAY_SIZE(reserved); k++)
+		own &= strcmp(name, reserved[k]) != 0;
+	_cleanup_free_ char *s = own ? cvm_strdup(name) : cvm_asprintf("data%zu", i + 1);
+	for (size_t n = i + 1; s && n < 1000; n++) {
+		bool taken = false;
+		for (size_t k = 0; k < d->n; k++)
+			taken |= strcmp(d->serial[k], s) == 0;
+		if (!taken) {
+			char *o = s;
+			s = NULL;
+			return o;
+		}
+		free(s);
+		s = cvm_asprintf("data%zu", n + 1);
+	}
+	return NULL;
+}
+
+/* One data disk: a registered data disk, a complete confidential disk (no opencvm-progress
+ * token) whose opencvm-hsm token names os_kid. That is the one key the orchestrator releases
+ * to the guest, which unwraps every disk's secret with it: a disk wrapped by any other key
+ * could not be opened, and releasing a second key is not allowed. */
+static int data_disk_check(struct vmctx *v, const char *name, const char *os_img,
+			   const char *os_kid, char **path, struct cvm_err *err)
+{
+	struct cvm_disk_rec rec = { 0 };
+	struct cvm_disk_info info = { 0 };
+	_cleanup_free_ char *real = NULL, *os_real = realpath(os_img, NULL);
+	int r = cvm_disk_rec_get(v->store, name, &rec, err);
+	if (r < 0)
+		r = cvm_err_prefix(err, "data disk %s", name);
+	else if (rec.kind != CVM_DISK_KIND_DATA)
+		r = cvm_err_badparam(err, "data disk %s: registered as a%s %s disk, not a data disk",
+				     name, rec.kind == CVM_DISK_KIND_OS ? "n" : "",
+				     cvm_disk_kind_name(rec.kind));
+	else if ((real = realpath(rec.path, NULL)) && os_real && strcmp(real, os_real) == 0)
+		r = cvm_err_badparam(err, "data disk %s: %s is the VM's OS disk image", name,
+				     rec.path);
+	else if ((r = cvm_disk_info(rec.path, &info, err)) < 0)
+		r = cvm_err_prefix(err, "data disk %s", name);
+	else if (!info.complete)
+		r = cvm_err_set(err, EBUSY, "DiskError", "data disk %s: %s is incomplete (its "
+				"encryption stopped at %llu bytes; rerun it first)", name, rec.path,
+				(unsigned long long)info.progress_done);
+	else if (!info.has_hsm_token)
+		r = cvm_err_set(err, ENOENT, "DiskError", "data disk %s: %s has no opencvm-hsm "
+				"token (not a confidential disk)", name, rec.path);
+	else if (strcmp(info.hsm.key_url, os_kid) != 0)
+		r = cvm_err_badparam(err, "data disk %s: its secret is wrapped by key %s, not by the "
+				     "OS disk's key %s (the only key released to the guest)", name,
+				     info.hsm.key_url, os_kid);
+	else if (!(*path = cvm_strdup(rec.path)))
+		r = cvm_err_nomem(err);
+	cvm_disk_info_clear(&info);
+	cvm_disk_rec_clear(&rec);
+	return r;
+}
+
+/* Every data disk of the VM, checked (data_disk_check), in the VM's order. */
+static int data_disks_resolve(struct vmctx *v, const struct cvm_vm *vm, const char *os_img,
+			      const char *os_kid, struct data_disks *out, struct cvm_err *err)
+{
+	for (size_t i = 0; i < vm->n_data_disks; i++) {
+		const char *name = vm->data_disks[i];
+		if (vm->os_disk && strcmp(name, vm->os_disk) == 0)
+			return cvm_err_badparam(err, "data disk %s: it is the VM's OS disk", name);
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(name, vm->data_disks[k]) == 0)
+				return cvm_err_badparam(err, "data disk %s: listed twice", name);
+		char *path = NULL;
+		int r = data_disk_check(v, name, os_img, os_kid, &path, err);
+		if (r < 0)
+			return r;
+		char *serial = data_serial(out, name, i);
+		if (!serial) {
+			free(path);
+			return cvm_err_nomem(err);
+		}
+		out->path[out->n] = path;
+		out->serial[out->n++] = serial;
+	}
+	return 0;
+}
+
 static int read_key32(const char *path, struct cvm_secret **out, struct cvm_err *err)
 {
 	int r = cli_read_secret_file(path, out, err);
@@ -466,6 +574,11 @@ static int vm_start_as(struct cli *cli, int argc, char **argv, const char *reaso
 	if (r == 0 && (r = cvm_disk_info(img, &info, &err)) == 0 && !info.has_hsm_token)
 		r = cvm_err_set(&err, ENOENT, "DiskError",
 				"%s: no opencvm-hsm token (not a confidential disk)", img);
+	/* Data disks: unwrapped in the guest with the same released key, so each must be
+	 * wrapped by it; refused here, before anything runs. */
+	struct data_disks dd = { 0 };
+	if (r == 0)
+		r = data_disks_resolve(&v, &vm, img, info.hsm.key_url, &dd, &err);
 	if (r == 0)
 		r = cli_connect(cli, &err);
 	struct cvm_vm_orch orch = {
@@ -509,6 +622,7 @@ static int vm_start_as(struct cli *cli, int argc, char **argv, const char *reaso
 	if (r == 0)
 		r = cvm_vm_transition(v.store, pos[0], &stopped, CVM_VM_STARTING, reason, who, &err);
 	if (r < 0) {
+		data_disks_clear(&dd);
 		cvm_disk_info_clear(&info);
 		cvm_vm_clear(&vm);
 		vmctx_close(&v);
@@ -529,6 +643,9 @@ static int vm_start_as(struct cli *cli, int argc, char **argv, const char *reaso
 			.initrd = initrd,
 			.append = append,
 			.os_disk = img,
+			.data_disks = (const char *const *)dd.path,
+			.data_disk_serials = (const char *const *)dd.serial,
+			.n_data_disks = dd.n,
 			.netdev = netdev,
 		},
 		.ovmf_vars_template = OVMF_VARS,
@@ -545,6 +662,9 @@ static int vm_start_as(struct cli *cli, int argc, char **argv, const char *reaso
 		       rc_.launch.accel == CVM_VM_ACCEL_KVM ? "kvm" : "tcg", vdir,
 		       vmgs && access(vmgs, F_OK) == 0 ? "restored from the sealed VMGS"
 						       : "new (first boot; sealed into the VMGS at exit)");
+	for (size_t i = 0; !cli->json && i < dd.n; i++)
+		printf("data disk %s: %s (guest: /dev/mapper/%s)\n", vm.data_disks[i], dd.path[i],
+		       dd.serial[i]);
 	fflush(stdout);
 	int status = -1;
 	r = cvm_vm_run(&rc_, &status, &err);
@@ -563,6 +683,7 @@ static int vm_start_as(struct cli *cli, int argc, char **argv, const char *reaso
 	}
 	if (t < 0)
 		fprintf(stderr, "cvm: vm start: recording the end state: %s\n", e2.msg);
+	data_disks_clear(&dd);
 	cvm_disk_info_clear(&info);
 	cvm_vm_clear(&vm);
 	vmctx_close(&v);

@@ -160,6 +160,77 @@ static int temp_disk(const struct agent *a, struct cvm_err *err)
 	return 0;
 }
 
+/* Whether dev carries a LUKS2 header (anything else is not a confidential disk: left alone,
+ * never mapped, so the root's init never mounts it). */
+static bool is_luks2(const char *dev)
+{
+	struct crypt_device *cd = NULL;
+	bool yes = crypt_init(&cd, dev) == 0 && crypt_load(cd, CRYPT_LUKS2, NULL) == 0;
+	crypt_free(cd);
+	return yes;
+}
+
+/* One data disk: its opencvm-hsm token must name the key the orchestrator released for the OS
+ * disk (os_kid), and the secret it wraps, unwrapped with that key's material, must open it.
+ * *skipped: the device is not a confidential disk (no LUKS2 header or no opencvm-hsm token). */
+static int data_disk(const struct cvm_guest_data_disk *d, const struct cvm_secret *material,
+		     const char *os_kid, bool *skipped, struct cvm_err *err)
+{
+	char dev[48];
+	snprintf(dev, sizeof(dev), "/dev/%s", d->dev);
+	*skipped = false;
+	if (!is_luks2(dev)) {
+		*skipped = true;
+		return 0;
+	}
+	struct cvm_disk_info info = { 0 };
+	_cleanup_secret_ struct cvm_secret *secret = NULL;
+	int r = cvm_disk_info(dev, &info, err);
+	if (r < 0)
+		r = cvm_err_prefix(err, "%s (serial %s)", dev, d->serial);
+	else if (!info.has_hsm_token)
+		*skipped = true;
+	else if (!info.complete)
+		r = cvm_err_set(err, EBUSY, "DiskError", "%s (serial %s): incomplete (its encryption "
+				"has not finished)", dev, d->serial);
+	else if (strcmp(info.hsm.key_url, os_kid) != 0)
+		r = cvm_err_set(err, EPERM, "DiskError", "%s (serial %s): its opencvm-hsm token names "
+				"key %s, not the released key %s", dev, d->serial, info.hsm.key_url,
+				os_kid);
+	else if ((r = cvm_guest_unwrap_disk_secret(material, info.hsm.alg, info.hsm.wrapped,
+						   &secret, err)) < 0)
+		r = cvm_err_prefix(err, "%s (serial %s)", dev, d->serial);
+	else if ((r = activate(dev, d->name, secret, err)) == 0) {
+		printf("cvm-guest: unlocked %s as /dev/mapper/%s (t=%.3fs)\n", dev, d->name,
+		       boot_seconds());
+		fflush(stdout);
+	}
+	cvm_disk_info_clear(&info);
+	return r;
+}
+
+/* The data disks (every virtio disk but the OS and temp disks that is a confidential disk),
+ * each unlocked with the key material released for the OS disk: no second attestation or
+ * release. Any of them that cannot be opened fails the boot. */
+static int data_disks(const struct agent *a, const struct cvm_secret *material,
+		      const char *os_kid, struct cvm_err *err)
+{
+	struct cvm_guest_data_disk list[32];
+	size_t n = 0;
+	int r = cvm_guest_find_data_disks("/sys/block", a->cfg.disk, list, CVM_ARRAY_SIZE(list),
+					  &n, err);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		bool skipped = false;
+		r = data_disk(&list[i], material, os_kid, &skipped, err);
+		if (r == 0 && skipped) {
+			printf("cvm-guest: /dev/%s (serial %s) is not a confidential disk; not mapped\n",
+			       list[i].dev, list[i].serial);
+			fflush(stdout);
+		}
+	}
+	return r;
+}
+
 static int unlock(struct agent *a)
 {
 	struct cvm_err err = { 0 };
@@ -236,6 +307,13 @@ static int unlock(struct agent *a)
 		       a->mapper_name, boot_seconds());
 		fflush(stdout);
 	}
+	/* The released key material opens the data disks too, then goes (zeroized). */
+	if (r == 0) {
+		check = "data-disk";
+		r = data_disks(a, material, info.hsm.key_url, &err);
+	}
+	cvm_secret_free(material);
+	material = NULL;
 	cvm_key_free(eph);
 	cvm_guest_evidence_clear(&ev);
 	cvm_disk_info_clear(&info);

@@ -157,6 +157,19 @@ static void netdev_id(const char *netdev, char out[32])
 	}
 }
 
+/* virtio-blk's device ID (the serial the guest reads in /sys/block/vdX/serial) holds 20 bytes;
+ * QEMU cuts longer serials silently. */
+#define VIRTIO_BLK_ID_LEN 20
+
+/* A data disk serial: 1..20 of [A-Za-z0-9_-], not the OS or temp disk's serial. */
+static bool serial_valid(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n < 1 || n > VIRTIO_BLK_ID_LEN || strcmp(s, "os") == 0 || strcmp(s, "temp") == 0)
+		return false;
+	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
 static int validate(const struct cvm_vm_launch *l, struct cvm_err *err)
 {
 	if (!l->name || !cvm_vm_name_valid(l->name))
@@ -174,6 +187,16 @@ static int validate(const struct cvm_vm_launch *l, struct cvm_err *err)
 					"failures are reported)");
 	if (l->n_data_disks > CVM_VM_MAX_DATA_DISKS || (l->n_data_disks && !l->data_disks))
 		return cvm_err_badparam(err, "launch.data_disks: at most %d", CVM_VM_MAX_DATA_DISKS);
+	for (size_t i = 0; l->data_disk_serials && i < l->n_data_disks; i++) {
+		const char *s = l->data_disk_serials[i];
+		if (!serial_valid(s))
+			return cvm_err_badparam(err, "launch.data_disk_serials[%zu]: expected 1..%d of "
+						"[A-Za-z0-9_-], not os or temp", i, VIRTIO_BLK_ID_LEN);
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(s, l->data_disk_serials[k]) == 0)
+				return cvm_err_badparam(err, "launch.data_disk_serials[%zu]: %s is "
+							"already the serial of data disk %zu", i, s, k);
+	}
 	if ((l->initrd || l->append) && !l->kernel)
 		return cvm_err_badparam(err, "launch.kernel: initrd/append need a kernel");
 	if (hw_tee(l->tee)) {
@@ -345,6 +368,9 @@ int cvm_vm_qemu_argv(const struct cvm_vm_launch *l, char ***argv, struct cvm_err
 			add_f(&a, "virtio-blk-pci,drive=disk%zu,serial=os,bootindex=0", i);
 		else if (l->temp_disk && i == nd - 1)
 			add_f(&a, "virtio-blk-pci,drive=disk%zu,serial=temp", i);
+		else if (l->data_disk_serials)
+			add_f(&a, "virtio-blk-pci,drive=disk%zu,serial=%s", i,
+			      l->data_disk_serials[i - 1]);
 		else
 			add_f(&a, "virtio-blk-pci,drive=disk%zu,serial=data%zu", i, i - 1);
 	}

@@ -3,7 +3,8 @@
 # Builds (or reuses) the guest image, starts cvmd --dev (extra cvmd arguments: VM_CVMD_ARGS),
 # creates the key user, the DES key (release policy pinning the launch measurement APPEND
 # gives), the orchestrator identity with its roles, the LUKS2 OS disk with its opencvm-hsm
-# token and the VM vm1; defines boot, console and wait_console. Skips (exit 77) when a tool
+# token, the DES des1 with the data disk data1 and the VM vm1 (OS, data and temp disk);
+# defines boot, console and wait_console. Skips (exit 77) when a tool
 # is missing.
 source "$(dirname "${BASH_SOURCE[0]}")/lib-cvmd.sh"
 CVM=$BUILD/cvm
@@ -90,9 +91,18 @@ SECRET_HEX=$(od -An -tx1 -v "$TMP/secret" | tr -d ' \n')
 SECRET_B64=$(basenc --base64url -w0 "$TMP/secret" | tr -d '=')
 shred -u "$TMP/secret"
 
+# The DES des1 pinned to the key version the OS disk's token names (its identity is the
+# orchestrator's, which holds the Encryption User role on the key) and a confidential data disk
+# on it, made by `cvm disk create`: its secret is wrapped by the same key, so the guest unlocks
+# it with the key released for the OS disk.
+check "DES des1 on the disk key" "$CVM" "${KVU[@]}" des create des1 --type customer --key "$KID" \
+  --identity cvo >/dev/null
+check "data disk data1 (cvm disk create --kind data --des des1)" "$CVM" "${KVU[@]}" disk create \
+  --name data1 --size 64M --kind data --des des1 --path "$TMP/data1.img" >/dev/null
+
 # A "d" size: the VM also gets a temp disk, fresh and under an ephemeral guest key each boot.
 check "vm create" "$CVM" vm create vm1 --size Standard_DC2ads_v5 --tee emulated --os-disk osdisk \
-  --des des1 --temp-disk >/dev/null
+  --des des1 --temp-disk --data-disk data1 >/dev/null
 PORT=$(free_port)
 
 # boot NAME APPEND LOG [vm start options...]: one boot in the background; sets VM_PID.

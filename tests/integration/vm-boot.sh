@@ -9,9 +9,38 @@
 #     unseals the same value (same SHA-256 on the console) in boot 2 (vm start) and boot 3
 #     (vm restart: stop, then start with the recorded launch arguments, transitions audited);
 #     the sealed VMGS holds none of the running vTPM's plaintext state.
+#  4. confidential data disk: data1 (cvm disk create, same DES key as the OS disk) is unlocked
+#     by the guest with the key released for the OS disk, formatted in boot 1 and mounted on
+#     /data/data1, where a boot counter grows in every later boot; the host's image never holds
+#     the guest's plaintext. A data disk wrapped by another key is refused by vm start.
 # Skips (exit 77, counted as skipped) only when /dev/kvm is absent AND a TCG boot exceeds
 # CVM_VM_BOOT_BOUND seconds (default 240).
 source "$(dirname "$0")/lib-vm.sh"
+
+# ---- 4a. a data disk wrapped by another key: vm start refuses it before anything runs --------
+"$CVM" "${KVU[@]}" key create other-key --kty RSA-HSM --size 2048 >/dev/null
+"$CVM" "${ADMIN[@]}" role assign --role "Managed HSM Crypto Service Encryption User" --principal cvo \
+  --scope /keys/other-key >/dev/null
+"$CVM" "${KVU[@]}" des create des2 --type customer --key "$BASE/keys/other-key" --identity cvo >/dev/null
+check "data disk data2 on another key (des2)" "$CVM" "${KVU[@]}" disk create --name data2 --size 64M \
+  --kind data --des des2 --path "$TMP/data2.img" >/dev/null
+check "vm create vm2 (OS disk as vm1, data disk data2)" "$CVM" vm create vm2 \
+  --size Standard_DC2ads_v5 --tee emulated --os-disk osdisk --des des1 --data-disk data2 >/dev/null
+boot vm2 "$APPEND" "$TMP/refused.log"
+wait "$VM_PID"; rc=$?
+check "vm start refuses a data disk wrapped by another key (exit $rc)" test $rc -ne 0
+check "... naming the disk, its key and the OS disk's key ($(grep -o 'data disk data2: .*' "$TMP/refused.log"))" \
+  grep -q "data disk data2: its secret is wrapped by key $BASE/keys/other-key/.*, not by the OS disk's key $KID (the only key released to the guest)" "$TMP/refused.log"
+check "... before QEMU ran (vm2 stopped, no console)" bash -c \
+  "'$CVM' --json vm show vm2 | jq -e '.state == \"stopped\"' >/dev/null && test ! -e '$CVM_STATE_DIR/vms/vm2/console.log'"
+"$CVM" vm create vm3 --size Standard_DC2ads_v5 --tee emulated --os-disk osdisk --des des1 \
+  --data-disk nosuchdisk >/dev/null
+boot vm3 "$APPEND" "$TMP/refused3.log"
+wait "$VM_PID"
+check "vm start refuses a data disk the registry does not know, naming it" \
+  grep -q "data disk nosuchdisk" "$TMP/refused3.log"
+DATA_IMG=$TMP/data1.img
+DATA_KB0=$(du -k "$DATA_IMG" | cut -f1)
 
 # ---- 1. happy path --------------------------------------------------------------------------
 t0=$(date +%s)
@@ -37,8 +66,16 @@ check "temp disk encrypted in the guest with an ephemeral key" bash -c "$(declar
 check "temp disk formatted and written in the guest" bash -c "$(declare -f console); console | grep -q 'cvm-guest: temp disk on /mnt/resource (4096 marker lines written)'"
 check "the host's temp disk file received the guest's writes" test "$(du -k "$TEMP_IMG" 2>/dev/null | cut -f1)" -gt 100
 check "... as ciphertext only (no marker in it)" bash -c "! grep -q -a OPENCVM-TEMP-DISK-PLAINTEXT-MARKER '$TEMP_IMG'"
+check "data disk: vm start attaches data1" grep -q "^data disk data1: $DATA_IMG (guest: /dev/mapper/data1)" "$TMP/boot1.log"
+check "data disk: the guest unlocked it with the released key" bash -c "$(declare -f console); console | grep -q 'cvm-guest: unlocked /dev/vd[a-z] as /dev/mapper/data1'"
+check "data disk: formatted in boot 1 and mounted ($(console | grep -a -m1 -o 'cvm-guest: data disk data1 on.*'))" \
+  bash -c "$(declare -f console); console | grep -q 'cvm-guest: data disk data1 on /data/data1 (boot 1)'"
+check "data disk: a single attestation and release for all disks" test "$(console | grep -c 'cvm-guest: attested')" = 1
 check "vm stop" "$CVM" vm stop vm1
 wait "$VM_PID"; rc=$?
+check "data disk: the host's image received the guest's writes ($DATA_KB0 -> $(du -k "$DATA_IMG" | cut -f1) KiB)" \
+  test "$(du -k "$DATA_IMG" | cut -f1)" -gt $((DATA_KB0 + 100))
+check "data disk: ... as ciphertext only (no marker in it)" bash -c "! grep -q -a OPENCVM-DATA-DISK-PLAINTEXT-MARKER '$DATA_IMG'"
 check "the temp disk is deleted when the boot ends" test ! -e "$TEMP_IMG"
 check "vm start returns after power-down" test $rc -eq 0
 check "VM state stopped" bash -c "'$CVM' --json vm show vm1 | jq -e '.state == \"stopped\"' >/dev/null"
@@ -82,6 +119,8 @@ check "boot 2: the guest unsealed the value sealed in boot 1 (sha256=${UNSEALED2
   test -n "$SEALED" -a "$UNSEALED2" = "$SEALED"
 check "boot 2: no new value sealed (the persistent object came back with the vTPM)" \
   test -z "$(vtpm_sha sealed)"
+check "boot 2: the data disk kept its data ($(console | grep -a -m1 -o 'cvm-guest: data disk data1 on.*'))" \
+  bash -c "$(declare -f console); console | grep -q 'cvm-guest: data disk data1 on /data/data1 (boot 2)'"
 # The running vTPM's plaintext state (a test copy) to look for in the sealed VMGS later.
 cp "$XDG_RUNTIME_DIR/opencvm/vms/vm1/tpm/tpm2-00.permall" "$TMP/permall" 2>/dev/null
 hex_chunks "$TMP/permall" > "$TMP/permall.chunks"
@@ -103,6 +142,8 @@ if wait_console "cvm-guest: ready" "$BOUND"; then ok "boot 3 (vm restart) reache
 UNSEALED3=$(vtpm_sha unsealed)
 check "boot 3: the guest unsealed the same value again (sha256=${UNSEALED3:-none}) $(vtpm_failed)" \
   test -n "$SEALED" -a "$UNSEALED3" = "$SEALED"
+check "boot 3: the data disk counts its third boot ($(console | grep -a -m1 -o 'cvm-guest: data disk data1 on.*'))" \
+  bash -c "$(declare -f console); console | grep -q 'cvm-guest: data disk data1 on /data/data1 (boot 3)'"
 TRANS=$(sqlite3 "$DB" "select detail from cvm_audit where operation='vms/state' and key_name='vm1' and seq > $SEQ0 order by seq" |
   jq -r '"\(.from)>\(.to)" + (if .to == "starting" then "(\(.reason))" else "" end)' | paste -sd' ')
 check "vm restart: transitions audited in order ($TRANS)" test "$TRANS" = \
@@ -119,6 +160,8 @@ check "the plaintext-state search finds state that is there" holds_chunk "$TMP/p
 check "sealed VMGS (boot 1 and after boot 3) holds no plaintext vTPM state" bash -c \
   "$(declare -f holds_chunk); ! holds_chunk '$TMP/permall.chunks' '$TMP/vmgs-1.bin' && ! holds_chunk '$TMP/permall.chunks' '$VMDIR/vmgs.bin'"
 rm -f "$TMP/permall" "$TMP/vmgs-leaky.bin"
+check "data disk: after three boots the host's image still holds no marker" bash -c \
+  "! grep -q -a OPENCVM-DATA-DISK-PLAINTEXT-MARKER '$DATA_IMG'"
 check "vm restart of a stopped VM is refused, naming the state" bash -c \
   "'$CVM' vm restart vm1 2>&1 | grep -q 'VM vm1 is stopped; restart needs a running VM'"
 
@@ -129,6 +172,7 @@ wait_console "cvm-guest: FAILED" "$BOUND"
 wait "$VM_PID"
 check "tampered cmdline: release refused, named on the console" bash -c "$(declare -f console); console | grep -q 'cvm-guest: FAILED release:.*release policy'"
 check "tampered cmdline: never ready" bash -c "$(declare -f console); ! console | grep -q 'cvm-guest: ready'"
+check "tampered cmdline: no data disk unlocked" bash -c "$(declare -f console); ! console | grep -q 'mapper/data1'"
 check "tampered cmdline: VM recorded the refusal" bash -c "sqlite3 '$TMP/cvmd/cvmd.db' \"select count(*) from cvm_audit where operation='vms/release' and result<>'ok'\" | grep -qx 1"
 check "VM ends stopped after the failed boot" bash -c "'$CVM' --json vm show vm1 | jq -e '.state == \"stopped\"' >/dev/null"
 

@@ -976,6 +976,120 @@ static void test_rotate(void **state)
 	assert_int_equal(n, 1);
 }
 
+static int count_hsm_tokens(const char *img)
+{
+	struct cvm_luks l;
+	struct cvm_err err = { 0 };
+	assert_int_equal(cvm_luks_open(img, &l, &err), 0);
+	int n = 0;
+	for (int i = 0; i < 32; i++) {
+		const char *t = NULL;
+		if (crypt_token_status(l.cd, i, &t) != CRYPT_TOKEN_INACTIVE && t &&
+		    strcmp(t, CVM_DISK_TOKEN_HSM) == 0)
+			n++;
+	}
+	cvm_luks_close(&l);
+	return n;
+}
+
+/* Add an opencvm-hsm token for keyslot 0 holding `secret` wrapped with kid: what a re-wrap
+ * killed between its two header writes leaves (with another secret: a token that lies). */
+static void add_token(struct fx *fx, const char *img, const char *kid,
+		      const struct cvm_secret *secret)
+{
+	struct cvm_err err = { 0 };
+	struct cvm_disk_hsm_token t = { .keyslot = 0, .version = 1 };
+	assert_int_equal(fx->kw.wrap(fx->kw.ctx, kid, "RSA-OAEP-256", secret, &t.wrapped,
+				     &t.key_url, &err),
+			 0);
+	t.alg = strdup("RSA-OAEP-256");
+	t.des = strdup("/subscriptions/s/des/d1");
+	_cleanup_free_ char *json = NULL;
+	assert_int_equal(cvm_disk_hsm_token_json(&t, &json, &err), 0);
+	cvm_disk_hsm_token_clear(&t);
+	struct cvm_luks l;
+	assert_int_equal(cvm_luks_open(img, &l, &err), 0);
+	assert_true(crypt_token_json_set(l.cd, CRYPT_ANY_TOKEN, json) >= 0);
+	cvm_luks_close(&l);
+}
+
+/* cvm_disk_rotate_to (cvmd's automatic rotation): a token for the target version already on
+ * the image is kept, proven and left alone; the state a killed re-wrap leaves (old and new
+ * token) is settled on the new one; a stale token that does not unwrap is never trusted. */
+static void test_rotate_to(void **state)
+{
+	struct fx *fx = *state;
+	_cleanup_free_ char *src = path_in(fx, "rt.raw"), *img = path_in(fx, "rt.img");
+	free(make_source(src, MIB, false));
+	struct cvm_err err = { 0 };
+	bool changed = true;
+	assert_int_equal(cvm_disk_encrypt_image(src, img, &fx->wp, NULL, &err), 0);
+	_cleanup_secret_ struct cvm_secret *s1 = NULL, *s2 = NULL;
+	assert_int_equal(cvm_disk_unlock_secret(img, &fx->kw, &s1, &err), 0);
+
+	/* already on the asked-for version, one token: nothing is written */
+	size_t len0, len1;
+	_cleanup_free_ uint8_t *before = read_all(img, &len0);
+	assert_int_equal(cvm_disk_rotate_to(img, &fx->kw, "https://other.host/keys/des1/v1",
+					    "RSA-OAEP-256", &changed, &err),
+			 0);
+	assert_false(changed);
+	_cleanup_free_ uint8_t *same = read_all(img, &len1);
+	assert_int_equal(len0, len1);
+	assert_memory_equal(before, same, len0);
+
+	/* the v1 token and a v2 token whose secret does not open the keyslot */
+	assert_int_equal(testkw_make_key(fx->keys, "des1", "v2", "RSA-OAEP-256"), 0);
+	_cleanup_secret_ struct cvm_secret *bad = cvm_secret_random(CVM_DISK_SECRET_LEN);
+	add_token(fx, img, "https://kv.test/keys/des1/v2", bad);
+	assert_int_equal(count_hsm_tokens(img), 2);
+	assert_true(cvm_disk_rotate_to(img, &fx->kw, "https://kv.test/keys/des1/v2",
+				       "RSA-OAEP-256", &changed, &err) < 0);
+	assert_non_null(strstr(err.msg, "others kept"));
+	assert_int_equal(count_hsm_tokens(img), 2); /* nothing removed on a failed proof */
+
+	/* a fresh image with the good state a kill leaves: old token + proven-to-be-good new one */
+	_cleanup_free_ char *img2 = path_in(fx, "rt2.img");
+	fx->wp.key_url = "https://kv.test/keys/des1/v1";
+	assert_int_equal(cvm_disk_encrypt_image(src, img2, &fx->wp, NULL, &err), 0);
+	fx->wp.key_url = "https://kv.test/keys/des1";
+	assert_int_equal(cvm_disk_unlock_secret(img2, &fx->kw, &s2, &err), 0);
+	add_token(fx, img2, "https://kv.test/keys/des1/v2", s2);
+	assert_int_equal(count_hsm_tokens(img2), 2);
+	assert_int_equal(cvm_disk_rotate_to(img2, &fx->kw, "https://kv.test/keys/des1/v2",
+					    "RSA-OAEP-256", &changed, &err),
+			 0);
+	assert_false(changed); /* no new token: the one there was proven and kept */
+	assert_int_equal(count_hsm_tokens(img2), 1);
+	struct cvm_disk_info info;
+	assert_int_equal(cvm_disk_info(img2, &info, &err), 0);
+	assert_string_equal(info.hsm.key_url, "https://kv.test/keys/des1/v2");
+	cvm_disk_info_clear(&info);
+
+	/* a real re-wrap with a stale token left beside the current one: to v3, every other
+	 * opencvm-hsm token dropped, the data area untouched */
+	add_token(fx, img2, "https://kv.test/keys/des1/v1", s2);
+	assert_int_equal(count_hsm_tokens(img2), 2);
+	size_t len2, len3;
+	_cleanup_free_ uint8_t *before2 = read_all(img2, &len2);
+	assert_int_equal(testkw_make_key(fx->keys, "des1", "v3", "RSA-OAEP-256"), 0);
+	assert_int_equal(cvm_disk_rotate_to(img2, &fx->kw, "https://kv.test/keys/des1/v3",
+					    "RSA-OAEP-256", &changed, &err),
+			 0);
+	assert_true(changed);
+	assert_int_equal(count_hsm_tokens(img2), 1);
+	_cleanup_secret_ struct cvm_secret *s3 = NULL;
+	assert_int_equal(cvm_disk_unlock_secret(img2, &fx->kw, &s3, &err), 0);
+	assert_true(cvm_secret_eq(s2, s3->data, s3->len));
+	assert_int_equal(cvm_disk_info(img2, &info, &err), 0);
+	assert_string_equal(info.hsm.key_url, "https://kv.test/keys/des1/v3");
+	cvm_disk_info_clear(&info);
+	_cleanup_free_ uint8_t *after2 = read_all(img2, &len3);
+	assert_int_equal(len2, len3);
+	assert_memory_equal(before2 + CVM_DISK_DATA_OFFSET, after2 + CVM_DISK_DATA_OFFSET,
+			    len2 - CVM_DISK_DATA_OFFSET);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -998,6 +1112,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sigkill_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rekey, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rotate_to, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

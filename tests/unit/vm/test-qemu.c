@@ -60,7 +60,9 @@ static void test_tcg_emulated(void **state)
 	(void)state;
 	struct cvm_vm_launch l = base();
 	const char *data[] = { "/d/data0.img", "/d/data1.img" };
+	const char *serials[] = { "data1", "logs_2026-x" };
 	l.data_disks = data;
+	l.data_disk_serials = serials;
 	l.n_data_disks = 2;
 	l.temp_disk = "/run/opencvm/vms/demo-vm/temp.img";
 	l.netdev = "user,id=net0,hostfwd=tcp:127.0.0.1:18080-:80";
@@ -162,6 +164,11 @@ static void hw_snp(struct cvm_vm_launch *l)
 	l->accel = CVM_VM_ACCEL_KVM;
 }
 
+static const char *const data2[] = { "/d/a.img", "/d/b.img" };
+static const char *const dup_serials[] = { "a", "a" };
+/* temp, a comma (QEMU option syntax), 21 characters (cut by virtio-blk), empty, os */
+static const char *const bad_serials[] = { "temp", "a,b", "abcdefghijklmnopqrstu", "", "os" };
+
 /* Apply refusal case i to l; returns the text the error must contain, NULL past the end. */
 static const char *mutate(size_t i, struct cvm_vm_launch *l)
 {
@@ -188,6 +195,16 @@ static const char *mutate(size_t i, struct cvm_vm_launch *l)
 	case 19: l->netdev = "user,id=a b"; return "launch.netdev";
 	case 20: l->n_data_disks = 1; return "launch.data_disks";
 	case 21: hw_snp(l); l->snp_host_data = "x"; l->tee = CVM_VM_TEE_TDX; return "launch.snp_";
+	case 22: l->data_disks = data2; l->n_data_disks = 2; l->data_disk_serials = dup_serials;
+		return "launch.data_disk_serials[1]: a is already";
+	case 23: l->data_disks = data2; l->n_data_disks = 1; l->data_disk_serials = bad_serials;
+		return "launch.data_disk_serials[0]";
+	case 24: l->data_disks = data2; l->n_data_disks = 2; l->data_disk_serials = bad_serials + 1;
+		return "launch.data_disk_serials[0]";
+	case 25: l->data_disks = data2; l->n_data_disks = 1; l->data_disk_serials = bad_serials + 2;
+		return "launch.data_disk_serials[0]";
+	case 26: l->data_disks = data2; l->n_data_disks = 1; l->data_disk_serials = bad_serials + 3;
+		return "launch.data_disk_serials[0]";
 	default: return NULL;
 	}
 }
@@ -209,7 +226,7 @@ static void test_refusals(void **state)
 			fail_msg("case %zu: '%s' lacks '%s'", i, err.msg, want);
 		n++;
 	}
-	assert_int_equal(n, 22);
+	assert_int_equal(n, 27);
 }
 
 static void test_accel_detect(void **state)
