@@ -97,6 +97,20 @@ CVM_EXPORT int cvm_guest_host_call(const struct cvm_guest_env *e, const char *ki
 CVM_EXPORT int cvm_guest_emu_parse_reply(const char *line, size_t len, uint8_t **out,
 					 size_t *outlen, struct cvm_err *err);
 
+/* ==== ephemeral key in the vTPM (tpmkey.c) ==================================================
+ * RSA-2048 primary key under the owner hierarchy, decrypt-only, fixedTPM/fixedParent (never
+ * leaves the TPM), new each boot. tcti_conf as for Tss2_TctiLdr_Initialize: "device:/dev/tpmrm0"
+ * in the guest, "swtpm:host=127.0.0.1,port=N" against a swtpm in tests. The public half goes
+ * into the runtime data; unwrap opens a CKM_RSA_AES_KEY_WRAP* release with TPM2_RSA_Decrypt. */
+struct cvm_guest_tpm_key;
+CVM_EXPORT int cvm_guest_tpm_key_create(const char *tcti_conf, struct cvm_guest_tpm_key **out,
+					struct cvm_err *err);
+CVM_EXPORT const struct cvm_key *cvm_guest_tpm_key_public(const struct cvm_guest_tpm_key *k);
+CVM_EXPORT int cvm_guest_tpm_key_unwrap(struct cvm_guest_tpm_key *k, const char *enc,
+					const uint8_t *ct, size_t len,
+					struct cvm_secret **material, struct cvm_err *err);
+CVM_EXPORT void cvm_guest_tpm_key_free(struct cvm_guest_tpm_key *k);
+
 /* ==== temp disk ============================================================================
  * The host attaches the temp disk as the virtio-blk device with serial "temp" (a fresh sparse
  * file each boot). Find it under sys_block (/sys/block): *name = "vdX"; -ENOENT when the VM has

@@ -231,6 +231,28 @@ static int data_disks(const struct agent *a, const struct cvm_secret *material,
 	return r;
 }
 
+/* The key the release is wrapped to: created inside the vTPM when there is one (a TPM that is
+ * present but fails is a failure, not a reason to hold the key in memory), else an RSA-2048
+ * key in this process's locked memory. */
+static int ephemeral_key(const struct agent *a, struct cvm_guest_tpm_key **tk,
+			 struct cvm_key **mem, const struct cvm_key **pub, struct cvm_err *err)
+{
+	if (a->env.tpm_dev && access(a->env.tpm_dev, F_OK) == 0) {
+		_cleanup_free_ char *conf = cvm_asprintf("device:%s", a->env.tpm_dev);
+		int r = conf ? cvm_guest_tpm_key_create(conf, tk, err) : cvm_err_nomem(err);
+		if (r < 0)
+			return r;
+		*pub = cvm_guest_tpm_key_public(*tk);
+		printf("cvm-guest: ephemeral key in the vTPM (RSA-2048, decrypt-only, "
+		       "non-exportable)\n");
+		fflush(stdout);
+		return 0;
+	}
+	int r = cvm_key_generate_rsa(2048, 65537, mem, err);
+	*pub = *mem;
+	return r;
+}
+
 static int unlock(struct agent *a)
 {
 	struct cvm_err err = { 0 };
@@ -260,8 +282,11 @@ static int unlock(struct agent *a)
 		return 1;
 	}
 
-	/* Ephemeral key: lives only in this process's locked memory (mlockall in main). */
+	/* Ephemeral key: in the vTPM when the VM has one (decrypt-only, never exportable), else
+	 * only in this process's locked memory (mlockall in main). */
+	struct cvm_guest_tpm_key *tk = NULL;
 	struct cvm_key *eph = NULL;
+	const struct cvm_key *eph_pub = NULL;
 	char nonce[33];
 	_cleanup_free_ char *rt = NULL, *body = NULL, *token = NULL, *rel_body = NULL,
 			    *enc = NULL;
@@ -272,9 +297,9 @@ static int unlock(struct agent *a)
 	size_t ctl = 0;
 	_cleanup_secret_ struct cvm_secret *material = NULL, *secret = NULL;
 	const char *check = "key";
-	int r = cvm_key_generate_rsa(2048, 65537, &eph, &err);
+	int r = ephemeral_key(a, &tk, &eph, &eph_pub, &err);
 	if (r == 0 && (check = "nonce", r = cvm_random_hex32(nonce, &err)) == 0 &&
-	    (check = "runtime-data", r = cvm_guest_runtime_data(eph, nonce, a->cfg.vm, &rt, &err)) == 0 &&
+	    (check = "runtime-data", r = cvm_guest_runtime_data(eph_pub, nonce, a->cfg.vm, &rt, &err)) == 0 &&
 	    (r = cvm_guest_report_data(rt, strlen(rt), rd, &err)) == 0 &&
 	    (check = "evidence", r = cvm_guest_get_evidence(&a->env, tee, rd, &ev, &err)) == 0 &&
 	    (check = "attest", r = cvm_guest_attest_body(&ev, rt, nonce, &body, &err)) == 0) {
@@ -298,7 +323,8 @@ static int unlock(struct agent *a)
 		cvm_buf_free(&resp);
 	}
 	if (r == 0 && (check = "unwrap",
-		       r = cvm_guest_unwrap_released(eph, enc, ct, ctl, &material, &err)) == 0)
+		       r = tk ? cvm_guest_tpm_key_unwrap(tk, enc, ct, ctl, &material, &err)
+			      : cvm_guest_unwrap_released(eph, enc, ct, ctl, &material, &err)) == 0)
 		r = cvm_guest_unwrap_disk_secret(material, info.hsm.alg, info.hsm.wrapped, &secret,
 						 &err);
 	if (r == 0 && (check = "unlock", r = activate(a->cfg.disk, a->mapper_name, secret,
@@ -315,6 +341,7 @@ static int unlock(struct agent *a)
 	cvm_secret_free(material);
 	material = NULL;
 	cvm_key_free(eph);
+	cvm_guest_tpm_key_free(tk);
 	cvm_guest_evidence_clear(&ev);
 	cvm_disk_info_clear(&info);
 	if (r == 0) {
@@ -379,6 +406,9 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	/* The TPM stack's own log lines would interleave with ours on the console; its errors
+	 * reach the console through our messages (decoded response codes). */
+	setenv("TSS2_LOG", "all+none", 0);
 	/* Keys and secrets of this process never reach swap. */
 	if (mlockall(MCL_CURRENT | MCL_FUTURE) < 0 && strcmp(cmd, "unlock") == 0) {
 		struct cvm_err err = { 0 };

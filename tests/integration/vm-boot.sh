@@ -57,6 +57,7 @@ else
   ok "boot 1 reaches cvm-guest: ready in $(( $(date +%s) - t0 ))s (attest -> release -> unlock)"
 fi
 check "console shows attestation and unlock" bash -c "$(declare -f console); console | grep -q 'cvm-guest: attested' && console | grep -q 'cvm-guest: unlocked'"
+check "the release was wrapped to a key inside the vTPM" bash -c "$(declare -f console); console | grep -q 'cvm-guest: ephemeral key in the vTPM (RSA-2048, decrypt-only, non-exportable)'"
 check "VM state running" bash -c "'$CVM' --json vm show vm1 | jq -e '.state == \"running\"' >/dev/null"
 check "guest HTTP service answers" bash -c "curl -s --max-time 10 http://127.0.0.1:$PORT/ | grep -q 'unlocked through attestation'"
 # The temp disk: mapped by cvm-guest under a key of its own, formatted and written by the
