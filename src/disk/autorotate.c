@@ -395,7 +395,13 @@ static int do_des(const struct cvm_disk_autorotate_config *cfg, const struct cvm
 	struct pass p = { .cfg = cfg, .des = des, .now = now };
 	_cleanup_free_ char *latest = NULL;
 	int r = key_ref_parse(des->key_url, &p.key, err);
-	if (r < 0 || (r = latest_kid(&p, &latest, err)) < 0)
+	if (r == 0 && (r = latest_kid(&p, &latest, err)) == -ENOENT) {
+		/* The key is deleted (soft-deleted keys included): no version to follow. Said once
+		 * per tick at debug level; unlocking the set's disks fails loudly elsewhere. */
+		cvm_log_debug("des_autorotate_no_key", "des=%s key=%s", des->name, p.key.name);
+		return 0;
+	}
+	if (r < 0)
 		return r;
 	p.latest = latest;
 	struct cvm_disk_rec *list = NULL;

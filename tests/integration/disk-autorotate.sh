@@ -182,7 +182,10 @@ check "revoked role: r1's data unchanged" test "$(data_sha "$TMP/r1.img")" = "$R
 check "revoked role: r1 still opens with its old version" opens "$TMP/r1.img"
 check "revoked role: registry kid of r1 unchanged" bash -o pipefail -c \
   "'$CVM' --profile '$TMP/app1.profile' disk show r1 --json | jq -e '.kid | endswith(\"$(jq -r '.[0].key_url' <<<"$R1_TOK" | sed 's#.*/##')\")' >/dev/null"
-check "revoked role: refused once, retried only after the back-off" test "$(rotations r1 | wc -l)" -eq 1
+# Each refused try is audited; tries for the same version are spaced by the back-off (30 s,
+# then doubling), so a refused disk does not flood the audit log.
+check "revoked role: refused tries spaced by at least the 30 s back-off" bash -c \
+  "jq -s --arg d r1 '[.[] | select(.operation==\"disks/rotate\" and (.detail|fromjson|.disk)==\$d) | .time_ms] | sort | . as \$t | [range(1; length) | \$t[.] - \$t[. - 1]] | all(. >= 29000)' '$TMP/audit.jsonl' | grep -qx true"
 check "des show rev1: last auto-rotation failed" bash -o pipefail -c \
   "'$CVM' --profile '$TMP/app1.profile' des show rev1 --json | jq -e '.lastAutoRotation | .failed==1 and .rotated==0' >/dev/null"
 check "a second cvm disk rotate of a1 (manual path) finds it current" bash -o pipefail -c \

@@ -46,8 +46,8 @@ static void test_names(void **state)
 		"0123456789012345678901234567890123456789012345678901234567890123";
 	assert_true(cvm_guest_data_disk_name_valid(sixty_four));
 	static const char *const bad[] = { "", "root", "temp", "control", "a b", "../x", "a/b",
-					   "x\n", "0123456789012345678901234567890123456789012345"
-						  "678901234567890123X" };
+					   "x\n", ("0123456789012345678901234567890123456789012345"
+						   "678901234567890123X") };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		if (cvm_guest_data_disk_name_valid(bad[i]))
 			fail_msg("'%s' accepted", bad[i]);
