@@ -2,7 +2,7 @@
 /* Encrypt (and decrypt) an image with the disk module and print the throughput as key=value
  * lines for bench-disk.sh. Key wrapping uses a random in-memory A256KW key: the bench measures
  * the data path, not the key service.
- *   bench-disk SRC DST [threads] */
+ *   bench-disk SRC DST [threads] [sector_size: 512 or 4096; default: chosen from the source] */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -87,6 +87,8 @@ int main(int argc, char **argv)
 	struct cvm_disk_opts o = { 0 };
 	if (argc > 3)
 		o.threads = (unsigned)atoi(argv[3]);
+	if (argc > 4)
+		o.sector_size = (uint32_t)atoi(argv[4]);
 	struct stat st;
 	if (stat(argv[1], &st) < 0)
 		return 1;

@@ -4,18 +4,22 @@
 #  (a) `openssl speed -evp aes-256-xts` on all cores (the cipher alone, no I/O): goal >= 0.7x
 #  (b) `cryptsetup reencrypt --encrypt --force-offline-reencrypt` on the same image: goal >= 10x
 # Usage: bench-disk.sh /path/to/bench-disk [size_MiB (default 1024)] [dir (default /dev/shm)]
+# SECTOR_SIZE=512 measures 512-byte sectors (what images with an MBR or GPT get) instead of 4096,
+# for us and both anchors.
 set -eu
 BIN=${1:?usage: bench-disk.sh /path/to/bench-disk [size_MiB] [dir]}
 MIB=${2:-1024}
 DIR=${3:-/dev/shm}
 CORES=$(nproc)
+SS=${SECTOR_SIZE:-4096}
+[[ $SS == 512 || $SS == 4096 ]] || { echo "SECTOR_SIZE: 512 or 4096" >&2; exit 2; }
 W=$(mktemp -d "$DIR/cvm-bench-disk.XXXXXX")
 trap 'rm -rf "$W"' EXIT
-echo "image_MiB=$MIB dir=$DIR cores=$CORES loadavg_before=$(cut -d' ' -f1 /proc/loadavg)"
+echo "image_MiB=$MIB dir=$DIR cores=$CORES sector_size=$SS loadavg_before=$(cut -d' ' -f1 /proc/loadavg)"
 head -c $((MIB * 1024 * 1024)) /dev/urandom >"$W/src.raw"
 
 # ours
-"$BIN" "$W/src.raw" "$W/enc.img" "$CORES" | tee "$W/ours.txt"
+"$BIN" "$W/src.raw" "$W/enc.img" "$CORES" "$SS" | tee "$W/ours.txt"
 ours=$(sed -n 's/^opencvm_encrypt_MBps=//p' "$W/ours.txt")
 rm -f "$W/enc.img"
 
@@ -29,25 +33,25 @@ rm -f "$W/copy.raw"
 copy=$(awk -v b=$((MIB * 1024 * 1024)) -v ns="$cp_ns" 'BEGIN {printf "%.1f", b / 1e6 / (ns / 1e9)}')
 echo "plain_copy_dd_4M_MBps=$copy"
 
-# (a) the cipher alone, 4096-byte blocks (one LUKS2 sector), all cores. -elapsed: wall-clock
+# (a) the cipher alone, blocks of one LUKS2 sector, all cores. -elapsed: wall-clock
 # like every other figure here (openssl speed divides by CPU time by default, which hides
 # whatever else the machine is doing).
-speed=$(openssl speed -elapsed -evp aes-256-xts -bytes 4096 -seconds 3 -multi "$CORES" 2>/dev/null |
+speed=$(openssl speed -elapsed -evp aes-256-xts -bytes "$SS" -seconds 3 -multi "$CORES" 2>/dev/null |
 	awk '/^AES-256-XTS/ || /^aes-256-xts/ {v=$NF} END {sub(/k$/, "", v); printf "%.1f", v * 1000 / 1e6}')
-echo "openssl_speed_aes256xts_4096B_x${CORES}_MBps=$speed"
+echo "openssl_speed_aes256xts_${SS}B_x${CORES}_MBps=$speed"
 # the same per CPU-second (openssl speed's default divides by CPU time), one process
-speed1=$(openssl speed -evp aes-256-xts -bytes 4096 -seconds 3 2>/dev/null |
+speed1=$(openssl speed -evp aes-256-xts -bytes "$SS" -seconds 3 2>/dev/null |
 	awk '/^AES-256-XTS/ || /^aes-256-xts/ {v=$NF} END {sub(/k$/, "", v); printf "%.1f", v * 1000 / 1e6}')
-echo "openssl_speed_aes256xts_4096B_MB_per_cpu_s=$speed1"
+echo "openssl_speed_aes256xts_${SS}B_MB_per_cpu_s=$speed1"
 ours_cpu=$(sed -n 's/^opencvm_encrypt_MB_per_cpu_s=//p' "$W/ours.txt")
 
-# (b) cryptsetup's offline in-place encryption of the same image (4096-byte sectors, cheap
+# (b) cryptsetup's offline in-place encryption of the same image (same sector size, cheap
 # PBKDF so key derivation does not count)
 cp "$W/src.raw" "$W/cs.img"
 truncate -s +32M "$W/cs.img"
 head -c 32 /dev/urandom >"$W/cs.key"
 t0=$(date +%s%N)
-cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 32M --sector-size 4096 \
+cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 32M --sector-size "$SS" \
 	--force-offline-reencrypt --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
 	--key-file "$W/cs.key" -q "$W/cs.img"
 cs_s=$(( $(date +%s%N) - t0 ))
