@@ -25,8 +25,9 @@
 #   root_init     -> "cvm-guest: ready" (the rest of the root's init, e.g. its vTPM use)
 # The anchor has host, firmware, kernel+initrd (to the point where cvm-guest would start),
 # switch_root and root_init.
-# Guest lines carry "(t=S.SSSs)" (CLOCK_BOOTTIME) from cvm-guest; the host stamps every console
-# line when it appears. Never part of `meson test`; TCG boots take 60-120 s each.
+# The host stamps every console line when it appears; the guest kernel's start is placed from
+# the guest's own stamps (cvm-guest's "(t=S.SSSs)", CLOCK_BOOTTIME; see boot-phases.py).
+# Never part of `meson test`; TCG boots take 30-120 s each.
 # Usage: bench-vm-boot.sh CVMD CVM CVM_GUEST BENCH_VM_ANCHOR_ARGV [boots (default 1)]
 # Env: CVM_GUEST_IMAGE_DIR (default: guest-image beside CVM_GUEST, built or reused by
 # scripts/build-guest-image), CVM_BENCH_DIR (default /var/tmp).
