@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 
+#include <openssl/evp.h>
 #include <openssl/x509.h>
 
 #include <opencvm/crypto.h>
@@ -46,6 +47,8 @@ struct cvm_hsm_auth {
 
 	pthread_mutex_t tok_lock;
 	struct hsm_token_slot *tok;    /* HSM_TOKEN_CACHE_SLOTS */
+	EVP_MD *sha256;                /* fetched once: the one-shot SHA256() looks the
+					* implementation up again for every token */
 
 	pthread_mutex_t rbac_lock;
 	bool rbac_valid;

@@ -55,6 +55,7 @@ static void auth_free(struct cvm_hsm_auth *a)
 	free(a->rel_cert_pem);
 	free(a->ca_file);
 	free(a->tok);
+	EVP_MD_free(a->sha256);
 	if (a->rbac_assignments)
 		json_decref(a->rbac_assignments);
 	if (a->rbac_custom)
@@ -82,9 +83,13 @@ int hsm_auth(struct cvm_hsm *h, struct cvm_hsm_auth **out, struct cvm_err *err)
 	if (!a)
 		return cvm_err_nomem(err);
 	a->tok = calloc(HSM_TOKEN_CACHE_SLOTS, sizeof(*a->tok));
-	if (!a->tok) {
+	a->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (!a->tok || !a->sha256) {
+		bool nomem = !a->tok;
+		EVP_MD_free(a->sha256);
+		free(a->tok);
 		free(a);
-		return cvm_err_nomem(err);
+		return nomem ? cvm_err_nomem(err) : cvm_err_openssl(err, EIO, "SHA-256");
 	}
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_mutex_init(&a->tok_lock, NULL);

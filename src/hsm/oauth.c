@@ -4,7 +4,7 @@
 #include <ctype.h>
 #include <string.h>
 
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 
 #include "auth-internal.h"
 
@@ -462,7 +462,8 @@ int cvm_hsm_authenticate(struct cvm_hsm *h, const char *authorization, const cha
 	if (!issuer)
 		return cvm_err_nomem(err);
 	uint8_t hash[32];
-	SHA256((const uint8_t *)tok, len, hash);
+	if (!EVP_Digest(tok, len, hash, NULL, a->sha256, NULL))
+		return cvm_err_openssl(err, EIO, "SHA-256");
 	if (cache_lookup(a, hash, base, issuer, oid))
 		return 0;
 
