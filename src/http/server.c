@@ -11,6 +11,7 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <stdio.h>
 #include <string.h>
@@ -131,10 +132,13 @@ int cvm_http_server_new(const struct cvm_http_config *cfg, struct cvm_http_serve
 	struct cvm_http_server *s = calloc(1, sizeof(*s));
 	if (!s)
 		return cvm_err_nomem(err);
+	pthread_mutex_init(&s->id_lock, NULL);
+	s->id_used = sizeof(s->id_pool);
 	int r = parse_listen(cfg->listen, &s->addr, &s->addrlen, err);
 	if (r == 0)
 		r = check_tls_material(cfg->tls_cert_pem, cfg->tls_key_pem, err);
 	if (r < 0) {
+		pthread_mutex_destroy(&s->id_lock);
 		free(s);
 		return r;
 	}
@@ -174,6 +178,37 @@ void cvm_http_server_set_hooks(struct cvm_http_server *s, cvm_http_pre_hook pre,
 	s->hook_ctx = ctx;
 }
 
+/* A random (version 4) UUID for a request id, from the server's pool of DRBG output. */
+static int request_id(struct cvm_http_server *s, char out[37])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t b[16];
+	pthread_mutex_lock(&s->id_lock);
+	if (s->id_used + sizeof(b) > sizeof(s->id_pool)) {
+		if (RAND_bytes(s->id_pool, sizeof(s->id_pool)) != 1) {
+			pthread_mutex_unlock(&s->id_lock);
+			ERR_clear_error();
+			return -EIO;
+		}
+		s->id_used = 0;
+	}
+	memcpy(b, s->id_pool + s->id_used, sizeof(b));
+	memset(s->id_pool + s->id_used, 0, sizeof(b));
+	s->id_used += sizeof(b);
+	pthread_mutex_unlock(&s->id_lock);
+	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+	size_t o = 0;
+	for (size_t i = 0; i < sizeof(b); i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[b[i] >> 4];
+		out[o++] = hex[b[i] & 15];
+	}
+	out[o] = '\0';
+	return 0;
+}
+
 static struct cvm_http_req *req_new(struct cvm_http_server *s, struct MHD_Connection *c,
 				    const char *url, const char *method)
 {
@@ -189,8 +224,7 @@ static struct cvm_http_req *req_new(struct cvm_http_server *s, struct MHD_Connec
 	memcpy(r->storage, url, plen + 1);
 	r->path = r->storage;
 	r->start_ns = cvm_monotonic_ns();
-	struct cvm_err err;
-	if (cvm_uuid4(r->id, &err) < 0) {
+	if (request_id(s, r->id) < 0) {
 		free(r);
 		return NULL;
 	}
@@ -478,5 +512,6 @@ void cvm_http_server_free(struct cvm_http_server *s)
 	free(s->cert_pem);
 	if (s->key_pem)
 		cvm_free_secure(s->key_pem, s->key_len + 1);
+	pthread_mutex_destroy(&s->id_lock);
 	free(s);
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include "router.h"
@@ -22,6 +23,11 @@ struct cvm_http_server {
 	cvm_http_pre_hook pre;
 	cvm_http_post_hook post;
 	void *hook_ctx;
+	/* Request ids: random bytes drawn from the DRBG a pool at a time (one RAND_bytes per
+	 * 256 requests instead of one each), used once each and wiped as they are used. */
+	pthread_mutex_t id_lock;
+	uint8_t id_pool[4096];
+	size_t id_used;             /* bytes of id_pool consumed; sizeof(id_pool) = refill */
 };
 
 /* One per request, allocated on the first access-handler call with the path copy and the
