@@ -380,7 +380,25 @@ int cvm_json_str_array(json_t *obj, const char *field, const char *path, bool re
 
 char *cvm_json_dump(const json_t *v)
 {
-	return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	/* json_dumps grows its buffer from 16 bytes by doubling (a realloc per step): serialize
+	 * into a stack buffer first and copy out once; larger documents are serialized again
+	 * into an allocation of the size the first pass reported. */
+	const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
+	char buf[4096];
+	size_t n = json_dumpb(v, buf, sizeof(buf), flags);
+	if (n == 0)
+		return NULL;
+	char *out = malloc(n + 1);
+	if (!out)
+		return NULL;
+	if (n <= sizeof(buf))
+		memcpy(out, buf, n);
+	else if (json_dumpb(v, out, n, flags) != n) {
+		free(out);
+		return NULL;
+	}
+	out[n] = '\0';
+	return out;
 }
 
 int cvm_json_set_b64url(json_t *obj, const char *field, const void *data, size_t len)
