@@ -170,6 +170,21 @@ static bool is_luks2(const char *dev)
 	return yes;
 }
 
+/* "<dev>: reason" -> "<dev> (serial S): reason", keeping the error's code. */
+static int with_serial(struct cvm_err *err, const char *dev, const char *serial)
+{
+	char reason[sizeof(err->msg)];
+	size_t n = strlen(dev);
+	const char *m = strncmp(err->msg, dev, n) == 0 && strncmp(err->msg + n, ": ", 2) == 0
+				? err->msg + n + 2
+				: err->msg;
+	snprintf(reason, sizeof(reason), "%s", m);
+	int errnum = err->errnum;
+	char code[sizeof(err->code)];
+	snprintf(code, sizeof(code), "%s", err->code);
+	return cvm_err_set(err, errnum, code, "%s (serial %s): %s", dev, serial, reason);
+}
+
 /* One data disk: its opencvm-hsm token must name the key the orchestrator released for the OS
  * disk (os_kid), and the secret it wraps, unwrapped with that key's material, must open it.
  * *skipped: the device is not a confidential disk (no LUKS2 header or no opencvm-hsm token). */
@@ -200,7 +215,9 @@ static int data_disk(const struct cvm_guest_data_disk *d, const struct cvm_secre
 	else if ((r = cvm_guest_unwrap_disk_secret(material, info.hsm.alg, info.hsm.wrapped,
 						   &secret, err)) < 0)
 		r = cvm_err_prefix(err, "%s (serial %s)", dev, d->serial);
-	else if ((r = activate(dev, d->name, secret, err)) == 0) {
+	else if ((r = activate(dev, d->name, secret, err)) < 0)
+		r = with_serial(err, dev, d->serial);
+	else {
 		printf("cvm-guest: unlocked %s as /dev/mapper/%s (t=%.3fs)\n", dev, d->name,
 		       boot_seconds());
 		fflush(stdout);

@@ -12,7 +12,9 @@
 #  4. confidential data disk: data1 (cvm disk create, same DES key as the OS disk) is unlocked
 #     by the guest with the key released for the OS disk, formatted in boot 1 and mounted on
 #     /data/data1, where a boot counter grows in every later boot; the host's image never holds
-#     the guest's plaintext. A data disk wrapped by another key is refused by vm start.
+#     the guest's plaintext. A data disk wrapped by another key is refused by vm start; one
+#     whose token names the right key but wraps a secret that does not open it stops the boot
+#     in the guest (cvm-guest: FAILED data-disk, power-off, nothing mounted).
 # Skips (exit 77, counted as skipped) only when /dev/kvm is absent AND a TCG boot exceeds
 # CVM_VM_BOOT_BOUND seconds (default 240).
 source "$(dirname "$0")/lib-vm.sh"
@@ -176,6 +178,37 @@ check "tampered cmdline: never ready" bash -c "$(declare -f console); ! console 
 check "tampered cmdline: no data disk unlocked" bash -c "$(declare -f console); ! console | grep -q 'mapper/data1'"
 check "tampered cmdline: VM recorded the refusal" bash -c "sqlite3 '$TMP/cvmd/cvmd.db' \"select count(*) from cvm_audit where operation='vms/release' and result<>'ok'\" | grep -qx 1"
 check "VM ends stopped after the failed boot" bash -c "'$CVM' --json vm show vm1 | jq -e '.state == \"stopped\"' >/dev/null"
+
+# ---- 4b. a data disk whose token names the released key but whose secret does not open it ---
+# (the host checks the key; only the guest can find out that the secret is wrong)
+check "data disk data3 (cvm disk create, des1)" "$CVM" "${KVU[@]}" disk create --name data3 --size 64M \
+  --kind data --des des1 --path "$TMP/data3.img" >/dev/null
+TOKEN_ID=$(cryptsetup luksDump --dump-json-metadata "$TMP/data3.img" |
+  jq -r '.tokens | to_entries[] | select(.value.type == "opencvm-hsm") | .key')
+head -c 32 /dev/urandom > "$TMP/wrong-secret"
+"$CVM" "${KVU[@]}" key wrap des-key --alg RSA-OAEP-256 --in "$TMP/wrong-secret" --out "$TMP/wrong-wrapped" >/dev/null
+shred -u "$TMP/wrong-secret"
+cryptsetup luksDump --dump-json-metadata "$TMP/data3.img" |
+  jq --arg id "$TOKEN_ID" --arg w "$(basenc --base64url -w0 "$TMP/wrong-wrapped" | tr -d '=')" \
+    '.tokens[$id] | .wrapped = $w' > "$TMP/wrong-token.json"
+check "data3's token now wraps a secret that is not its keyslot's" bash -c \
+  "cryptsetup token remove --token-id '$TOKEN_ID' '$TMP/data3.img' && cryptsetup token import --json-file '$TMP/wrong-token.json' '$TMP/data3.img'"
+"$CVM" vm create vm4 --size Standard_DC2ads_v5 --tee emulated --os-disk osdisk --des des1 \
+  --data-disk data3 >/dev/null
+boot vm4 "$APPEND" "$TMP/boot4.log"
+console4() { strings "$CVM_STATE_DIR/vms/vm4/console.log" 2>/dev/null; }
+for ((i = 0; i < BOUND; i++)); do
+  console4 | grep -q 'cvm-guest: FAILED\|cvm-guest: ready' && break
+  kill -0 "$VM_PID" 2>/dev/null || break
+  sleep 1
+done
+wait "$VM_PID"
+check "wrong data disk secret: the guest names the disk and the failed unlock ($(console4 | grep -a -m1 -o 'cvm-guest: FAILED.*'))" \
+  bash -c "$(declare -f console4); console4 | grep -q 'cvm-guest: FAILED data-disk: /dev/vd[a-z] (serial data3): the released key does not open any keyslot'"
+check "wrong data disk secret: unlocked the OS disk first, never ready, nothing mounted" bash -c \
+  "$(declare -f console4); console4 | grep -q 'cvm-guest: unlocked /dev/vda as /dev/mapper/root' && ! console4 | grep -q 'cvm-guest: ready\|data disk data3 on'"
+check "wrong data disk secret: the VM powered off and ends stopped" bash -c \
+  "'$CVM' --json vm show vm4 | jq -e '.state == \"stopped\"' >/dev/null"
 
 cleanup
 trap - EXIT
