@@ -161,6 +161,8 @@ struct cvm_vm_validate_in {
  * reference). *failed = checks that did not pass. Errors only for the store or memory. */
 CVM_EXPORT int cvm_vm_validate(const struct cvm_vm_validate_in *in, json_t **checks, int *failed,
 			       struct cvm_err *err);
+/* Whether a process accepts connections on the unix socket at path (QMP, swtpm control). */
+CVM_EXPORT bool cvm_vm_socket_alive(const char *path);
 
 enum cvm_vm_accel { CVM_VM_ACCEL_TCG, CVM_VM_ACCEL_KVM };
 /* KVM when /dev/kvm can be opened read-write (and, with need_smm, reports KVM_CAP_X86_SMM:

@@ -727,19 +727,6 @@ static int qmp_cmd(const char *sock, const char *cmd, struct cvm_err *err)
 	return r;
 }
 
-static bool qmp_alive(const char *sock)
-{
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	if (strlen(sock) >= sizeof(a.sun_path))
-		return false;
-	strcpy(a.sun_path, sock);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool alive = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-	if (fd >= 0)
-		close(fd);
-	return alive;
-}
-
 /* ACPI power-down (the guest shuts down cleanly; `vm start` then seals the VMGS and records
  * the state); after grace_s seconds without QEMU exiting, QMP quit. */
 static int qmp_powerdown(const char *sock, int grace_s, bool *forced, struct cvm_err *err)
@@ -749,7 +736,7 @@ static int qmp_powerdown(const char *sock, int grace_s, bool *forced, struct cvm
 	if (r < 0)
 		return r;
 	for (int i = 0; i < grace_s * 10; i++) {
-		if (!qmp_alive(sock))
+		if (!cvm_vm_socket_alive(sock))
 			return 0;
 		usleep(100 * 1000);
 	}

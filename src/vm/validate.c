@@ -35,7 +35,7 @@ static int add(struct checks *c, const char *name, bool passed, const char *fmt,
 							passed, "detail", detail));
 }
 
-static bool socket_alive(const char *path)
+bool cvm_vm_socket_alive(const char *path)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	if (!path || strlen(path) >= sizeof(a.sun_path))
@@ -69,7 +69,7 @@ static int secure_boot(struct checks *c, const struct cvm_vm_validate_in *in)
 
 static int vtpm(struct checks *c, const struct cvm_vm_validate_in *in)
 {
-	if (socket_alive(in->swtpm_sock))
+	if (cvm_vm_socket_alive(in->swtpm_sock))
 		return add(c, "vTPM", true, "swtpm running; its state is sealed into the VMGS at "
 					    "power-off");
 	if (in->vmgs_file && access(in->vmgs_file, R_OK) == 0)
