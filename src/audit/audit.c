@@ -86,12 +86,38 @@ static int hash_str(EVP_MD_CTX *md, const char *s)
 	return EVP_DigestUpdate(md, l, sizeof(l)) && EVP_DigestUpdate(md, s, len);
 }
 
-static int chain_hash(const uint8_t prev[HASH_LEN], int64_t seq, const struct cvm_audit_event *ev,
-		      uint8_t out[HASH_LEN], struct cvm_err *err)
+/* SHA-256 fetched once and one digest context, reused for every record of a batch or of a
+ * verification (EVP_sha256() in EVP_DigestInit_ex looks the implementation up again each
+ * time). */
+struct hasher {
+	EVP_MD *sha256;
+	EVP_MD_CTX *md;
+};
+
+static void hasher_free(struct hasher *hs)
 {
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	EVP_MD_CTX_free(hs->md);
+	EVP_MD_free(hs->sha256);
+}
+
+static int hasher_init(struct hasher *hs, struct cvm_err *err)
+{
+	hs->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	hs->md = EVP_MD_CTX_new();
+	if (!hs->sha256 || !hs->md) {
+		hasher_free(hs);
+		*hs = (struct hasher){ 0 };
+		return cvm_err_openssl(err, EIO, "audit SHA-256");
+	}
+	return 0;
+}
+
+static int chain_hash(struct hasher *hs, const uint8_t prev[HASH_LEN], int64_t seq,
+		      const struct cvm_audit_event *ev, uint8_t out[HASH_LEN], struct cvm_err *err)
+{
+	EVP_MD_CTX *md = hs->md;
 	unsigned int len = 0;
-	int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+	int ok = EVP_DigestInit_ex2(md, hs->sha256, NULL) &&
 		 EVP_DigestUpdate(md, prev, HASH_LEN) &&
 		 EVP_DigestUpdate(md, CHAIN_TAG, sizeof(CHAIN_TAG)) && hash_u64(md, (uint64_t)seq) &&
 		 hash_u64(md, (uint64_t)ev->time_ms) && hash_u64(md, (uint64_t)(int64_t)ev->status) &&
@@ -100,7 +126,6 @@ static int chain_hash(const uint8_t prev[HASH_LEN], int64_t seq, const struct cv
 		 hash_str(md, ev->result) && hash_str(md, ev->request_id) &&
 		 hash_str(md, ev->source) && hash_str(md, ev->detail) &&
 		 EVP_DigestFinal_ex(md, out, &len) && len == HASH_LEN;
-	EVP_MD_CTX_free(md);
 	return ok ? 0 : cvm_err_openssl(err, EIO, "audit SHA-256");
 }
 
@@ -208,12 +233,16 @@ static int append_records(struct cvm_tx *tx, struct cvm_audit_event *const *evs,
 	if (h)
 		memcpy(hashes[0], h, HASH_LEN);
 	int64_t seq0 = cvm_rows_int(head, 0, 0) - (int64_t)n + 1;
-	for (size_t i = 0; i < n; i++) {
-		r = chain_hash(hashes[i], seq0 + (int64_t)i, evs[i], hashes[i + 1], err);
-		if (r < 0)
-			return r;
+	struct hasher hs;
+	if ((r = hasher_init(&hs, err)) < 0)
+		return r;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		r = chain_hash(&hs, hashes[i], seq0 + (int64_t)i, evs[i], hashes[i + 1], err);
 		seqs[i] = seq0 + (int64_t)i;
 	}
+	hasher_free(&hs);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < n; i += INSERT_CHUNK) {
 		r = insert_chunk(tx, evs, i, n - i < INSERT_CHUNK ? n - i : INSERT_CHUNK, seq0,
 				 hashes, err);
@@ -425,6 +454,7 @@ struct verify_state {
 	int64_t expected; /* next seq */
 	uint8_t prev[HASH_LEN];
 	int64_t bad;
+	struct hasher hs;
 };
 
 /* Checks one record against the running chain; sets st->bad on the first mismatch. */
@@ -446,7 +476,7 @@ static int verify_row(struct verify_state *st, const struct cvm_rows *r, size_t 
 	struct cvm_audit_event ev;
 	row_event(r, i, &ev);
 	uint8_t h[HASH_LEN];
-	int ret = chain_hash(st->prev, seq, &ev, h, err);
+	int ret = chain_hash(&st->hs, st->prev, seq, &ev, h, err);
 	if (ret < 0)
 		return ret;
 	if (memcmp(h, hash, HASH_LEN) != 0) {
@@ -476,12 +506,9 @@ static void verify_head(struct verify_state *st, const struct cvm_rows *head)
 		st->bad = 1;
 }
 
-int cvm_audit_verify(struct cvm_store *s, int64_t *records, int64_t *bad_seq,
-		     struct cvm_err *err)
+/* Walks the whole chain and the head row in one read transaction; fills st->bad. */
+static int verify_chain(struct cvm_store *s, struct verify_state *st, struct cvm_err *err)
 {
-	if (!s)
-		return cvm_err_badparam(err, "audit verify: expected a store");
-	struct verify_state st = { .expected = 1 };
 	_cleanup_tx_ struct cvm_tx *tx = NULL;
 	int r = cvm_tx_begin(s, CVM_TX_READ, &tx, err);
 	if (r < 0)
@@ -493,20 +520,36 @@ int cvm_audit_verify(struct cvm_store *s, int64_t *records, int64_t *bad_seq,
 		return cvm_err_prefix(err, "audit verify");
 	if (cvm_rows_count(head) != 1)
 		return cvm_err_internal(err, "audit verify: head row missing");
-	while (!st.bad) {
+	while (!st->bad) {
 		_cleanup_rows_ struct cvm_rows *page = NULL;
-		r = fetch_page(tx, st.expected - 1, INT64_MIN, &page, err);
+		r = fetch_page(tx, st->expected - 1, INT64_MIN, &page, err);
 		if (r < 0)
 			return cvm_err_prefix(err, "audit verify");
 		size_t n = cvm_rows_count(page);
-		for (size_t i = 0; i < n && !st.bad; i++)
-			if ((r = verify_row(&st, page, i, err)) < 0)
+		for (size_t i = 0; i < n && !st->bad; i++)
+			if ((r = verify_row(st, page, i, err)) < 0)
 				return r;
 		if (n < PAGE_ROWS)
 			break;
 	}
-	if (!st.bad)
-		verify_head(&st, head);
+	if (!st->bad)
+		verify_head(st, head);
+	return 0;
+}
+
+int cvm_audit_verify(struct cvm_store *s, int64_t *records, int64_t *bad_seq,
+		     struct cvm_err *err)
+{
+	if (!s)
+		return cvm_err_badparam(err, "audit verify: expected a store");
+	struct verify_state st = { .expected = 1 };
+	int r = hasher_init(&st.hs, err);
+	if (r < 0)
+		return r;
+	r = verify_chain(s, &st, err);
+	hasher_free(&st.hs);
+	if (r < 0)
+		return r;
 	if (records)
 		*records = st.expected - 1;
 	if (bad_seq)
