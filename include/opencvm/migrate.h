@@ -434,7 +434,8 @@ CVM_EXPORT int cvm_migrate_check_network(const char *host, const uint16_t *ports
  * For a server in phase cutover-ready whose source is a running QEMU VM: freeze the source
  * (QMP stop), final delta pass (dirty bitmap, VM paused so the copy is consistent), validate
  * the replica (its readiness verdict must not be not-ready and its firmware must be UEFI; then
- * the optional validator program, run as `PROGRAM REPLICA`, must exit 0), switch traffic (the
+ * the optional validator program, run as `PROGRAM REPLICA`, must exit 0; then the optional
+ * check of the target VM must pass), switch traffic (the
  * server's name in the endpoints file, a JSON object name -> address, moves to the target
  * address; written atomically), then mark cut-over and decommission the source (QMP quit,
  * phase decommissioned). Any failure after the freeze rolls back: the source resumes (QMP
@@ -449,6 +450,12 @@ struct cvm_cutover_opts {
 	const char *endpoints;            /* JSON name -> address file; NULL = no switch */
 	const char *name, *target_addr;   /* entry to move and where it moves */
 	struct cvm_assess_opts assess;
+	/* Optional last check, of the target confidential VM started from the replica (the CLI
+	 * runs `vm validate`'s checks: attestation of its current boot, launch measurement
+	 * against the pinned reference, disk encryption with its DES, security type, Secure
+	 * Boot, vTPM). Negative with err naming what failed: the cutover rolls back. */
+	int (*check_target)(void *ctx, struct cvm_err *err);
+	void *check_target_ctx;
 };
 struct cvm_cutover_result {
 	bool cut_over, rolled_back;

@@ -58,6 +58,11 @@ int cli_hsm(struct cli *cli, int argc, char **argv);
 int cli_login(struct cli *cli, int argc, char **argv);
 int cli_demo(struct cli *cli, int argc, char **argv);
 int cli_vm(struct cli *cli, int argc, char **argv);
+/* vm validate's checks of VM name (JSON array of {check, passed, detail}); vm.c. */
+struct cvm_store;
+int cli_vm_checks(struct cvm_store *store, const char *state_dir, const char *name,
+		  const uint8_t *reference, const char *image, json_t **checks, int *failed,
+		  struct cvm_err *err);
 int cli_migrate(struct cli *cli, int argc, char **argv);
 int cli_disk(struct cli *cli, int argc, char **argv);
 int cli_des(struct cli *cli, int argc, char **argv);

@@ -500,13 +500,47 @@ static int migrate_check_network(struct cli *cli, int argc, char **argv)
 }
 
 /* ---- cutover ----------------------------------------------------------------------------- */
+/* --target-vm: the confidential VM the replica now boots must pass vm validate's checks. */
+struct target_check {
+	struct cvm_store *store;
+	const char *state_dir, *vm;
+	const uint8_t *reference;
+};
+
+static int check_target_vm(void *ctx, struct cvm_err *err)
+{
+	const struct target_check *t = ctx;
+	json_t *checks = NULL;
+	int failed = 0;
+	int r = cli_vm_checks(t->store, t->state_dir, t->vm, t->reference, NULL, &checks, &failed,
+			      err);
+	if (r < 0)
+		return cvm_err_prefix(err, "target VM %s", t->vm);
+	struct cvm_buf why = {0};
+	size_t i;
+	json_t *c;
+	json_array_foreach(checks, i, c)
+		if (!json_is_true(json_object_get(c, "passed")))
+			cvm_buf_printf(&why, "%s%s (%s)", why.len ? "; " : "",
+				       json_string_value(json_object_get(c, "check")),
+				       json_string_value(json_object_get(c, "detail")));
+	json_decref(checks);
+	if (failed)
+		r = cvm_err_set(err, ECANCELED, "Conflict", "target VM %s failed validation: %.*s",
+				t->vm, (int)why.len, why.data ? (const char *)why.data : "");
+	cvm_buf_free(&why);
+	return r;
+}
+
 static int migrate_cutover(struct cli *cli, int argc, char **argv)
 {
 	const char *usage = "migrate cutover PROJECT SERVER --qmp SOCK --node NODE --state FILE "
 			    "--connect HOST:PORT --cert PEM --key PEM --ca PEM [--peer-name NAME] "
-			    "--replica IMG [--validator PROGRAM] [--endpoints FILE --name NAME "
+			    "--replica IMG [--validator PROGRAM] [--target-vm NAME "
+			    "[--reference-measurement HEX]] [--endpoints FILE --name NAME "
 			    "--target-addr ADDR] " STORE_USAGE;
-	const char *store = NULL, *state_dir = NULL, *pos[2] = {0};
+	const char *store = NULL, *state_dir = NULL, *pos[2] = {0}, *target_vm = NULL,
+		   *ref_hex = NULL;
 	size_t np = 0;
 	struct cvm_cutover_opts o = {0};
 	const struct cli_opt opts[] = {{"--store", true, &store, NULL, NULL},
@@ -523,10 +557,14 @@ static int migrate_cutover(struct cli *cli, int argc, char **argv)
 				       {"--validator", true, &o.validator, NULL, NULL},
 				       {"--endpoints", true, &o.endpoints, NULL, NULL},
 				       {"--name", true, &o.name, NULL, NULL},
-				       {"--target-addr", true, &o.target_addr, NULL, NULL}};
+				       {"--target-addr", true, &o.target_addr, NULL, NULL},
+				       {"--target-vm", true, &target_vm, NULL, NULL},
+				       {"--reference-measurement", true, &ref_hex, NULL, NULL}};
 	int rc = cli_parse(argc, argv, opts, CVM_ARRAY_SIZE(opts), pos, 2, 2, &np, usage);
 	if (rc)
 		return rc;
+	if (ref_hex && !target_vm)
+		return cli_usage_error(usage, "--reference-measurement goes with --target-vm");
 	if (!o.repl.qmp || !o.repl.node || !o.repl.state || !o.repl.connect || !o.replica)
 		return cli_usage_error(usage, "--qmp, --node, --state, --connect and --replica are "
 				       "required");
@@ -537,6 +575,16 @@ static int migrate_cutover(struct cli *cli, int argc, char **argv)
 	_cleanup_store_ struct cvm_store *s = NULL;
 	if (open_store(store, state_dir, &s, &err) < 0)
 		return cli_fail(&err, "migrate cutover");
+	uint8_t ref[48];
+	if (ref_hex && cvm_hex_decode_fixed(ref_hex, ref, sizeof(ref), "--reference-measurement",
+					    &err) < 0)
+		return cli_usage_error(usage, "%s", err.msg);
+	struct target_check tc = {.store = s, .state_dir = state_dir, .vm = target_vm,
+				  .reference = ref_hex ? ref : NULL};
+	if (target_vm) {
+		o.check_target = check_target_vm;
+		o.check_target_ctx = &tc;
+	}
 	struct cvm_cutover_result res;
 	int r = cvm_migrate_cutover(s, &o, &res, &err);
 	if (cli->json) {
@@ -641,7 +689,8 @@ int cli_migrate(struct cli *cli, int argc, char **argv)
 		 "test PROJECT SERVER --replica IMG [--secure-boot] [--service-port P] [--timeout S]"},
 		{"cutover", migrate_cutover,
 		 "cutover PROJECT SERVER --qmp SOCK --node NODE --state F --connect H:P --cert --key "
-		 "--ca --replica IMG [--validator PROG] [--endpoints F --name N --target-addr A]"},
+		 "--ca --replica IMG [--validator PROG] [--target-vm NAME [--reference-measurement "
+		 "HEX]] [--endpoints F --name N --target-addr A]"},
 		{"check-network", migrate_check_network,
 		 "check-network --target HOST [--ports LIST] [--resolve NAME]... [--timeout-ms N]"},
 		{"project", migrate_project, "project create NAME (--store URL | --state-dir DIR)"},

@@ -904,6 +904,60 @@ static int vm_console(struct cli *cli, int argc, char **argv)
 	return fwrite(d, 1, l, stdout) == l ? CLI_OK : CLI_FAIL;
 }
 
+/* The checks of a cutover for VM name (vm.h cvm_vm_validate) plus the OS disk's encryption:
+ * *checks a JSON array of {check, passed, detail}, *failed how many did not pass. Shared by
+ * `vm validate` and `migrate cutover --target-vm`. */
+int cli_vm_checks(struct cvm_store *store, const char *state_dir, const char *name,
+		  const uint8_t *reference, const char *image, json_t **checks, int *failed,
+		  struct cvm_err *err)
+{
+	struct vmctx v = { .store = store, .state_dir = state_dir ? state_dir
+					       : getenv("CVM_STATE_DIR") ? getenv("CVM_STATE_DIR")
+									 : DEFAULT_STATE_DIR };
+	struct cvm_vm vm = { 0 };
+	*checks = NULL;
+	*failed = 0;
+	int r = cvm_vm_get(store, name, &vm, err);
+	_cleanup_free_ char *vdir = r == 0 ? vm_dir(&v, vm.name) : NULL;
+	_cleanup_free_ char *rdir = r == 0 ? run_dir(vm.name) : NULL;
+	_cleanup_free_ char *vmgs = vdir ? cvm_path_join(vdir, "vmgs.bin") : NULL;
+	_cleanup_free_ char *vars = rdir ? cvm_path_join(rdir, "OVMF_VARS.fd") : NULL;
+	_cleanup_free_ char *swtpm = rdir ? cvm_path_join(rdir, "swtpm.sock") : NULL;
+	if (r == 0 && (!vmgs || !vars || !swtpm))
+		r = cvm_err_nomem(err);
+	if (r == 0) {
+		struct cvm_vm_validate_in in = {
+			.store = store, .vm = &vm, .firmware = OVMF_CODE,
+			.vars_file = vm.state == CVM_VM_RUNNING ? vars : NULL,
+			.swtpm_sock = swtpm, .vmgs_file = vmgs,
+			.reference = reference, .now_ms = cvm_now_ms(),
+		};
+		r = cvm_vm_validate(&in, checks, failed, err);
+	}
+	if (r == 0) {
+		_cleanup_free_ char *img = NULL;
+		struct cvm_err e2 = { 0 };
+		struct cvm_disk_info info = { 0 };
+		bool enc = os_image(&v, &vm, image, &img, &e2) == 0 &&
+			   cvm_disk_info(img, &info, &e2) == 0 && info.complete && info.has_hsm_token;
+		bool des_ok = enc && vm.des && strcmp(info.hsm.des, vm.des) == 0;
+		char m[512];
+		snprintf(m, sizeof(m), "%s", !enc ? (e2.msg[0] ? e2.msg : "no opencvm-hsm token")
+					     : !des_ok ? "the disk's token names another DES"
+						       : "LUKS2, its secret wrapped by the VM's DES");
+		if (enc && des_ok)
+			snprintf(m, sizeof(m), "LUKS2 (%s, %u-byte sectors), secret wrapped by DES %s "
+					       "key %s", info.cipher, info.sector_size, vm.des,
+				 info.hsm.key_url);
+		json_array_append_new(*checks, json_pack("{s:s,s:b,s:s}", "check", "diskEncryption",
+							 "passed", des_ok, "detail", m));
+		*failed += !des_ok;
+		cvm_disk_info_clear(&info);
+	}
+	cvm_vm_clear(&vm);
+	return r;
+}
+
 /* The pinned launch measurement: given as hex, or computed for the boot artifacts. */
 static int reference_measurement(const char *hex, const char *kernel, const char *initrd,
 				 const char *append, uint8_t out[48], struct cvm_err *err)
@@ -944,49 +998,12 @@ static int vm_validate(struct cli *cli, int argc, char **argv)
 	bool have_ref = hex || kernel;
 	if (have_ref && reference_measurement(hex, kernel, initrd, append, ref, &err) < 0)
 		return cli_usage_error(usage, "%s", err.msg);
-	struct cvm_vm vm = { 0 };
-	int r = vmctx_open(&v, &err);
-	if (r == 0)
-		r = cvm_vm_get(v.store, pos[0], &vm, &err);
-	_cleanup_free_ char *vdir = r == 0 ? vm_dir(&v, vm.name) : NULL;
-	_cleanup_free_ char *rdir = r == 0 ? run_dir(vm.name) : NULL;
-	_cleanup_free_ char *vmgs = vdir ? cvm_path_join(vdir, "vmgs.bin") : NULL;
-	_cleanup_free_ char *vars = rdir ? cvm_path_join(rdir, "OVMF_VARS.fd") : NULL;
-	_cleanup_free_ char *swtpm = rdir ? cvm_path_join(rdir, "swtpm.sock") : NULL;
-	if (r == 0 && (!vmgs || !vars || !swtpm))
-		r = cvm_err_nomem(&err);
 	json_t *checks = NULL;
 	int failed = 0;
-	if (r == 0) {
-		struct cvm_vm_validate_in in = {
-			.store = v.store, .vm = &vm, .firmware = OVMF_CODE,
-			.vars_file = vm.state == CVM_VM_RUNNING ? vars : NULL,
-			.swtpm_sock = swtpm, .vmgs_file = vmgs,
-			.reference = have_ref ? ref : NULL, .now_ms = cvm_now_ms(),
-		};
-		r = cvm_vm_validate(&in, &checks, &failed, &err);
-	}
-	if (r == 0) {
-		_cleanup_free_ char *img = NULL;
-		struct cvm_err e2 = { 0 };
-		struct cvm_disk_info info = { 0 };
-		bool enc = os_image(&v, &vm, image, &img, &e2) == 0 &&
-			   cvm_disk_info(img, &info, &e2) == 0 && info.complete && info.has_hsm_token;
-		bool des_ok = enc && vm.des && strcmp(info.hsm.des, vm.des) == 0;
-		char m[512];
-		snprintf(m, sizeof(m), "%s", !enc ? (e2.msg[0] ? e2.msg : "no opencvm-hsm token")
-					     : !des_ok ? "the disk's token names another DES"
-						       : "LUKS2, its secret wrapped by the VM's DES");
-		if (enc && des_ok)
-			snprintf(m, sizeof(m), "LUKS2 (%s, %u-byte sectors), secret wrapped by DES %s "
-					       "key %s", info.cipher, info.sector_size, vm.des,
-				 info.hsm.key_url);
-		json_array_append_new(checks, json_pack("{s:s,s:b,s:s}", "check", "diskEncryption",
-							"passed", des_ok, "detail", m));
-		failed += !des_ok;
-		cvm_disk_info_clear(&info);
-	}
-	cvm_vm_clear(&vm);
+	int r = vmctx_open(&v, &err);
+	if (r == 0)
+		r = cli_vm_checks(v.store, v.state_dir, pos[0], have_ref ? ref : NULL, image, &checks,
+				  &failed, &err);
 	vmctx_close(&v);
 	if (r < 0)
 		return cli_fail(&err, "vm validate");

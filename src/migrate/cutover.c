@@ -55,6 +55,8 @@ static int validate(const struct cvm_cutover_opts *o, struct cvm_err *err)
 	cvm_assess_report_clear(&rep);
 	if (r == 0 && o->validator)
 		r = run_validator(o->validator, o->replica, err);
+	if (r == 0 && o->check_target)
+		r = o->check_target(o->check_target_ctx, err);
 	return r;
 }
 

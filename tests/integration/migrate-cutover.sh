@@ -96,6 +96,22 @@ check "... the final sync had shipped the 5 writes" jq -e '.final_sync_blocks ==
 
 check "back to replicating, test-migrated, cutover-ready" bash -c \
   "for p in replicating test-migrated cutover-ready; do '$CVM' migrate server set-phase p web \$p ${S[*]} || exit 1; done"
+
+# The target confidential VM must pass vm validate's checks: one that never booted (no
+# attestation of a current boot, no vTPM, no encrypted OS disk) makes the cutover roll back.
+check "target VM object (never started)" "$CVM" vm create tvm --size Standard_DC2as_v5 --tee emulated \
+  --os-disk tvm-os --des des1 "${S[@]}"
+"$CVM" --json migrate cutover p web "${REPL[@]}" --validator "$TMP/same-as-source" --target-vm tvm \
+  --reference-measurement "$(printf 'ab%.0s' {1..48})" --endpoints endpoints.json --name web \
+  --target-addr 198.51.100.7 "${S[@]}" >tv.json 2>tv.err; rc=$?
+check "target VM fails validation: exit 1, rolled back" bash -c \
+  "[ $rc -eq 1 ] && jq -e '.rolled_back == true and .cut_over == false' tv.json >/dev/null"
+check "... the reason names the VM and its failed checks" jq -e \
+  '.reason | test("target VM tvm failed validation: .*attestation \\(not running.*bootIntegrity")' tv.json
+check "... the source VM runs again, the endpoint did not move" bash -c \
+  "[ \"\$(python3 qmp.py q.qmp status)\" = running ] && [ \"\$(jq -r .web endpoints.json)\" = 192.0.2.10 ]"
+check "back to cutover-ready again" bash -c \
+  "for p in replicating test-migrated cutover-ready; do '$CVM' migrate server set-phase p web \$p ${S[*]} || exit 1; done"
 check "guest writes 3 more blocks" python3 qmp.py q.qmp write 3 40
 "$CVM" --json migrate cutover p web "${REPL[@]}" --validator "$TMP/same-as-source" \
   --endpoints endpoints.json --name web --target-addr 198.51.100.7 "${S[@]}" >co.json 2>co.err; rc=$?
