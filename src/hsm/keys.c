@@ -784,7 +784,7 @@ int cvm_hsm_key_versions(struct cvm_hsm *h, const struct cvm_hsm_caller *c, cons
 	int active = cvm_hsm_check_active(h, err);
 	if (active < 0)
 		return active;
-	int limit;
+	int limit = 0;
 	char after[CVM_HSM_NAME_MAX + 1];
 	_cleanup_keyver_ struct cvm_hsm_keyver *cur = NULL;
 	int r = cvm_hsm_page_args(maxresults, skiptoken, true, &limit, after, err);

@@ -231,7 +231,7 @@ static int transact_kind(struct cvm_store *s, enum store_tx_kind kind, cvm_tx_fn
 	for (unsigned attempt = 0; attempt < TRANSACT_MAX_ATTEMPTS; attempt++) {
 		if (attempt)
 			backoff(attempt - 1);
-		struct cvm_tx *tx;
+		struct cvm_tx *tx = NULL;
 		r = tx_begin_kind(s, kind, &tx, err);
 		if (r == 0) {
 			r = fn(tx, ctx, err);
