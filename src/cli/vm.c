@@ -952,6 +952,23 @@ int cli_vm_checks(struct cvm_store *store, const char *state_dir, const char *na
 		json_array_append_new(*checks, json_pack("{s:s,s:b,s:s}", "check", "diskEncryption",
 							 "passed", des_ok, "detail", m));
 		*failed += !des_ok;
+		/* data disks: what vm start would attach (registered, complete, same key) */
+		if (vm.n_data_disks) {
+			struct data_disks dd = { 0 };
+			struct cvm_err e3 = { 0 };
+			bool ok = des_ok && data_disks_resolve(&v, &vm, img, info.hsm.key_url, &dd,
+							       &e3) == 0;
+			snprintf(m, sizeof(m), "%s", ok ? "" : e3.msg[0] ? e3.msg
+							 : "the OS disk's key is unknown");
+			if (ok)
+				snprintf(m, sizeof(m), "%zu confidential data disk%s, wrapped by the OS "
+						       "disk's key", dd.n, dd.n == 1 ? "" : "s");
+			json_array_append_new(*checks, json_pack("{s:s,s:b,s:s}", "check",
+								 "dataDisks", "passed", ok,
+								 "detail", m));
+			*failed += !ok;
+			data_disks_clear(&dd);
+		}
 		cvm_disk_info_clear(&info);
 	}
 	cvm_vm_clear(&vm);

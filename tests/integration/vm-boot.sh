@@ -74,6 +74,20 @@ check "data disk: the guest unlocked it with the released key" bash -c "$(declar
 check "data disk: formatted in boot 1 and mounted ($(console | grep -a -m1 -o 'cvm-guest: data disk data1 on.*'))" \
   bash -c "$(declare -f console); console | grep -q 'cvm-guest: data disk data1 on /data/data1 (boot 1)'"
 check "data disk: a single attestation and release for all disks" test "$(console | grep -c 'cvm-guest: attested')" = 1
+# vm validate on the running VM: every check, the launch measurement recomputed from the boot
+# artifacts as the reference; and the same VM against another reference fails bootIntegrity.
+"$CVM" --json vm validate vm1 --kernel "$IMG/vmlinuz" --initrd "$IMG/initrd.img" --append "$APPEND" \
+  --os-image "$TMP/os.img" >"$TMP/validate.json" 2>&1; rc=$?
+jq -r '.[] | select(.passed | not) | "    failed: \(.check): \(.detail)"' "$TMP/validate.json" 2>/dev/null
+check "vm validate on the running VM: all checks pass (exit $rc)" bash -c \
+  "[ $rc -eq 0 ] && jq -e 'map(.passed) | all' '$TMP/validate.json' >/dev/null"
+check "... including attestation, bootIntegrity, secureBoot, vTPM and dataDisks" jq -e \
+  '[.[] | select(.passed) | .check] | contains(["attestation", "bootIntegrity", "secureBoot", "vTPM", "dataDisks", "diskEncryption"])' \
+  "$TMP/validate.json"
+"$CVM" --json vm validate vm1 --kernel "$IMG/vmlinuz" --initrd "$IMG/initrd.img" \
+  --append "$APPEND init=/bin/sh" --os-image "$TMP/os.img" >"$TMP/validate2.json" 2>&1; rc=$?
+check "... against another command line: exit 1, bootIntegrity fails" bash -c \
+  "[ $rc -eq 1 ] && jq -e '.[] | select(.check == \"bootIntegrity\") | .passed == false' '$TMP/validate2.json' >/dev/null"
 check "vm stop" "$CVM" vm stop vm1
 wait "$VM_PID"; rc=$?
 check "data disk: the host's image received the guest's writes ($DATA_KB0 -> $(du -k "$DATA_IMG" | cut -f1) KiB)" \
