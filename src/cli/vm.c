@@ -1075,15 +1075,18 @@ static int vm_measure(struct cli *cli, int argc, char **argv)
 int cli_vm(struct cli *cli, int argc, char **argv)
 {
 	static const struct cli_verb verbs[] = {
-		{ "create", vm_create, "create NAME --size SIZE [--tee ...] [--os-disk D] [--des D]" },
-		{ "start", vm_start, "start NAME --kernel F --initrd F --vmgs-key-file F ..." },
-		{ "stop", vm_stop, "stop NAME" },
+		{ "create", vm_create, "create NAME --size SIZE [--security-type T] [--tee T] "
+				       "[--os-disk D] [--des D] [--data-disk D]... [--temp-disk]" },
+		{ "start", vm_start, "start NAME --kernel F --initrd F [--append CMDLINE] "
+				     "[--os-image F] [--emulator-dir D] [--memory-mib N] ..." },
+		{ "stop", vm_stop, "stop NAME [--grace SECONDS]" },
 		{ "restart", vm_restart, "restart NAME [--grace SECONDS]" },
 		{ "delete", vm_delete, "delete NAME" },
 		{ "show", vm_show, "show NAME" },
 		{ "list", vm_list, "list" },
 		{ "console", vm_console, "console NAME" },
-		{ "validate", vm_validate, "validate NAME [--os-image FILE]" },
+		{ "validate", vm_validate, "validate NAME [--reference-measurement HEX | --kernel F "
+					   "--initrd F [--append CMDLINE]] [--os-image FILE]" },
 		{ "measure", vm_measure, "measure --kernel F --initrd F [--append CMDLINE]" },
 	};
 	return cli_dispatch(cli, "vm", verbs, CVM_ARRAY_SIZE(verbs), argc, argv);
