@@ -70,6 +70,7 @@ static void auth_free(struct cvm_hsm_auth *a)
 
 int hsm_auth(struct cvm_hsm *h, struct cvm_hsm_auth **out, struct cvm_err *err)
 {
+	*out = NULL;
 	struct cvm_hsm_auth *a = __atomic_load_n(&h->auth, __ATOMIC_ACQUIRE);
 	if (a) {
 		*out = a;
