@@ -53,6 +53,19 @@ static bool take32(struct log_reader *r, uint32_t *v)
 	return true;
 }
 
+/* TPM_ALG_ID -> digest size for the algorithms TPM event logs use; 0 for others. */
+static size_t tpm_alg_digest_size(uint16_t alg)
+{
+	switch (alg) {
+	case 0x0004: return 20; /* SHA-1 */
+	case 0x000b: return 32; /* SHA-256 */
+	case 0x000c: return 48; /* SHA-384 */
+	case 0x000d: return 64; /* SHA-512 */
+	case 0x0012: return 32; /* SM3-256 */
+	default: return 0;
+	}
+}
+
 /* The first record: TCG_PCR_EVENT (SHA-1 format) with the TCG_EfiSpecIDEvent listing the
  * digest sizes every later record uses. */
 static int read_header(struct log_reader *r, struct cvm_err *err)
@@ -74,6 +87,13 @@ static int read_header(struct log_reader *r, struct cvm_err *err)
 		if (r->algs[i].size == 0 || r->algs[i].size > 64)
 			return cvm_err_badparam(err, "tcg_log.spec_id: digest size %u",
 						r->algs[i].size);
+		/* A known algorithm has one digest size: a log declaring another is malformed
+		 * (SHA-256 digests are read as 32 bytes when replayed). */
+		size_t want = tpm_alg_digest_size(r->algs[i].id);
+		if (want && r->algs[i].size != want)
+			return cvm_err_badparam(err, "tcg_log.spec_id: algorithm 0x%04x with digest "
+						"size %u, expected %zu", r->algs[i].id,
+						r->algs[i].size, want);
 	}
 	r->n_algs = n;
 	return 0;
@@ -102,7 +122,7 @@ static int read_event(struct log_reader *r, struct log_event *e, size_t idx, str
 						"declared in the Spec ID event", idx, alg);
 		if (!take(r, r->algs[k].size, &d))
 			return cvm_err_badparam(err, "tcg_log.event[%zu]: truncated digest", idx);
-		if (alg == ALG_SHA256)
+		if (alg == ALG_SHA256 && r->algs[k].size == 32)
 			e->sha256 = d;
 	}
 	const uint8_t *data;

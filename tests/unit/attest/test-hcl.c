@@ -351,6 +351,19 @@ static void test_tcg_log(void **state)
 	json_decref(j);
 	/* Shown as a TCG log by the evidence decoder. */
 	assert_int_equal(cvm_evidence_detect(log, len), CVM_EVIDENCE_TCG_LOG);
+
+	/* Found by fuzz-event-log: a Spec ID event declaring SHA-256 (0x000b) with 25-byte
+	 * digests; SHA-256 digests are read as 32 bytes, so such a log is refused up front. */
+	static const uint8_t bad_size[] = {
+		0, 0, 0, 0, 3, 0, 0, 0, [28] = 0x25, 0, 0, 0, 'S', 'p', 'e', 'c', ' ', 'I', 'D',
+		' ', 'E', 'v', 'e', 'n', 't', '0', '3', 0, 0, 0, 0, 0, 0, 2, 2, 0, 2, 0, 0, 0,
+		4, 0, 20, 0, 0x0b, 0, 25, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 4, 0,
+	};
+	j = NULL;
+	assert_int_equal(cvm_tcg_log_to_json(bad_size, sizeof(bad_size), &j, &err), -EINVAL);
+	assert_null(j);
+	assert_non_null(strstr(err.msg, "algorithm 0x000b with digest size 25, expected 32"));
+	assert_int_equal(cvm_tcg_log_replay(bad_size, sizeof(bad_size), &l, &err), -EINVAL);
 }
 
 static void test_evidence_show(void **state)
