@@ -73,13 +73,21 @@ static inline struct cvm_val cvm_val_text(const char *s)
 /* CVM_TX_WRITE: SQLite BEGIN IMMEDIATE on the writer connection (one writer per process,
  * others wait); PostgreSQL SERIALIZABLE. CVM_TX_READ: a consistent snapshot, read only
  * (SQLite reader connection with query_only; PostgreSQL REPEATABLE READ READ ONLY).
+ * CVM_TX_WRITE_LAZY: a write transaction that commits without waiting for its flush (SQLite
+ * synchronous=NORMAL for that commit, PostgreSQL synchronous_commit=off): atomic and isolated
+ * like CVM_TX_WRITE, but durable only once a later durable commit on the same store returns
+ * (both engines write one sequential log, and flushing it up to a commit flushes every commit
+ * before it). Use it only where such a commit follows before the outcome leaves the process,
+ * e.g. a request's audit record, which is durable before the response is sent; it saves a
+ * flush per request. cvm_tx_mode reports it as CVM_TX_WRITE.
  * Do not begin a write transaction (or call cvm_audit_append) while the same thread holds one:
  * on SQLite that waits for itself. */
-enum cvm_tx_mode { CVM_TX_READ, CVM_TX_WRITE };
+enum cvm_tx_mode { CVM_TX_READ, CVM_TX_WRITE, CVM_TX_WRITE_LAZY };
 CVM_EXPORT int cvm_tx_begin(struct cvm_store *s, enum cvm_tx_mode mode, struct cvm_tx **out,
 			    struct cvm_err *err);
 /* Always releases tx; when it returns 0 the transaction is durable (SQLite WAL with
- * synchronous=FULL fsyncs on commit; PostgreSQL synchronous_commit). -EAGAIN: nothing was
+ * synchronous=FULL fsyncs on commit; PostgreSQL synchronous_commit), or for CVM_TX_WRITE_LAZY
+ * committed and durable with the next durable commit. -EAGAIN: nothing was
  * committed (retry). -EIO on PostgreSQL can mean the connection died during COMMIT: the
  * outcome is then unknown. */
 CVM_EXPORT int cvm_tx_commit(struct cvm_tx *tx, struct cvm_err *err);

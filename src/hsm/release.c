@@ -20,7 +20,9 @@ static const char *const encs[] = { "CKM_RSA_AES_KEY_WRAP", "RSA_AES_KEY_WRAP_25
  * inserted into hsm_release_replay in a write transaction of its own before the key is
  * wrapped, and a row already there refuses it. Rows live until exp + LEEWAY (the token is
  * accepted that long) and each release deletes the expired ones, so the table holds only live
- * tokens. */
+ * tokens. The insert commits lazily (no flush of its own): the request's audit record commits
+ * durably after it and before any response leaves, and that flush covers the row too, so a
+ * release that was answered can never be replayed after a crash. */
 struct replay_row {
 	char hex[65];
 	int64_t exp, now;
@@ -51,7 +53,7 @@ static int replay_check(struct cvm_hsm *h, const uint8_t hash[32], int64_t exp, 
 	struct replay_row row = { .exp = exp, .now = now };
 	for (size_t i = 0; i < 32; i++)
 		snprintf(row.hex + 2 * i, 3, "%02x", hash[i]);
-	return cvm_store_transact(h->store, CVM_TX_WRITE, replay_tx, &row, err);
+	return cvm_store_transact(h->store, CVM_TX_WRITE_LAZY, replay_tx, &row, err);
 }
 
 /* ---- pieces ----------------------------------------------------------------------------- */

@@ -323,8 +323,8 @@ static int pg_begin(void *impl, enum store_tx_kind kind, void **conn, struct cvm
 	struct pg_store *s = impl;
 	struct pg_conn *pc = pg_acquire(s);
 	const char *sql = kind == STORE_TX_READ ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-			  : kind == STORE_TX_WRITE ? "BEGIN ISOLATION LEVEL SERIALIZABLE"
-						   : "BEGIN";
+			  : kind == STORE_TX_SCHEMA ? "BEGIN"
+						    : "BEGIN ISOLATION LEVEL SERIALIZABLE";
 	int r = 0;
 	/* A connection that broke while idle (server restart, failover) is reopened once. */
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -339,6 +339,8 @@ static int pg_begin(void *impl, enum store_tx_kind kind, void **conn, struct cvm
 	}
 	if (r == 0 && kind == STORE_TX_SCHEMA)
 		r = pg_run(pc, "SELECT pg_advisory_xact_lock(" PG_SCHEMA_LOCK_KEY ")", err);
+	if (r == 0 && kind == STORE_TX_WRITE_LAZY)
+		r = pg_run(pc, "SET LOCAL synchronous_commit = off", err);
 	if (r < 0) {
 		pg_release(s, pc);
 		return r;

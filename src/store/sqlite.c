@@ -22,6 +22,7 @@ struct sq_conn {
 	sqlite3 *db;
 	struct stmt_cache cache;
 	bool writer;
+	bool lazy; /* synchronous=NORMAL is set for a CVM_TX_WRITE_LAZY transaction */
 };
 
 struct sq_store {
@@ -306,6 +307,20 @@ int store_sqlite_open(const char *path, unsigned pool, void **impl, struct cvm_e
 
 /* ---- transactions ----------------------------------------------------------------------- */
 
+/* The writer's synchronous level for the next transaction: NORMAL for a lazy one, FULL for
+ * every other. A FULL that could not be restored after a lazy commit is retried here, and a
+ * durable transaction never begins without it. */
+static int sq_set_lazy(struct sq_conn *c, bool lazy, struct cvm_err *err)
+{
+	if (c->lazy == lazy)
+		return 0;
+	int r = sq_exec(c, lazy ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", NULL, 0,
+			NULL, NULL, err);
+	if (r == 0)
+		c->lazy = lazy;
+	return r;
+}
+
 static struct sq_conn *sq_acquire(struct sq_store *s, enum store_tx_kind kind)
 {
 	if (kind != STORE_TX_READ || !s->nreaders) {
@@ -323,6 +338,8 @@ static struct sq_conn *sq_acquire(struct sq_store *s, enum store_tx_kind kind)
 static void sq_release(struct sq_store *s, struct sq_conn *c)
 {
 	if (c->writer) {
+		if (c->lazy)
+			(void)sq_set_lazy(c, false, NULL); /* else retried by the next sq_begin */
 		pthread_mutex_unlock(&s->wlock);
 		return;
 	}
@@ -336,8 +353,10 @@ static int sq_begin(void *impl, enum store_tx_kind kind, void **conn, struct cvm
 {
 	struct sq_store *s = impl;
 	struct sq_conn *c = sq_acquire(s, kind);
-	int r = sq_exec(c, kind == STORE_TX_READ ? "BEGIN" : "BEGIN IMMEDIATE", NULL, 0, NULL,
-			NULL, err);
+	int r = c->writer ? sq_set_lazy(c, kind == STORE_TX_WRITE_LAZY, err) : 0;
+	if (r == 0)
+		r = sq_exec(c, kind == STORE_TX_READ ? "BEGIN" : "BEGIN IMMEDIATE", NULL, 0, NULL,
+			    NULL, err);
 	if (r < 0) {
 		sq_release(s, c);
 		return r;

@@ -7,8 +7,8 @@
 
 /* Transaction kinds the engines know; STORE_TX_SCHEMA is a write transaction that also takes
  * the cross-process schema lock (PostgreSQL advisory lock; SQLite BEGIN IMMEDIATE already
- * excludes other writers). */
-enum store_tx_kind { STORE_TX_READ, STORE_TX_WRITE, STORE_TX_SCHEMA };
+ * excludes other writers); STORE_TX_WRITE_LAZY is CVM_TX_WRITE_LAZY. */
+enum store_tx_kind { STORE_TX_READ, STORE_TX_WRITE, STORE_TX_SCHEMA, STORE_TX_WRITE_LAZY };
 
 struct store_backend {
 	const char *name;

@@ -105,12 +105,24 @@ static int tx_begin_kind(struct cvm_store *s, enum store_tx_kind kind, struct cv
 	return 0;
 }
 
+static bool valid_mode(enum cvm_tx_mode mode)
+{
+	return mode == CVM_TX_READ || mode == CVM_TX_WRITE || mode == CVM_TX_WRITE_LAZY;
+}
+
+static enum store_tx_kind tx_kind(enum cvm_tx_mode mode)
+{
+	return mode == CVM_TX_READ ? STORE_TX_READ
+	       : mode == CVM_TX_WRITE_LAZY ? STORE_TX_WRITE_LAZY
+					   : STORE_TX_WRITE;
+}
+
 int cvm_tx_begin(struct cvm_store *s, enum cvm_tx_mode mode, struct cvm_tx **out,
 		 struct cvm_err *err)
 {
-	if (!s || !out || (mode != CVM_TX_READ && mode != CVM_TX_WRITE))
-		return cvm_err_badparam(err, "tx: expected a store and mode READ or WRITE");
-	return tx_begin_kind(s, mode == CVM_TX_WRITE ? STORE_TX_WRITE : STORE_TX_READ, out, err);
+	if (!s || !out || !valid_mode(mode))
+		return cvm_err_badparam(err, "tx: expected a store and mode READ, WRITE or WRITE_LAZY");
+	return tx_begin_kind(s, tx_kind(mode), out, err);
 }
 
 int cvm_tx_commit(struct cvm_tx *tx, struct cvm_err *err)
@@ -249,10 +261,9 @@ static int transact_kind(struct cvm_store *s, enum store_tx_kind kind, cvm_tx_fn
 int cvm_store_transact(struct cvm_store *s, enum cvm_tx_mode mode, cvm_tx_fn fn, void *ctx,
 		       struct cvm_err *err)
 {
-	if (!s || !fn || (mode != CVM_TX_READ && mode != CVM_TX_WRITE))
+	if (!s || !fn || !valid_mode(mode))
 		return cvm_err_badparam(err, "transact: expected a store, mode and function");
-	return transact_kind(s, mode == CVM_TX_WRITE ? STORE_TX_WRITE : STORE_TX_READ, fn, ctx,
-			     err);
+	return transact_kind(s, tx_kind(mode), fn, ctx, err);
 }
 
 /* ---- schema versions -------------------------------------------------------------------- */

@@ -450,6 +450,59 @@ static void test_persists_across_reopen(void **state)
 	cvm_store_close(s);
 }
 
+/* The engine's flush setting as seen inside a write transaction of the given mode: SQLite
+ * PRAGMA synchronous (2 FULL, 1 NORMAL), PostgreSQL synchronous_commit (1 on, 0 off). */
+static int64_t flush_level(struct cvm_store *s, enum cvm_tx_mode mode)
+{
+	struct cvm_tx *tx = NULL;
+	struct cvm_rows *rows = NULL;
+	ASSERT_OK(cvm_tx_begin(s, mode, &tx, err));
+	assert_int_equal(cvm_tx_mode(tx), CVM_TX_WRITE);
+	ASSERT_OK(cvm_tx_query(tx,
+			       is_pg(s) ? "SELECT CASE current_setting('synchronous_commit') "
+					  "WHEN 'off' THEN 0 ELSE 1 END"
+					: "PRAGMA synchronous",
+			       NULL, 0, &rows, err));
+	int64_t level = cvm_rows_int(rows, 0, 0);
+	cvm_rows_free(rows);
+	ASSERT_OK(cvm_tx_commit(tx, err));
+	return level;
+}
+
+/* A lazy write commits like any other (visible, persistent, undone by rollback) and only its
+ * own commit skips the flush: the next ordinary write transaction flushes again. */
+static void test_lazy_write(void **state)
+{
+	char url[1024];
+	testdb_url(*state, "lazy", NULL, url, sizeof(url));
+	struct cvm_store *s = NULL;
+	ASSERT_OK(cvm_store_open(url, &s, err));
+	exec1(s, "CREATE TABLE t (a INTEGER PRIMARY KEY)");
+	int64_t full = is_pg(s) ? 1 : 2, lazy = is_pg(s) ? 0 : 1;
+	assert_int_equal(flush_level(s, CVM_TX_WRITE), full);
+	assert_int_equal(flush_level(s, CVM_TX_WRITE_LAZY), lazy);
+	assert_int_equal(flush_level(s, CVM_TX_WRITE), full);
+
+	struct cvm_tx *tx = NULL;
+	ASSERT_OK(cvm_tx_begin(s, CVM_TX_WRITE_LAZY, &tx, err));
+	insert_n(tx, 1, 3);
+	cvm_tx_rollback(tx);
+	assert_int_equal(count_rows(s, "t"), 0);
+	assert_int_equal(flush_level(s, CVM_TX_WRITE), full);
+
+	ASSERT_OK(cvm_tx_begin(s, CVM_TX_WRITE_LAZY, &tx, err));
+	insert_n(tx, 1, 3);
+	ASSERT_OK(cvm_tx_commit(tx, err));
+	assert_int_equal(count_rows(s, "t"), 3);
+	exec1(s, "INSERT INTO t (a) VALUES (100)"); /* the durable commit that covers it */
+	cvm_store_close(s);
+	ASSERT_OK(cvm_store_open(url, &s, err));
+	assert_int_equal(count_rows(s, "t"), 4);
+	struct cvm_err e = { 0 };
+	assert_int_equal(cvm_tx_begin(s, (enum cvm_tx_mode)7, &tx, &e), -EINVAL);
+	cvm_store_close(s);
+}
+
 struct retry_ctx {
 	int base; /* first value inserted; one per attempt */
 	int attempts;
@@ -779,6 +832,7 @@ int main(void)
 		cmocka_unit_test(test_read_tx_is_read_only),
 		cmocka_unit_test(test_snapshot_isolation),
 		cmocka_unit_test(test_persists_across_reopen),
+		cmocka_unit_test(test_lazy_write),
 		cmocka_unit_test(test_transact_retry),
 		cmocka_unit_test(test_transact_contention),
 		cmocka_unit_test(test_lock_arguments),
