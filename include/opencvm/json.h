@@ -65,8 +65,11 @@ CVM_EXPORT const char *cvm_json_type_name(const json_t *v);
  * refuse them). For messages that may quote client input. NULL on ENOMEM. */
 CVM_EXPORT json_t *cvm_json_string_lossy(const char *s);
 
-/* compact serialization, malloc'd; NULL on ENOMEM */
+/* Compact serialization, byte for byte json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+ * malloc'd; NULL on ENOMEM (or nesting deeper than 2048). */
 CVM_EXPORT char *cvm_json_dump(const json_t *v);
+/* The same, appended to out (nothing appended on error): 0, -ENOMEM, -ELOOP too deep. */
+CVM_EXPORT int cvm_json_dump_buf(const json_t *v, struct cvm_buf *out);
 /* obj[field] = base64url(data) without padding. 0 / -ENOMEM */
 CVM_EXPORT int cvm_json_set_b64url(json_t *obj, const char *field, const void *data, size_t len);
 

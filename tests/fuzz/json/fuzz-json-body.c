@@ -59,6 +59,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cvm_json_path(root, "x-ms-isolation-tee.x-ms-attestation-type");
 	cvm_json_path(root, "attributes.exp");
 	char *dump = cvm_json_dump(root);
+	char *ref = json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY);
+	/* Our serializer claims jansson's exact bytes. */
+	if ((dump == NULL) != (ref == NULL) || (dump && strcmp(dump, ref) != 0))
+		abort();
+	free(ref);
 	if (dump) {
 		/* Our own output must parse back. */
 		json_t *again = NULL;

@@ -380,6 +380,67 @@ static void test_path(void **state)
 	json_decref(o);
 }
 
+
+/* cvm_json_dump writes exactly what jansson's compact dump writes, for every value type,
+ * every escape, UTF-8, embedded NUL, long strings and deep nesting. */
+static void test_dump_matches_jansson(void **state)
+{
+	(void)state;
+	static const char *const docs[] = {
+		"{}", "[]", "\"\"", "0", "-9223372036854775808", "9223372036854775807", "1.5",
+		"-0.0", "1e300", "3.141592653589793", "true", "false", "null",
+		"{\"a\":1,\"b\":[1,2,{\"c\":null}],\"d\":\"x\"}",
+		"{\"z\":1,\"a\":2,\"m\":3}",
+		"[\"\\u0000\\u0001\\u001f\\b\\f\\n\\r\\t\\\"\\\\/\\u007f\"]",
+		"{\"k\\ny\":\"\\u00e9\\u0000\\u4e2d\\ud83d\\ude00\"}",
+		"[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]",
+	};
+	for (size_t i = 0; i < CVM_ARRAY_SIZE(docs); i++) {
+		json_error_t je;
+		json_t *v = json_loads(docs[i], JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+		assert_non_null(v);
+		char *ours = cvm_json_dump(v);
+		char *ref = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+		assert_non_null(ours);
+		assert_string_equal(ours, ref);
+		free(ours);
+		free(ref);
+		json_decref(v);
+	}
+	/* A long base64url string (a JWS) and a string of every byte value 1..255 in UTF-8. */
+	char *big = malloc(20001);
+	assert_non_null(big);
+	for (size_t i = 0; i < 20000; i++)
+		big[i] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."[i % 65];
+	big[20000] = 0;
+	json_t *v = json_pack("{s:s,s:[s]}", "value", big, "x", "\x01\x7f\xc3\xa9\xe2\x82\xac");
+	assert_non_null(v);
+	char *ours = cvm_json_dump(v), *ref = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	assert_string_equal(ours, ref);
+	free(ours);
+	free(ref);
+	/* Appending to a buffer that already holds text keeps it, and a too-deep value appends
+	 * nothing. */
+	struct cvm_buf b = { 0 };
+	assert_int_equal(cvm_buf_append_str(&b, "prefix:"), 0);
+	assert_int_equal(cvm_json_dump_buf(json_object_get(v, "x"), &b), 0);
+	assert_string_equal((char *)b.data, "prefix:[\"\\u0001\x7f\xc3\xa9\xe2\x82\xac\"]");
+	json_decref(v);
+	json_t *deep = json_array(), *cur = deep;
+	for (int i = 0; i < 2100; i++) {
+		json_t *n = json_array();
+		json_array_append_new(cur, n);
+		cur = n;
+	}
+	size_t before = b.len;
+	assert_int_equal(cvm_json_dump_buf(deep, &b), -ELOOP);
+	assert_int_equal(b.len, before);
+	assert_null(cvm_json_dump(deep));
+	json_decref(deep);
+	cvm_buf_free(&b);
+	free(big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -396,6 +457,7 @@ int main(void)
 		cmocka_unit_test(test_dump_and_set_b64url),
 		cmocka_unit_test(test_string_lossy),
 		cmocka_unit_test(test_path),
+		cmocka_unit_test(test_dump_matches_jansson),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
